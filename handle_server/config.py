@@ -1,0 +1,210 @@
+"""Configuration: a TOML file read into frozen dataclasses.
+
+Every option has a default here and a line in ``config.example.toml``; an unknown table or key,
+a value of the wrong type or out of range stops start-up with a ``ConfigError`` naming the file,
+the table and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["AdminConfig", "Config", "ConfigError", "load_config", "parse_config"]
+
+PREFIX_HANDLE_AUTHORITY = "0.NA"
+_PREFIX_RE = re.compile(r"^[^\s/\x00-\x1f\x7f]+$")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; the message names file, table and key."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 1_048_576
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    backend: str = "sqlite"
+    path: str = "var/handles.sqlite3"
+
+
+@dataclass(frozen=True, slots=True)
+class HandleConfig:
+    prefixes: tuple[str, ...] = ()
+    max_handle_length: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """An administrator identity ``index:0.NA/PREFIX`` and its secret key."""
+
+    id: str
+    secret: str = field(repr=False)
+
+    @property
+    def index(self) -> int:
+        return int(self.id.split(":", 1)[0])
+
+    @property
+    def handle(self) -> str:
+        return self.id.split(":", 1)[1]
+
+    @property
+    def prefix(self) -> str:
+        """The prefix this admin administers: ``0.NA/TEST`` administers ``TEST``."""
+        return self.handle.split("/", 1)[1]
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig = ServerConfig()
+    storage: StorageConfig = StorageConfig()
+    handle: HandleConfig = HandleConfig()
+    admins: tuple[AdminConfig, ...] = ()
+    log: LogConfig = LogConfig()
+    #: Where the configuration was read from (``None`` for the built-in defaults).
+    source: str | None = None
+
+    def replace(self, **tables: Any) -> Config:
+        return dataclasses.replace(self, **tables)
+
+
+_TABLES = {"server": ServerConfig, "storage": StorageConfig, "handle": HandleConfig,
+           "log": LogConfig}
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and check the TOML file at ``path``."""
+    name = str(path)
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{name}: not valid TOML: {exc}") from None
+    return parse_config(raw, source=name)
+
+
+def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> Config:
+    """Check a parsed TOML document and build the ``Config``."""
+    tables: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "admins":
+            continue
+        if key not in _TABLES:
+            known = ", ".join(sorted([*_TABLES, "admins"]))
+            raise ConfigError(f"{source}: unknown table [{key}] (known: {known})")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: [{key}] must be a table")
+        tables[key] = _build(_TABLES[key], value, source, f"[{key}]")
+    config = Config(**tables, source=source)
+    admins_raw = raw.get("admins", [])
+    if not isinstance(admins_raw, list):
+        raise ConfigError(f"{source}: admins must be an array of tables ([[admins]])")
+    admins = []
+    for n, entry in enumerate(admins_raw):
+        where = f"[[admins]] #{n + 1}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{source}: {where} must be a table")
+        for required in ("id", "secret"):
+            if required not in entry:
+                raise ConfigError(f"{source}: {where} {required}: missing")
+        admins.append(_build(AdminConfig, entry, source, where))
+    config = config.replace(admins=tuple(admins))
+    _check(config, source)
+    return config
+
+
+def _build(cls: type, table: dict[str, Any], source: str, where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in table.items():
+        if key not in fields:
+            known = ", ".join(fields)
+            raise ConfigError(f"{source}: {where} {key}: unknown key (known: {known})")
+        expected = fields[key].type
+        if expected == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif expected == "str":
+            ok = isinstance(value, str)
+        elif expected == "tuple[str, ...]":
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+            value = tuple(value) if ok else value
+        else:  # pragma: no cover - a new field type needs a branch here
+            raise AssertionError(f"unhandled config type {expected}")
+        if not ok:
+            wanted = {"int": "an integer", "str": "a string",
+                      "tuple[str, ...]": "an array of strings"}[expected]
+            raise ConfigError(f"{source}: {where} {key}: must be {wanted}, got {value!r}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _check(config: Config, source: str) -> None:
+    def fail(where: str, message: str) -> None:
+        raise ConfigError(f"{source}: {where}: {message}")
+
+    s = config.server
+    if not s.host:
+        fail("[server] host", "must not be empty")
+    if not 0 <= s.port <= 65535:
+        fail("[server] port", f"must be between 0 and 65535, got {s.port}")
+    if s.max_body_bytes < 1024:
+        fail("[server] max_body_bytes", f"must be at least 1024, got {s.max_body_bytes}")
+    if config.storage.backend != "sqlite":
+        fail("[storage] backend", f"must be \"sqlite\", got {config.storage.backend!r}")
+    if not config.storage.path:
+        fail("[storage] path", "must not be empty")
+    if config.handle.max_handle_length < 16:
+        fail("[handle] max_handle_length",
+             f"must be at least 16, got {config.handle.max_handle_length}")
+    seen: set[str] = set()
+    for prefix in config.handle.prefixes:
+        if not _PREFIX_RE.match(prefix):
+            fail("[handle] prefixes",
+                 f"{prefix!r} is not a prefix (no '/', white space or control characters)")
+        if prefix.upper() == PREFIX_HANDLE_AUTHORITY:
+            fail("[handle] prefixes", f"{prefix!r} is reserved for prefix handles")
+        if prefix.upper() in seen:
+            fail("[handle] prefixes", f"{prefix!r} is listed twice")
+        seen.add(prefix.upper())
+    ids: set[tuple[str, int]] = set()
+    for n, admin in enumerate(config.admins):
+        where = f"[[admins]] #{n + 1}"
+        index, sep, handle = admin.id.partition(":")
+        if not sep or not index.isdigit() or int(index) <= 0 or int(index) > 2**31 - 1:
+            fail(f"{where} id", f"must be index:handle with a positive index, got {admin.id!r}")
+        authority, slash, prefix = handle.partition("/")
+        if not slash or authority.upper() != PREFIX_HANDLE_AUTHORITY:
+            fail(f"{where} id",
+                 f"the handle must be a prefix handle 0.NA/<prefix>, got {handle!r}")
+        if prefix.upper() not in seen:
+            fail(f"{where} id",
+                 f"prefix {prefix!r} is not among [handle] prefixes {list(config.handle.prefixes)}")
+        if int(index) == 200:
+            fail(f"{where} id", "index 200 of a prefix handle holds the HS_VLIST of its admins")
+        if (prefix.upper(), int(index)) in ids:
+            fail(f"{where} id", f"{admin.id!r} is listed twice")
+        ids.add((prefix.upper(), int(index)))
+        if not admin.secret:
+            fail(f"{where} secret", "must not be empty")
+    if config.log.level not in _LOG_LEVELS:
+        fail("[log] level", f"must be one of {', '.join(_LOG_LEVELS)}, got {config.log.level!r}")

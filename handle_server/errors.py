@@ -1,0 +1,55 @@
+"""Request-level errors: what a request got wrong, or may not do. The Handle-domain errors
+(not found, already exists, ...) live in ``storage.errors``; ``middlewares.py`` maps both to
+HTTP statuses and Handle response codes."""
+
+from __future__ import annotations
+
+from storage import HandleError
+
+__all__ = [
+    "AuthenticationFailed",
+    "AuthenticationNeeded",
+    "BodyTooLarge",
+    "InsufficientPermissions",
+    "InvalidAdmin",
+    "InvalidHandle",
+    "InvalidValue",
+    "ProtocolError",
+    "ServerNotResponsible",
+]
+
+
+class ProtocolError(HandleError):
+    """The request is malformed: bad JSON, wrong body shape, bad parameter."""
+
+
+class BodyTooLarge(ProtocolError):
+    pass
+
+
+class InvalidHandle(HandleError):
+    """The handle is empty or not a handle."""
+
+
+class InvalidValue(HandleError):
+    """A handle value breaks a rule (index not positive, ...)."""
+
+
+class ServerNotResponsible(HandleError):
+    """The handle's prefix is not homed on this server."""
+
+
+class AuthenticationNeeded(HandleError):
+    """The request needs credentials and has none."""
+
+
+class AuthenticationFailed(HandleError):
+    """Credentials were given and are wrong, malformed or of an unknown identity."""
+
+
+class InvalidAdmin(HandleError):
+    """The identity is authenticated but is no administrator of the handle."""
+
+
+class InsufficientPermissions(HandleError):
+    """The identity may not do this to these values."""

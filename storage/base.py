@@ -1,0 +1,59 @@
+"""The storage contract. ``HandleStore`` is the only thing the service knows of storage; every
+backend implements it and passes ``tests/test_storage_contract.py``."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Callable
+
+from .model import Handle
+
+__all__ = ["Change", "HandleStore"]
+
+#: A change to one record: given the record as stored (``None`` when the handle does not exist),
+#: return the record to store (``None`` to delete the handle), or raise to abort. It runs while
+#: the record is locked against other writers, must be pure (no I/O: it may be called again if
+#: the backend retries), and sees a consistent record.
+Change = Callable[[Handle | None], Handle | None]
+
+
+class HandleStore(abc.ABC):
+    """Persistent handle records.
+
+    Handles are looked up case-insensitively in ASCII: ``storage.model.handle_key`` is the
+    comparison form, and a record keeps the spelling it was created with. A prefix is the part
+    of a handle before its first ``/``, compared the same way.
+    """
+
+    @abc.abstractmethod
+    async def get(self, handle: str) -> Handle | None:
+        """The record of ``handle``, values sorted by index, or ``None`` if there is none.
+
+        Sees every write that completed before the call started."""
+
+    @abc.abstractmethod
+    async def update(self, handle: str, change: Change) -> tuple[Handle | None, Handle | None]:
+        """Apply ``change`` to the record of ``handle`` atomically and durably.
+
+        Returns ``(before, after)``. The whole change is one transaction: either all of it is
+        stored or (if ``change`` raises, or the store fails) none of it, and the exception is
+        re-raised. Two concurrent updates of one handle are serialised: the second sees the
+        first's result. A new record is stored under the name ``after.handle``; an existing one
+        keeps its stored name. When ``update`` returns, the write survives a crash of the process.
+        Values whose content did not change are not rewritten."""
+
+    @abc.abstractmethod
+    async def count_handles(self, prefix: str) -> int:
+        """How many handles exist under ``prefix`` (cheap: not a scan)."""
+
+    @abc.abstractmethod
+    def iter_handles(
+        self, prefix: str, *, offset: int = 0, limit: int | None = None, batch: int = 10_000
+    ) -> AsyncIterator[list[str]]:
+        """The names of handles under ``prefix`` in a stable order (by ``handle_key``), skipping
+        ``offset`` and yielding at most ``limit`` names in lists of at most ``batch``. Served
+        from an index: no scan of other prefixes, memory bounded by ``batch``."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections; pending writes have already completed."""

@@ -1,0 +1,60 @@
+"""Errors of the Handle domain, raised by the service and the stores. Each carries the handle
+(and where it matters the indexes) it is about, so an error body can name them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "HandleAlreadyExists",
+    "HandleError",
+    "HandleNotFound",
+    "SchemaMismatch",
+    "StoreUnavailable",
+    "ValueAlreadyExists",
+    "ValuesNotFound",
+]
+
+
+class HandleError(Exception):
+    """Root of every error about a handle. ``message`` is meant for a person."""
+
+    def __init__(self, handle: str | None, message: str) -> None:
+        super().__init__(message)
+        self.handle = handle
+        self.message = message
+
+
+class HandleNotFound(HandleError):
+    def __init__(self, handle: str) -> None:
+        super().__init__(handle, f"Handle {handle} not found")
+
+
+class HandleAlreadyExists(HandleError):
+    def __init__(self, handle: str) -> None:
+        super().__init__(handle, f"Handle {handle} already exists")
+
+
+class ValueAlreadyExists(HandleError):
+    def __init__(self, handle: str, indexes: Iterable[int], message: str | None = None) -> None:
+        self.indexes = tuple(sorted(indexes))
+        listed = ", ".join(map(str, self.indexes))
+        super().__init__(handle, message or f"Handle {handle} already has values at index {listed}")
+
+
+class ValuesNotFound(HandleError):
+    def __init__(self, handle: str, indexes: Iterable[int]) -> None:
+        self.indexes = tuple(sorted(indexes))
+        listed = ", ".join(map(str, self.indexes))
+        super().__init__(handle, f"Handle {handle} has no values at index {listed}")
+
+
+class StoreUnavailable(HandleError):
+    """The store cannot be reached or answered with an I/O failure; the request may be retried."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, message)
+
+
+class SchemaMismatch(Exception):
+    """The database holds a schema this version of the server does not know."""
