@@ -1,0 +1,3 @@
+from handle_server.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+import storage
+
+from . import keys
+from .config import Config
+from .middlewares import error_middleware
+from .routes import setup_routes
+from .service import HandleService
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    config: Config,
+    *,
+    store: storage.HandleStore | None = None,
+    clock: Callable[[], float] = time.time,
+) -> web.Application:
+    """Build the application for ``config``. Without ``store`` the configured one is opened on
+    start-up and closed on clean-up; a given ``store`` belongs to the caller."""
+    app = web.Application(
+        middlewares=[error_middleware], client_max_size=config.server.max_body_bytes
+    )
+    app[keys.CONFIG] = config
+    if store is None:
+        app.cleanup_ctx.append(_store_ctx)
+    else:
+        app[keys.STORE] = store
+
+    async def service_ctx(app: web.Application) -> AsyncIterator[None]:
+        service = HandleService(app[keys.STORE], config, clock=clock)
+        await service.home_prefixes()
+        app[keys.SERVICE] = service
+        yield
+
+    app.cleanup_ctx.append(service_ctx)
+    setup_routes(app)
+    return app
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[keys.CONFIG]
+    store = await storage.open_store(config.storage.backend, path=config.storage.path)
+    app[keys.STORE] = store
+    yield
+    await store.close()

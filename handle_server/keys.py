@@ -1,0 +1,18 @@
+"""Typed keys of what the application holds."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from storage import HandleStore
+
+from .config import Config
+from .service import HandleService
+
+__all__ = ["CONFIG", "HANDLE", "SERVICE", "STORE"]
+
+CONFIG = web.AppKey("config", Config)
+STORE = web.AppKey("store", HandleStore)
+SERVICE = web.AppKey("service", HandleService)
+#: The handle a request is about, as the client spelled it (echoed in error answers).
+HANDLE = "handle_server.handle"

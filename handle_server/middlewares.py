@@ -1,0 +1,125 @@
+"""The one place where exceptions become answers: exception class -> (HTTP status, Handle
+responseCode), with the statuses the reference server uses for those codes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from storage import (
+    HandleAlreadyExists,
+    HandleError,
+    HandleNotFound,
+    StoreUnavailable,
+    ValueAlreadyExists,
+    ValuesNotFound,
+)
+
+from . import keys
+from .errors import (
+    AuthenticationFailed,
+    AuthenticationNeeded,
+    BodyTooLarge,
+    InsufficientPermissions,
+    InvalidAdmin,
+    InvalidHandle,
+    InvalidValue,
+    ProtocolError,
+    ServerNotResponsible,
+)
+from .serializers import error_body
+
+__all__ = ["ERROR_TABLE", "error_middleware", "json_response"]
+
+log = logging.getLogger(__name__)
+
+RC_ERROR = 2
+RC_PROTOCOL_ERROR = 4
+
+#: exception class -> (HTTP status, responseCode). Looked up along the class's MRO.
+ERROR_TABLE: dict[type[HandleError], tuple[int, int]] = {
+    BodyTooLarge: (413, RC_PROTOCOL_ERROR),
+    ProtocolError: (400, RC_PROTOCOL_ERROR),
+    StoreUnavailable: (503, 3),  # RC_SERVER_TOO_BUSY
+    HandleNotFound: (404, 100),
+    HandleAlreadyExists: (409, 101),
+    InvalidHandle: (400, 102),
+    ValuesNotFound: (400, 200),  # a GET that matches nothing is a 200 answer, not an error
+    ValueAlreadyExists: (409, 201),
+    InvalidValue: (400, 202),
+    ServerNotResponsible: (400, 301),
+    InvalidAdmin: (403, 400),
+    InsufficientPermissions: (403, 401),
+    AuthenticationNeeded: (401, 402),
+    AuthenticationFailed: (401, 403),  # the reference answers a wrong secret with 401 too
+}
+
+_WWW_AUTHENTICATE = {"WWW-Authenticate": 'Basic realm="handle"'}
+
+
+def json_response(
+    request: web.Request, body: dict, *, status: int = 200, headers: dict | None = None
+) -> web.Response:
+    """JSON in the API's encoding; ``?pretty`` indents it."""
+    option = orjson.OPT_INDENT_2 if "pretty" in request.query else 0
+    return web.Response(
+        body=orjson.dumps(body, option=option),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def status_and_code(exc: HandleError) -> tuple[int, int]:
+    for cls in type(exc).__mro__:
+        if cls in ERROR_TABLE:
+            return ERROR_TABLE[cls]
+    return 500, RC_ERROR
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except HandleError as exc:
+        status, code = status_and_code(exc)
+        if isinstance(exc, StoreUnavailable):
+            log.error("store unavailable: %s", exc.message)
+            message = "The handle store is unavailable; try again shortly"
+        else:
+            message = exc.message
+        handle = exc.handle if exc.handle is not None else request.get(keys.HANDLE)
+        headers = _WWW_AUTHENTICATE if status == 401 else None
+        return json_response(
+            request, error_body(code, handle, message), status=status, headers=headers
+        )
+    except web.HTTPException as exc:
+        if not request.path.startswith("/api/") or exc.status < 400:
+            raise
+        if exc.status == 413:
+            message = f"Request body larger than {request.app[keys.CONFIG].server.max_body_bytes} bytes"
+        elif exc.status == 405:
+            message = f"Unknown method {request.method} for {request.path}"
+        elif exc.status == 404:
+            message = f"Unknown HTTP API endpoint {request.path}"
+        else:
+            message = exc.reason
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        return json_response(
+            request,
+            error_body(RC_PROTOCOL_ERROR, request.get(keys.HANDLE), message),
+            status=exc.status,
+            headers=headers,
+        )
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return json_response(
+            request,
+            error_body(RC_ERROR, request.get(keys.HANDLE), "Internal server error"),
+            status=500,
+        )

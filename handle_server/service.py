@@ -1,0 +1,390 @@
+"""The rules of the Handle System's operations: resolve, create, mint, add_values,
+remove_values, delete, list.
+
+Every write is a pure *change* handed to ``HandleStore.update``: it sees the record as stored,
+under the store's write lock, and either returns the new record or raises. The checks that
+decide an answer (exists? which indexes are new?) therefore see exactly the record they change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
+
+from storage import (
+    Handle,
+    HandleAlreadyExists,
+    HandleNotFound,
+    HandleStore,
+    HandleValue,
+    ValueAlreadyExists,
+    ValueReference,
+    ValuesNotFound,
+    handle_key,
+    prefix_of,
+)
+
+from .auth import SECKEY_TYPE, Authenticator, Authorizer, Identity
+from .config import PREFIX_HANDLE_AUTHORITY, Config
+from .encoding import AdminPermission, AdminRecord, encode_admin, encode_vlist
+from .errors import (
+    AuthenticationNeeded,
+    InsufficientPermissions,
+    InvalidHandle,
+    ServerNotResponsible,
+)
+from .seckey import hash_secret, is_hashed, verify_secret
+
+__all__ = ["HandleService", "Resolution"]
+
+log = logging.getLogger(__name__)
+
+ADMIN_GROUP_INDEX = 200
+PREFIX_ADMIN_INDEX = 100
+_MINT_ATTEMPTS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """The values a caller may see; ``response_code`` 1, or 200 when none matched."""
+
+    handle: str
+    values: tuple[HandleValue, ...]
+
+    @property
+    def response_code(self) -> int:
+        return 1 if self.values else 200
+
+
+def type_matches(value_type: str, wanted: str) -> bool:
+    """``type=X`` matches X only; ``type=X.`` matches X and its period-delimited subtypes.
+    Case-insensitive, as the reference server."""
+    t, w = value_type.upper(), wanted.upper()
+    if w.endswith("."):
+        return t == w[:-1] or t.startswith(w)
+    return t == w
+
+
+def select(values: Iterable[HandleValue], indexes: Collection[int], types: Sequence[str]):
+    """The union of the values at ``indexes`` and those of ``types``; all without either."""
+    if not indexes and not types:
+        return list(values)
+    return [
+        v for v in values if v.index in indexes or any(type_matches(v.type, w) for w in types)
+    ]
+
+
+def _is_managed(value: HandleValue) -> bool:
+    """Values of a prefix handle that come from the configuration: the admins' secret keys and
+    the admin group at index 200."""
+    return value.type.upper() == SECKEY_TYPE or value.index == ADMIN_GROUP_INDEX
+
+
+class HandleService:
+    def __init__(
+        self,
+        store: HandleStore,
+        config: Config,
+        *,
+        authenticator: Authenticator | None = None,
+        authorizer: Authorizer | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.authenticator = authenticator or Authenticator(store)
+        self.authorizer = authorizer or Authorizer(config)
+        self._clock = clock
+        self._prefixes = {handle_key(p): p for p in config.handle.prefixes}
+
+    # -- names -----------------------------------------------------------------------------
+
+    def check_handle(self, handle: str, *, stem: bool = False) -> None:
+        """Syntax, then responsibility. ``stem``: the start of a handle to mint (may end in ``/``)."""
+        if not handle:
+            raise InvalidHandle(handle, "Empty handle invalid")
+        if len(handle.encode("utf-8", "surrogatepass")) > self.config.handle.max_handle_length:
+            raise InvalidHandle(
+                handle[:64] + "...",
+                f"Handle longer than {self.config.handle.max_handle_length} bytes",
+            )
+        if any(ord(ch) < 0x20 or ord(ch) == 0x7F or 0xD800 <= ord(ch) <= 0xDFFF for ch in handle):
+            raise InvalidHandle(handle, "Handle contains control characters")
+        prefix, slash, suffix = handle.partition("/")
+        if not slash or not prefix or (not suffix and not stem):
+            raise InvalidHandle(handle, f"Invalid handle {handle!r}: expected prefix/suffix")
+        if not self.is_homed(handle):
+            raise ServerNotResponsible(handle, f"Prefix {prefix} is not homed on this server")
+
+    def is_homed(self, handle: str) -> bool:
+        prefix, _, suffix = handle.partition("/")
+        key = handle_key(prefix)
+        if key == PREFIX_HANDLE_AUTHORITY:
+            return handle_key(suffix) in self._prefixes
+        return key in self._prefixes
+
+    @staticmethod
+    def is_prefix_handle(handle: str) -> bool:
+        return handle_key(prefix_of(handle)) == PREFIX_HANDLE_AUTHORITY
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def resolve(
+        self,
+        handle: str,
+        *,
+        indexes: Collection[int] = (),
+        types: Sequence[str] = (),
+        public_only: bool,
+        identity: Identity | None,
+    ) -> Resolution:
+        self.check_handle(handle)
+        record = await self.store.get(handle)
+        if record is None:
+            raise HandleNotFound(handle)
+        chosen = select(record.values, indexes, types)
+        if public_only:
+            return Resolution(handle, tuple(v for v in chosen if v.public_read))
+        private = [v for v in chosen if not v.public_read]
+        if private:
+            if identity is None:
+                raise AuthenticationNeeded(handle, "Authentication needed to read private values")
+            if not self.authorizer.is_admin(identity, handle):
+                raise InsufficientPermissions(
+                    handle, f"{identity} may not read the private values of {handle}"
+                )
+            unreadable = sorted(v.index for v in private if not v.admin_read)
+            if unreadable:
+                listed = ", ".join(map(str, unreadable))
+                raise InsufficientPermissions(
+                    handle, f"The values at index {listed} of {handle} are readable by no one"
+                )
+        return Resolution(handle, tuple(chosen))
+
+    async def count_handles(self, prefix: str, identity: Identity | None) -> int:
+        self._check_listing(prefix, identity)
+        return await self.store.count_handles(prefix)
+
+    def iter_handles(
+        self, prefix: str, *, offset: int = 0, limit: int | None = None
+    ) -> AsyncIterator[list[str]]:
+        """Names under ``prefix``; call ``count_handles`` first, which checks the caller."""
+        return self.store.iter_handles(prefix, offset=offset, limit=limit)
+
+    def listing_prefix(self, prefix: str) -> str:
+        """``0.NA/TEST`` or ``TEST`` -> ``TEST``; raises for a prefix not homed here."""
+        authority, slash, rest = prefix.partition("/")
+        name = rest if slash and handle_key(authority) == PREFIX_HANDLE_AUTHORITY else prefix
+        if not name or "/" in name:
+            raise InvalidHandle(None, f"Invalid prefix {prefix!r}")
+        if handle_key(name) not in self._prefixes:
+            raise ServerNotResponsible(None, f"Prefix {name} is not homed on this server")
+        return name
+
+    def _check_listing(self, prefix: str, identity: Identity | None) -> None:
+        self.authorizer.require_list(identity, prefix)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def _prepare(self, values: Iterable[HandleValue]) -> list[HandleValue]:
+        """Stamp the write time and hash any secret key given in plain."""
+        now = int(self._clock())
+        prepared = []
+        for value in values:
+            changes: dict = {"timestamp": now}
+            if value.type.upper() == SECKEY_TYPE and not is_hashed(value.data):
+                changes["data"] = await asyncio.to_thread(hash_secret, value.data)
+            prepared.append(dataclasses.replace(value, **changes))
+        return prepared
+
+    def _guard(self, before: Handle | None, after: Handle | None) -> None:
+        """The configured values of a prefix handle change only through the configuration."""
+        if before is None or not self.is_prefix_handle(before.handle):
+            return
+        if after is None:
+            raise InsufficientPermissions(
+                before.handle,
+                f"The prefix handle {before.handle} is homed from the configuration "
+                "and cannot be deleted",
+            )
+        old = {v.index: v for v in before.values if _is_managed(v)}
+        new = {v.index: v for v in after.values if _is_managed(v)}
+        changed = sorted(
+            i for i in old.keys() | new.keys()
+            if i not in old or i not in new or not old[i].same_content(new[i])
+        )
+        if changed:
+            raise InsufficientPermissions(
+                before.handle,
+                f"The values at index {', '.join(map(str, changed))} of {before.handle} "
+                "(admin secret keys and the admin group) come from the configuration's "
+                "[[admins]]: change them there and restart",
+            )
+
+    async def create(
+        self,
+        handle: str,
+        values: Sequence[HandleValue],
+        *,
+        overwrite: bool,
+        identity: Identity | None,
+    ) -> bool:
+        """Create ``handle`` with ``values``, or (``overwrite``) replace its whole record.
+        True if the handle is new."""
+        self.check_handle(handle)
+        self.authorizer.require_admin(identity, handle)
+        prepared = await self._prepare(values)
+
+        def change(before: Handle | None) -> Handle:
+            if before is not None and not overwrite:
+                raise HandleAlreadyExists(handle)
+            after = Handle(before.handle if before else handle, tuple(prepared))
+            self._guard(before, after)
+            return after
+
+        before, _ = await self.store.update(handle, change)
+        return before is None
+
+    async def mint(
+        self, stem: str, values: Sequence[HandleValue], *, identity: Identity | None
+    ) -> str:
+        """Create a new handle named ``stem`` + a random UUID and return its name."""
+        self.check_handle(stem, stem=True)
+        if self.is_prefix_handle(stem):
+            raise InvalidHandle(stem, "Cannot mint prefix handles")
+        self.authorizer.require_admin(identity, stem)
+        prepared = await self._prepare(values)
+        for _ in range(_MINT_ATTEMPTS):
+            name = stem + str(uuid.uuid4())
+            self.check_handle(name)
+
+            def change(before: Handle | None, name: str = name) -> Handle:
+                if before is not None:
+                    raise HandleAlreadyExists(name)
+                return Handle(name, tuple(prepared))
+
+            try:
+                await self.store.update(name, change)
+            except HandleAlreadyExists:
+                log.warning("minted suffix collided with an existing handle: %s", name)
+                continue
+            return name
+        raise HandleAlreadyExists(stem)  # pragma: no cover - 8 UUID collisions in a row
+
+    async def add_values(
+        self,
+        handle: str,
+        values: Sequence[HandleValue],
+        *,
+        overwrite: bool,
+        identity: Identity | None,
+    ) -> bool:
+        """Add ``values`` to an existing handle, replacing those at the same indexes when
+        ``overwrite``. True if every value was new."""
+        self.check_handle(handle)
+        self.authorizer.require_admin(identity, handle)
+        prepared = await self._prepare(values)
+        new_indexes = {v.index for v in prepared}
+
+        def change(before: Handle | None) -> Handle:
+            if before is None:
+                raise HandleNotFound(handle)
+            clash = before.indexes & new_indexes
+            if clash and not overwrite:
+                raise ValueAlreadyExists(handle, clash)
+            merged = {v.index: v for v in before.values}
+            merged.update((v.index, v) for v in prepared)
+            after = Handle(before.handle, tuple(merged.values()))
+            self._guard(before, after)
+            return after
+
+        before, _ = await self.store.update(handle, change)
+        assert before is not None
+        return not (before.indexes & new_indexes)
+
+    async def remove_values(
+        self, handle: str, indexes: Collection[int], *, identity: Identity | None
+    ) -> None:
+        """Remove the values at ``indexes``; all must exist, else nothing is removed."""
+        self.check_handle(handle)
+        self.authorizer.require_admin(identity, handle)
+        wanted = set(indexes)
+
+        def change(before: Handle | None) -> Handle:
+            if before is None:
+                raise HandleNotFound(handle)
+            missing = wanted - before.indexes
+            if missing:
+                raise ValuesNotFound(handle, missing)
+            after = Handle(before.handle, tuple(v for v in before.values if v.index not in wanted))
+            self._guard(before, after)
+            return after
+
+        await self.store.update(handle, change)
+
+    async def delete(self, handle: str, *, identity: Identity | None) -> None:
+        self.check_handle(handle)
+        self.authorizer.require_admin(identity, handle)
+
+        def change(before: Handle | None) -> None:
+            if before is None:
+                raise HandleNotFound(handle)
+            self._guard(before, None)
+            return None
+
+        await self.store.update(handle, change)
+
+    # -- start-up --------------------------------------------------------------------------
+
+    async def home_prefixes(self) -> None:
+        """Make each configured prefix's handle ``0.NA/<prefix>`` hold exactly the configured
+        admins: an HS_SECKEY value (hashed) at each admin's index, and an HS_VLIST at 200 naming
+        them; a new prefix handle also gets an HS_ADMIN at 100 granting that group everything.
+        Secrets that already verify keep their stored hash; other values are left alone."""
+        for prefix in self.config.handle.prefixes:
+            name = f"{PREFIX_HANDLE_AUTHORITY}/{prefix}"
+            admins = [a for a in self.config.admins if handle_key(a.prefix) == handle_key(prefix)]
+            current = await self.store.get(name)
+            now = int(self._clock())
+            wanted: dict[int, HandleValue] = {}
+            for admin in admins:
+                secret = admin.secret.encode("utf-8")
+                existing = current.value_at(admin.index) if current else None
+                if existing is not None and existing.type.upper() == SECKEY_TYPE and (
+                    await asyncio.to_thread(verify_secret, secret, existing.data)
+                ):
+                    stored = existing.data
+                else:
+                    stored = await asyncio.to_thread(hash_secret, secret)
+                wanted[admin.index] = HandleValue(
+                    index=admin.index, type=SECKEY_TYPE, data=stored, timestamp=now,
+                    public_read=False,
+                )
+                self.authenticator.remember(Identity(admin.index, name), stored, secret)
+            if admins:
+                group = encode_vlist(ValueReference(name, a.index) for a in admins)
+                wanted[ADMIN_GROUP_INDEX] = HandleValue(
+                    index=ADMIN_GROUP_INDEX, type="HS_VLIST", data=group, timestamp=now
+                )
+
+            def change(before: Handle | None, name: str = name,
+                       wanted: dict[int, HandleValue] = wanted) -> Handle:
+                kept = {v.index: v for v in (before.values if before else ()) if not _is_managed(v)}
+                for index, value in wanted.items():
+                    old = before.value_at(index) if before else None
+                    kept[index] = old if old is not None and old.same_content(value) else value
+                if before is None and PREFIX_ADMIN_INDEX not in kept:
+                    admin = AdminRecord(name, ADMIN_GROUP_INDEX, AdminPermission.all())
+                    kept[PREFIX_ADMIN_INDEX] = HandleValue(
+                        index=PREFIX_ADMIN_INDEX, type="HS_ADMIN", data=encode_admin(admin),
+                        timestamp=now,
+                    )
+                return Handle(before.handle if before else name, tuple(kept.values()))
+
+            await self.store.update(name, change)
+            log.info("homed prefix %s with %d admin(s)", prefix, len(admins))

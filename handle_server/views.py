@@ -1,0 +1,203 @@
+"""Thin handlers for the Handle.Net JSON REST API: parse the request, call the service, shape
+the answer. Errors are raised, never built here (see ``middlewares.py``)."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from urllib.parse import unquote
+
+import orjson
+from aiohttp import web
+
+from storage import ValueAlreadyExists, handle_key
+
+from . import keys
+from .auth import Identity
+from .errors import BodyTooLarge, InvalidHandle, InvalidValue, ProtocolError
+from .middlewares import json_response
+from .serializers import value_to_json, values_from_body
+
+__all__ = ["API_HANDLES", "delete_handle", "get_handle", "list_handles", "put_handle"]
+
+API_HANDLES = "/api/handles"
+_INT = re.compile(r"[+-]?[0-9]{1,18}")
+_TRUE = frozenset({"", "true", "yes", "1"})
+_FALSE = frozenset({"false", "no", "0"})
+
+
+def _handle(request: web.Request) -> str:
+    """The handle in the path, percent-decoded once (so ``TEST%2Fabc`` is ``TEST/abc``)."""
+    raw = request.rel_url.raw_path[len(API_HANDLES) + 1 :]
+    try:
+        handle = unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidHandle(None, "Handle is not valid UTF-8") from None
+    request[keys.HANDLE] = handle
+    return handle
+
+
+def _flag(request: web.Request, name: str, default: bool) -> bool:
+    """A boolean parameter: absent -> ``default``; empty, true, yes, 1 -> True; false, no, 0 ->
+    False (any case); anything else is refused rather than guessed."""
+    given = request.query.getall(name, [])
+    if not given:
+        return default
+    text = given[-1].strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ProtocolError(None, f"{name} must be true or false, got {given[-1]!r}")
+
+
+def _int(text: str, name: str) -> int:
+    if not _INT.fullmatch(text.strip()):
+        raise ProtocolError(None, f"{name} must be an integer, got {text!r}")
+    return int(text)
+
+
+def _int_param(request: web.Request, name: str, default: int) -> int:
+    given = request.query.getall(name, [])
+    if not given:
+        return default
+    value = _int(given[-1], name)
+    if value > 2**31 - 1:
+        raise ProtocolError(None, f"{name} must be at most {2**31 - 1}, got {value}")
+    return value
+
+
+async def _identity(request: web.Request) -> Identity | None:
+    service = request.app[keys.SERVICE]
+    return await service.authenticator.authenticate(request.headers.get("Authorization"))
+
+
+async def _json_body(request: web.Request, handle: str) -> object:
+    if request.content_type != "application/json":
+        raise ProtocolError(
+            handle,
+            f"Unsupported media type {request.content_type!r}: send Content-Type: application/json",
+        )
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[keys.CONFIG].server.max_body_bytes
+        raise BodyTooLarge(handle, f"Request body larger than {limit} bytes") from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(handle, f"Invalid JSON in PUT request: {exc}") from None
+
+
+async def get_handle(request: web.Request) -> web.StreamResponse:
+    """GET /api/handles/{handle}: resolve (or, with an empty handle, list a prefix)."""
+    handle = _handle(request)
+    if not handle:
+        return await list_handles(request)
+    indexes = [_int(i, "index") for i in request.query.getall("index", [])]
+    types = request.query.getall("type", [])
+    identity = await _identity(request)
+    public_only = _flag(request, "publicOnly", default=identity is None)
+    _flag(request, "auth", default=False)  # every answer here is authoritative
+    service = request.app[keys.SERVICE]
+    resolution = await service.resolve(
+        handle, indexes=indexes, types=types, public_only=public_only, identity=identity
+    )
+    body = {
+        "responseCode": resolution.response_code,
+        "handle": handle,
+        "values": [value_to_json(v) for v in resolution.values],
+    }
+    return json_response(request, body)
+
+
+async def put_handle(request: web.Request) -> web.Response:
+    """PUT /api/handles/{handle}: create, replace, mint, or add/replace values (?index=)."""
+    handle = _handle(request)
+    identity = await _identity(request)
+    service = request.app[keys.SERVICE]
+    overwrite = _flag(request, "overwrite", default=True)
+    mint = _flag(request, "mintNewSuffix", default=False)
+    index_params = request.query.getall("index", [])
+    if mint and index_params:
+        raise ProtocolError(handle, "mintNewSuffix creates a handle: it cannot be used with index")
+    service.check_handle(handle, stem=mint)
+    body = await _json_body(request, handle)
+    values = values_from_body(
+        body, handle, same_handle=lambda n: isinstance(n, str) and handle_key(n) == handle_key(handle)
+    )
+    repeated = [i for i, n in Counter(v.index for v in values).items() if n > 1]
+    if repeated:
+        raise ValueAlreadyExists(
+            handle, repeated, f"Index conflict: index {', '.join(map(str, sorted(repeated)))} "
+            "appears more than once in the request",
+        )
+    if index_params:
+        if not values:
+            raise InvalidValue(handle, "No values given to add")
+        if not any(p.strip().lower() == "various" for p in index_params):
+            wanted = {_int(p, "index") for p in index_params}
+            if wanted != {v.index for v in values}:
+                raise ProtocolError(
+                    handle,
+                    "Mismatched indexes in PUT request: the index parameters must name exactly "
+                    "the indexes of the values in the body",
+                )
+        elif len(index_params) > 1:
+            raise ProtocolError(handle, "index=various cannot be combined with other indexes")
+        all_new = await service.add_values(handle, values, overwrite=overwrite, identity=identity)
+        return json_response(
+            request, {"responseCode": 1, "handle": handle}, status=201 if all_new else 200
+        )
+    if mint:
+        minted = await service.mint(handle, values, identity=identity)
+        request[keys.HANDLE] = minted
+        return json_response(request, {"responseCode": 1, "handle": minted}, status=201)
+    created = await service.create(handle, values, overwrite=overwrite, identity=identity)
+    return json_response(
+        request, {"responseCode": 1, "handle": handle}, status=201 if created else 200
+    )
+
+
+async def delete_handle(request: web.Request) -> web.Response:
+    """DELETE /api/handles/{handle}: the whole handle, or the values at ?index=."""
+    handle = _handle(request)
+    identity = await _identity(request)
+    service = request.app[keys.SERVICE]
+    indexes = [_int(i, "index") for i in request.query.getall("index", [])]
+    if indexes:
+        await service.remove_values(handle, indexes, identity=identity)
+    else:
+        await service.delete(handle, identity=identity)
+    return json_response(request, {"responseCode": 1, "handle": handle})
+
+
+async def list_handles(request: web.Request) -> web.StreamResponse:
+    """GET /api/handles?prefix=P&page=K&pageSize=S: the handles under a prefix, streamed."""
+    given = request.query.getall("prefix", [])
+    if not given:
+        raise InvalidHandle(None, "Empty handle invalid: give a handle, or prefix= to list")
+    prefix = given[-1]
+    identity = await _identity(request)
+    service = request.app[keys.SERVICE]
+    name = service.listing_prefix(prefix)
+    page = _int_param(request, "page", -1)
+    page_size = _int_param(request, "pageSize", -1)
+    total = await service.count_handles(name, identity)
+    head: dict = {"responseCode": 1, "prefix": prefix, "totalCount": str(total)}
+    offset, limit = 0, None
+    if page >= 0 and page_size >= 0:
+        head["page"], head["pageSize"] = page, page_size
+        offset, limit = page * page_size, page_size
+    response = web.StreamResponse()
+    response.content_type = "application/json"
+    await response.prepare(request)
+    await response.write(orjson.dumps(head)[:-1] + b',"handles":[')
+    first = True
+    async for batch in service.iter_handles(name, offset=offset, limit=limit):
+        chunk = b",".join(orjson.dumps(h) for h in batch)
+        await response.write(chunk if first else b"," + chunk)
+        first = False
+    await response.write(b"]}")
+    await response.write_eof()
+    return response
