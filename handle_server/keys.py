@@ -15,4 +15,4 @@ CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", HandleStore)
 SERVICE = web.AppKey("service", HandleService)
 #: The handle a request is about, as the client spelled it (echoed in error answers).
-HANDLE = "handle_server.handle"
+HANDLE = web.RequestKey("handle", str)

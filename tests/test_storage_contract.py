@@ -1,0 +1,171 @@
+"""The HandleStore contract, run against every backend (the ``store`` fixture's params)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from storage import Handle, HandleAlreadyExists, HandleValue, SchemaMismatch, TTLType
+from storage import ValueReference
+from storage.sqlite import SQLiteStore
+
+
+def rec(name: str, *pairs: tuple[int, bytes], **kw) -> Handle:
+    return Handle(name, tuple(HandleValue(i, "URL", d, timestamp=1, **kw) for i, d in pairs))
+
+
+def put(record: Handle):
+    return lambda before: record
+
+
+async def test_absent_handle_is_none(store):
+    assert await store.get("TEST/none") is None
+
+
+async def test_create_and_get_roundtrips_every_field(store):
+    value = HandleValue(
+        index=7, type="EMAIL.work", data=b"\x00\xffbin", ttl=1234567, ttl_type=TTLType.ABSOLUTE,
+        timestamp=1700000000, admin_read=False, admin_write=True, public_read=False,
+        public_write=True, references=(ValueReference("TEST/other", 3),),
+    )
+    before, after = await store.update("TEST/a", put(Handle("TEST/a", (value,))))
+    assert before is None and after == Handle("TEST/a", (value,))
+    assert await store.get("TEST/a") == Handle("TEST/a", (value,))
+
+
+async def test_lookup_is_case_insensitive_in_ascii_and_keeps_the_created_name(store):
+    await store.update("Test/MixedCase", put(rec("Test/MixedCase", (1, b"x"))))
+    got = await store.get("TEST/mixedcase")
+    assert got is not None and got.handle == "Test/MixedCase"
+    # Non-ASCII letters are not folded.
+    await store.update("TEST/é", put(rec("TEST/é", (1, b"x"))))
+    assert await store.get("TEST/É") is None
+
+
+async def test_existing_record_keeps_its_name(store):
+    await store.update("TEST/Name", put(rec("TEST/Name", (1, b"x"))))
+    await store.update("test/name", put(rec("test/name", (1, b"y"))))
+    got = await store.get("TEST/NAME")
+    assert got.handle == "TEST/Name" and got.values[0].data == b"y"
+
+
+async def test_change_sees_the_current_record_and_values_are_diffed(store):
+    await store.update("TEST/d", put(rec("TEST/d", (1, b"a"), (2, b"b"), (3, b"c"))))
+    seen = []
+
+    def change(before):
+        seen.append(before)
+        return Handle(before.handle, (before.values[0], HandleValue(4, "URL", b"d")))
+
+    before, after = await store.update("TEST/d", change)
+    assert seen == [before] and [v.index for v in before.values] == [1, 2, 3]
+    assert [v.index for v in (await store.get("TEST/d")).values] == [1, 4]
+
+
+async def test_a_change_that_raises_changes_nothing(store):
+    await store.update("TEST/r", put(rec("TEST/r", (1, b"a"))))
+
+    def change(before):
+        raise HandleAlreadyExists("TEST/r")
+
+    with pytest.raises(HandleAlreadyExists):
+        await store.update("TEST/r", change)
+    assert await store.get("TEST/r") == rec("TEST/r", (1, b"a"))
+    # The store is still usable after the failed transaction.
+    await store.update("TEST/r2", put(rec("TEST/r2", (1, b"b"))))
+    assert await store.get("TEST/r2") is not None
+
+
+async def test_delete_returns_before_and_removes_everything(store):
+    await store.update("TEST/del", put(rec("TEST/del", (1, b"a"), (2, b"b"))))
+    before, after = await store.update("TEST/del", lambda b: None)
+    assert after is None and before is not None
+    assert await store.get("TEST/del") is None
+    assert await store.count_handles("TEST") == 0
+    # Deleting what is not there is a no-op.
+    assert await store.update("TEST/del", lambda b: None) == (None, None)
+
+
+async def test_counts_and_listing_are_per_prefix(store):
+    for name in ["TEST/b", "TEST/a", "TEST/c", "TEST2/x", "TES/y", "TEST.SUB/z", "test/D"]:
+        await store.update(name, put(rec(name, (1, b"v"))))
+    assert await store.count_handles("TEST") == 4
+    assert await store.count_handles("test") == 4
+    assert await store.count_handles("TEST2") == 1
+    assert await store.count_handles("NONE") == 0
+    names = [n async for batch in store.iter_handles("TEST") for n in batch]
+    assert names == ["TEST/a", "TEST/b", "TEST/c", "test/D"]
+
+
+async def test_listing_pages_batches_and_offsets(store):
+    for i in range(25):
+        name = f"TEST/{i:03d}"
+        await store.update(name, put(rec(name, (1, b"v"))))
+    everything = [n async for b in store.iter_handles("TEST", batch=7) for n in b]
+    assert everything == [f"TEST/{i:03d}" for i in range(25)]
+    batches = [b async for b in store.iter_handles("TEST", batch=7)]
+    assert [len(b) for b in batches] == [7, 7, 7, 4]
+    page = [n async for b in store.iter_handles("TEST", offset=10, limit=10, batch=3) for n in b]
+    assert page == everything[10:20]
+    assert [n async for b in store.iter_handles("TEST", offset=30, limit=5) for n in b] == []
+    assert [n async for b in store.iter_handles("TEST", limit=0) for n in b] == []
+
+
+async def test_concurrent_updates_of_one_record_are_serialised(store):
+    await store.update("TEST/counter", put(rec("TEST/counter", (1, b"0"))))
+
+    def increment(before):
+        n = int(before.values[0].data)
+        return rec(before.handle, (1, str(n + 1).encode()))
+
+    await asyncio.gather(*(store.update("TEST/counter", increment) for _ in range(50)))
+    assert (await store.get("TEST/counter")).values[0].data == b"50"
+
+
+async def test_concurrent_creates_have_one_winner(store):
+    def create_once(before):
+        if before is not None:
+            raise HandleAlreadyExists("TEST/once")
+        return rec("TEST/once", (1, b"x"))
+
+    results = await asyncio.gather(
+        *(store.update("TEST/once", create_once) for _ in range(30)), return_exceptions=True
+    )
+    assert sum(not isinstance(r, Exception) for r in results) == 1
+    assert all(isinstance(r, HandleAlreadyExists) for r in results if isinstance(r, Exception))
+    assert await store.count_handles("TEST") == 1
+
+
+async def test_a_cancelled_caller_does_not_break_the_transaction(store):
+    task = asyncio.ensure_future(store.update("TEST/c1", put(rec("TEST/c1", (1, b"x")))))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await store.update("TEST/c2", put(rec("TEST/c2", (1, b"y"))))
+    assert await store.get("TEST/c2") is not None
+
+
+async def test_sqlite_data_survives_reopen(tmp_path: Path):
+    path = tmp_path / "reopen.sqlite3"
+    s = await SQLiteStore.open(path)
+    await s.update("TEST/p", put(rec("TEST/p", (1, b"kept"))))
+    await s.close()
+    s = await SQLiteStore.open(path)
+    try:
+        assert (await s.get("TEST/p")).values[0].data == b"kept"
+        assert await s.count_handles("TEST") == 1
+    finally:
+        await s.close()
+
+
+async def test_sqlite_refuses_a_newer_schema(tmp_path: Path):
+    import sqlite3
+
+    path = tmp_path / "future.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 999")
+    with pytest.raises(SchemaMismatch, match="999"):
+        await SQLiteStore.open(path)
