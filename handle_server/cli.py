@@ -48,14 +48,17 @@ def _load(path: str | None, host: str | None, port: int | None) -> Config:
 
 def _warn_about(config: Config) -> None:
     if config.source is None:
-        log.warning("no --config given: built-in defaults, no prefixes homed (every handle "
-                    "will be refused); see config.example.toml")
+        log.warning(
+            "no --config given: built-in defaults, no prefixes homed (every handle "
+            "will be refused); see config.example.toml"
+        )
     elif not config.handle.prefixes:
         log.warning("%s: [handle] prefixes is empty: every handle will be refused", config.source)
     for admin in config.admins:
         if admin.secret == _EXAMPLE_SECRET:
-            log.warning("%s: admin %s still has the example secret; change it",
-                        config.source, admin.id)
+            log.warning(
+                "%s: admin %s still has the example secret; change it", config.source, admin.id
+            )
 
 
 def serve(config: Config) -> int:
@@ -67,16 +70,22 @@ def serve(config: Config) -> int:
             app,
             host=host,
             port=port,
-            print=lambda _: log.info("serving on http://%s:%d (store: %s %s)", host, port,
-                                     config.storage.backend, config.storage.path),
+            print=lambda _: log.info(
+                "serving on http://%s:%d (store: %s %s)",
+                host,
+                port,
+                config.storage.backend,
+                config.storage.path,
+            ),
             access_log=logging.getLogger("handle_server.access"),
         )
     except SchemaMismatch as exc:
         print(f"handle-server: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"handle-server: cannot serve on {host}:{port}: {exc.strerror or exc}",
-              file=sys.stderr)
+        print(
+            f"handle-server: cannot serve on {host}:{port}: {exc.strerror or exc}", file=sys.stderr
+        )
         return 1
     return 0
 
@@ -96,5 +105,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return serve(config)
     return 2  # pragma: no cover - argparse refuses unknown commands
-
-

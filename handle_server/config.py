@@ -84,8 +84,12 @@ class Config:
         return dataclasses.replace(self, **tables)
 
 
-_TABLES = {"server": ServerConfig, "storage": StorageConfig, "handle": HandleConfig,
-           "log": LogConfig}
+_TABLES = {
+    "server": ServerConfig,
+    "storage": StorageConfig,
+    "handle": HandleConfig,
+    "log": LogConfig,
+}
 
 
 def load_config(path: str | Path) -> Config:
@@ -151,8 +155,11 @@ def _build(cls: type, table: dict[str, Any], source: str, where: str) -> Any:
         else:  # pragma: no cover - a new field type needs a branch here
             raise AssertionError(f"unhandled config type {expected}")
         if not ok:
-            wanted = {"int": "an integer", "str": "a string",
-                      "tuple[str, ...]": "an array of strings"}[expected]
+            wanted = {
+                "int": "an integer",
+                "str": "a string",
+                "tuple[str, ...]": "an array of strings",
+            }[expected]
             raise ConfigError(f"{source}: {where} {key}: must be {wanted}, got {value!r}")
         kwargs[key] = value
     return cls(**kwargs)
@@ -170,17 +177,21 @@ def _check(config: Config, source: str) -> None:
     if s.max_body_bytes < 1024:
         fail("[server] max_body_bytes", f"must be at least 1024, got {s.max_body_bytes}")
     if config.storage.backend != "sqlite":
-        fail("[storage] backend", f"must be \"sqlite\", got {config.storage.backend!r}")
+        fail("[storage] backend", f'must be "sqlite", got {config.storage.backend!r}')
     if not config.storage.path:
         fail("[storage] path", "must not be empty")
     if config.handle.max_handle_length < 16:
-        fail("[handle] max_handle_length",
-             f"must be at least 16, got {config.handle.max_handle_length}")
+        fail(
+            "[handle] max_handle_length",
+            f"must be at least 16, got {config.handle.max_handle_length}",
+        )
     seen: set[str] = set()
     for prefix in config.handle.prefixes:
         if not _PREFIX_RE.match(prefix):
-            fail("[handle] prefixes",
-                 f"{prefix!r} is not a prefix (no '/', white space or control characters)")
+            fail(
+                "[handle] prefixes",
+                f"{prefix!r} is not a prefix (no '/', white space or control characters)",
+            )
         if prefix.upper() == PREFIX_HANDLE_AUTHORITY:
             fail("[handle] prefixes", f"{prefix!r} is reserved for prefix handles")
         if prefix.upper() in seen:
@@ -194,11 +205,12 @@ def _check(config: Config, source: str) -> None:
             fail(f"{where} id", f"must be index:handle with a positive index, got {admin.id!r}")
         authority, slash, prefix = handle.partition("/")
         if not slash or authority.upper() != PREFIX_HANDLE_AUTHORITY:
-            fail(f"{where} id",
-                 f"the handle must be a prefix handle 0.NA/<prefix>, got {handle!r}")
+            fail(f"{where} id", f"the handle must be a prefix handle 0.NA/<prefix>, got {handle!r}")
         if prefix.upper() not in seen:
-            fail(f"{where} id",
-                 f"prefix {prefix!r} is not among [handle] prefixes {list(config.handle.prefixes)}")
+            fail(
+                f"{where} id",
+                f"prefix {prefix!r} is not among [handle] prefixes {list(config.handle.prefixes)}",
+            )
         if int(index) == 200:
             fail(f"{where} id", "index 200 of a prefix handle holds the HS_VLIST of its admins")
         if (prefix.upper(), int(index)) in ids:

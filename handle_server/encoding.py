@@ -48,14 +48,15 @@ class AdminPermission(enum.IntFlag):
         return cls(0x0FFF)
 
     def to_string(self) -> str:
-        """Twelve ``0``/``1`` characters, bit 11 (list handles) first, as the REST API shows them."""
+        """Twelve ``0``/``1`` characters, bit 11 (list handles) first, as the REST API
+        shows them."""
         return "".join("1" if self & (1 << bit) else "0" for bit in range(11, -1, -1))
 
     @classmethod
     def from_string(cls, text: str) -> AdminPermission:
         if len(text) != 12 or set(text) - {"0", "1"}:
             raise ValueError(
-                f"admin permissions must be 12 characters of 0 and 1 (or \"*\"), got {text!r}"
+                f'admin permissions must be 12 characters of 0 and 1 (or "*"), got {text!r}'
             )
         return cls(int(text, 2))
 

@@ -102,7 +102,9 @@ async def error_middleware(
         if not request.path.startswith("/api/") or exc.status < 400:
             raise
         if exc.status == 413:
-            message = f"Request body larger than {request.app[keys.CONFIG].server.max_body_bytes} bytes"
+            message = (
+                f"Request body larger than {request.app[keys.CONFIG].server.max_body_bytes} bytes"
+            )
         elif exc.status == 405:
             message = f"Unknown method {request.method} for {request.path}"
         elif exc.status == 404:

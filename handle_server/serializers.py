@@ -17,8 +17,14 @@ from typing import Any
 
 from storage import DEFAULT_TTL, HandleValue, TTLType, ValueReference
 
-from .encoding import AdminPermission, AdminRecord, decode_admin, decode_vlist, encode_admin
-from .encoding import encode_vlist
+from .encoding import (
+    AdminPermission,
+    AdminRecord,
+    decode_admin,
+    decode_vlist,
+    encode_admin,
+    encode_vlist,
+)
 from .errors import InvalidValue, ProtocolError
 
 __all__ = [
@@ -89,7 +95,10 @@ def data_to_json(type_: str, data: bytes) -> dict[str, Any]:
         except ValueError:
             pass
         else:
-            return {"format": "vlist", "value": [{"handle": r.handle, "index": r.index} for r in refs]}
+            return {
+                "format": "vlist",
+                "value": [{"handle": r.handle, "index": r.index} for r in refs],
+            }
     return _text_or_base64(data)
 
 
@@ -134,7 +143,7 @@ def _int_field(raw: Any, what: str, where: str) -> int:
 
 def _reference(raw: Any, where: str) -> ValueReference:
     if not isinstance(raw, dict) or set(raw) - {"handle", "index"} or "handle" not in raw:
-        raise ProtocolError(None, f"{where}: a reference is {{\"handle\": ..., \"index\": ...}}")
+        raise ProtocolError(None, f'{where}: a reference is {{"handle": ..., "index": ...}}')
     handle = raw["handle"]
     if not isinstance(handle, str) or not handle:
         raise ProtocolError(None, f"{where}: a reference's handle must be a non-empty string")
@@ -169,7 +178,7 @@ def data_from_json(raw: Any, where: str) -> bytes:
         return raw.encode("utf-8")
     if not isinstance(raw, dict):
         raise ProtocolError(
-            None, f"{where}: data must be a string or {{\"format\": ..., \"value\": ...}}"
+            None, f'{where}: data must be a string or {{"format": ..., "value": ...}}'
         )
     extra = set(raw) - {"format", "value"}
     if extra:
@@ -202,7 +211,7 @@ def data_from_json(raw: Any, where: str) -> bytes:
     if fmt == "admin":
         if not isinstance(value, dict) or set(value) - {"handle", "index", "permissions"}:
             raise ProtocolError(
-                None, f"{where}: an admin value is {{\"handle\", \"index\", \"permissions\"}}"
+                None, f'{where}: an admin value is {{"handle", "index", "permissions"}}'
             )
         handle = value.get("handle")
         if not isinstance(handle, str) or not handle:
@@ -220,7 +229,7 @@ def data_from_json(raw: Any, where: str) -> bytes:
         raise ProtocolError(
             None,
             f"{where}: the {fmt!r} format is not supported by this server; "
-            "send the value's bytes with format \"base64\"",
+            'send the value\'s bytes with format "base64"',
         )
     raise ProtocolError(
         None, f"{where}: unknown data format {fmt!r} (string, base64, hex, admin or vlist)"
@@ -231,7 +240,9 @@ def _parse_time(text: str, where: str) -> int:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise ProtocolError(None, f"{where}: ttl {text!r} is neither seconds nor an ISO 8601 time")
+        raise ProtocolError(
+            None, f"{where}: ttl {text!r} is neither seconds nor an ISO 8601 time"
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     seconds = int(moment.timestamp())
@@ -291,8 +302,10 @@ def value_from_json(raw: Any, position: int) -> HandleValue:
         if not isinstance(raw["references"], list):
             raise ProtocolError(None, f"{where}: references must be an array")
         references = tuple(_reference(r, where) for r in raw["references"])
-    if "timestamp" in raw and raw["timestamp"] is not None and not isinstance(
-        raw["timestamp"], str | int
+    if (
+        "timestamp" in raw
+        and raw["timestamp"] is not None
+        and not isinstance(raw["timestamp"], str | int)
     ):
         raise ProtocolError(None, f"{where}: timestamp must be a string")
     return HandleValue(
@@ -314,7 +327,7 @@ def values_from_body(body: Any, handle: str, *, same_handle: Any) -> list[Handle
     elif isinstance(body, dict) and "values" in body:
         items = body["values"]
         if not isinstance(items, list):
-            raise ProtocolError(handle, "Invalid JSON in PUT request: \"values\" must be an array")
+            raise ProtocolError(handle, 'Invalid JSON in PUT request: "values" must be an array')
         named = body.get("handle")
         if named is not None and not same_handle(named):
             raise ProtocolError(handle, f"Mismatched handle in PUT request: {named!r}")
@@ -324,7 +337,7 @@ def values_from_body(body: Any, handle: str, *, same_handle: Any) -> list[Handle
         raise ProtocolError(
             handle,
             "Invalid JSON in PUT request: expected an array of handle values, "
-            "{\"values\": [...]}, or one handle value",
+            '{"values": [...]}, or one handle value',
         )
     values = []
     for position, raw in enumerate(items):

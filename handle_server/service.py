@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 import uuid
@@ -74,9 +75,7 @@ def select(values: Iterable[HandleValue], indexes: Collection[int], types: Seque
     """The union of the values at ``indexes`` and those of ``types``; all without either."""
     if not indexes and not types:
         return list(values)
-    return [
-        v for v in values if v.index in indexes or any(type_matches(v.type, w) for w in types)
-    ]
+    return [v for v in values if v.index in indexes or any(type_matches(v.type, w) for w in types)]
 
 
 def _is_managed(value: HandleValue) -> bool:
@@ -105,7 +104,8 @@ class HandleService:
     # -- names -----------------------------------------------------------------------------
 
     def check_handle(self, handle: str, *, stem: bool = False) -> None:
-        """Syntax, then responsibility. ``stem``: the start of a handle to mint (may end in ``/``)."""
+        """Syntax, then responsibility. ``stem``: the start of a handle to mint, which may
+        end in ``/``."""
         if not handle:
             raise InvalidHandle(handle, "Empty handle invalid")
         if len(handle.encode("utf-8", "surrogatepass")) > self.config.handle.max_handle_length:
@@ -215,7 +215,8 @@ class HandleService:
         old = {v.index: v for v in before.values if _is_managed(v)}
         new = {v.index: v for v in after.values if _is_managed(v)}
         changed = sorted(
-            i for i in old.keys() | new.keys()
+            i
+            for i in old.keys() | new.keys()
             if i not in old or i not in new or not old[i].same_content(new[i])
         )
         if changed:
@@ -355,14 +356,19 @@ class HandleService:
             for admin in admins:
                 secret = admin.secret.encode("utf-8")
                 existing = current.value_at(admin.index) if current else None
-                if existing is not None and existing.type.upper() == SECKEY_TYPE and (
-                    await asyncio.to_thread(verify_secret, secret, existing.data)
+                if (
+                    existing is not None
+                    and existing.type.upper() == SECKEY_TYPE
+                    and (await asyncio.to_thread(verify_secret, secret, existing.data))
                 ):
                     stored = existing.data
                 else:
                     stored = await asyncio.to_thread(hash_secret, secret)
                 wanted[admin.index] = HandleValue(
-                    index=admin.index, type=SECKEY_TYPE, data=stored, timestamp=now,
+                    index=admin.index,
+                    type=SECKEY_TYPE,
+                    data=stored,
+                    timestamp=now,
                     public_read=False,
                 )
                 self.authenticator.remember(Identity(admin.index, name), stored, secret)
@@ -372,19 +378,21 @@ class HandleService:
                     index=ADMIN_GROUP_INDEX, type="HS_VLIST", data=group, timestamp=now
                 )
 
-            def change(before: Handle | None, name: str = name,
-                       wanted: dict[int, HandleValue] = wanted) -> Handle:
-                kept = {v.index: v for v in (before.values if before else ()) if not _is_managed(v)}
-                for index, value in wanted.items():
-                    old = before.value_at(index) if before else None
-                    kept[index] = old if old is not None and old.same_content(value) else value
-                if before is None and PREFIX_ADMIN_INDEX not in kept:
-                    admin = AdminRecord(name, ADMIN_GROUP_INDEX, AdminPermission.all())
-                    kept[PREFIX_ADMIN_INDEX] = HandleValue(
-                        index=PREFIX_ADMIN_INDEX, type="HS_ADMIN", data=encode_admin(admin),
-                        timestamp=now,
-                    )
-                return Handle(before.handle if before else name, tuple(kept.values()))
-
-            await self.store.update(name, change)
+            await self.store.update(name, functools.partial(_homed, name, wanted, now))
             log.info("homed prefix %s with %d admin(s)", prefix, len(admins))
+
+
+def _homed(name: str, wanted: dict[int, HandleValue], now: int, before: Handle | None) -> Handle:
+    """The prefix handle ``name`` with its configured values set to ``wanted`` (unchanged ones
+    keep their timestamps) and its other values kept; a new one also gets an HS_ADMIN at 100
+    granting the admin group every permission."""
+    kept = {v.index: v for v in (before.values if before else ()) if not _is_managed(v)}
+    for index, value in wanted.items():
+        old = before.value_at(index) if before else None
+        kept[index] = old if old is not None and old.same_content(value) else value
+    if before is None and PREFIX_ADMIN_INDEX not in kept:
+        admin = AdminRecord(name, ADMIN_GROUP_INDEX, AdminPermission.all())
+        kept[PREFIX_ADMIN_INDEX] = HandleValue(
+            index=PREFIX_ADMIN_INDEX, type="HS_ADMIN", data=encode_admin(admin), timestamp=now
+        )
+    return Handle(before.handle if before else name, tuple(kept.values()))

@@ -124,12 +124,16 @@ async def put_handle(request: web.Request) -> web.Response:
     service.check_handle(handle, stem=mint)
     body = await _json_body(request, handle)
     values = values_from_body(
-        body, handle, same_handle=lambda n: isinstance(n, str) and handle_key(n) == handle_key(handle)
+        body,
+        handle,
+        same_handle=lambda n: isinstance(n, str) and handle_key(n) == handle_key(handle),
     )
     repeated = [i for i, n in Counter(v.index for v in values).items() if n > 1]
     if repeated:
         raise ValueAlreadyExists(
-            handle, repeated, f"Index conflict: index {', '.join(map(str, sorted(repeated)))} "
+            handle,
+            repeated,
+            f"Index conflict: index {', '.join(map(str, sorted(repeated)))} "
             "appears more than once in the request",
         )
     if index_params:

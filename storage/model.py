@@ -24,7 +24,8 @@ DEFAULT_TTL = 86400
 
 
 class TTLType(enum.IntEnum):
-    """How a value's ``ttl`` is read: seconds to cache it, or a moment (epoch seconds) it expires."""
+    """How a value's ``ttl`` is read: seconds to cache it, or the moment (epoch seconds) it
+    expires."""
 
     RELATIVE = 0
     ABSOLUTE = 1

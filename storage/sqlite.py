@@ -57,9 +57,7 @@ def _statements(script: str) -> list[str]:
 
 def _value_from_row(row: sqlite3.Row | tuple) -> HandleValue:
     idx, type_, data, ttl_type, ttl, timestamp, permissions, refs = row
-    references = (
-        tuple(ValueReference(h, i) for h, i in json.loads(refs)) if refs else ()
-    )
+    references = tuple(ValueReference(h, i) for h, i in json.loads(refs)) if refs else ()
     return HandleValue(
         index=idx,
         type=type_,
@@ -75,12 +73,21 @@ def _value_from_row(row: sqlite3.Row | tuple) -> HandleValue:
 def _value_row(key: str, v: HandleValue) -> tuple:
     refs = json.dumps([[r.handle, r.index] for r in v.references]) if v.references else ""
     return (
-        key, v.index, v.type, v.data, int(v.ttl_type), v.ttl, v.timestamp, v.permission_bits, refs
+        key,
+        v.index,
+        v.type,
+        v.data,
+        int(v.ttl_type),
+        v.ttl,
+        v.timestamp,
+        v.permission_bits,
+        refs,
     )
 
 
 def _prefix_bounds(prefix: str) -> tuple[str, str]:
-    """Keys of handles under ``prefix`` are exactly those in [``P/``, ``P0``): ``0`` follows ``/``."""
+    """Keys of handles under ``prefix`` are exactly those in [``P/``, ``P0``), as ``0``
+    follows ``/``."""
     p = handle_key(prefix)
     return p + "/", p + "0"
 
@@ -184,12 +191,15 @@ class SQLiteStore(HandleStore):
         while remaining is None or remaining > 0:
             size = batch if remaining is None else min(batch, remaining)
             if last is None:
-                sql = ("SELECT key, handle FROM handles WHERE key >= ? AND key < ?"
-                       " ORDER BY key LIMIT ? OFFSET ?")
+                sql = (
+                    "SELECT key, handle FROM handles WHERE key >= ? AND key < ?"
+                    " ORDER BY key LIMIT ? OFFSET ?"
+                )
                 params: tuple = (low, high, size, skip)
             else:
-                sql = ("SELECT key, handle FROM handles WHERE key > ? AND key < ?"
-                       " ORDER BY key LIMIT ?")
+                sql = (
+                    "SELECT key, handle FROM handles WHERE key > ? AND key < ? ORDER BY key LIMIT ?"
+                )
                 params = (last, high, size)
             try:
                 async with self._reader.execute(sql, params) as cur:

@@ -8,13 +8,15 @@ import pytest
 
 from handle_server.app import create_app
 
-from .conftest import ADMIN_AUTH, OTHER_AUTH, Api, basic, url_value
+from .conftest import OTHER_AUTH, Api, basic, url_value
 
 UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 
 
 async def test_create_is_201_and_replace_is_200_and_replaces_the_whole_record(api):
-    status, body = await api.put("TEST/c", [url_value("https://a.org"), {"index": 2, "type": "X", "data": "x"}])
+    status, body = await api.put(
+        "TEST/c", [url_value("https://a.org"), {"index": 2, "type": "X", "data": "x"}]
+    )
     assert (status, body) == (201, {"responseCode": 1, "handle": "TEST/c"})
     status, body = await api.put("TEST/c", [url_value("https://b.org")])
     assert (status, body) == (200, {"responseCode": 1, "handle": "TEST/c"})
@@ -25,10 +27,14 @@ async def test_create_is_201_and_replace_is_200_and_replaces_the_whole_record(ap
 async def test_overwrite_false_on_an_existing_handle_is_409_and_changes_nothing(api):
     await api.put("TEST/o", [url_value("https://a.org")])
     before = await api.values("TEST/o")
-    status, body = await api.put("TEST/o", [url_value("https://b.org")], params={"overwrite": "false"})
+    status, body = await api.put(
+        "TEST/o", [url_value("https://b.org")], params={"overwrite": "false"}
+    )
     assert status == 409 and body["responseCode"] == 101 and body["handle"] == "TEST/o"
     assert await api.values("TEST/o") == before
-    status, _ = await api.put("TEST/o2", [url_value("https://b.org")], params={"overwrite": "false"})
+    status, _ = await api.put(
+        "TEST/o2", [url_value("https://b.org")], params={"overwrite": "false"}
+    )
     assert status == 201
 
 
@@ -64,30 +70,76 @@ async def test_timestamps_are_set_by_the_server(aiohttp_client, config):
     ("data", "type_", "shown"),
     [
         ("plain text", "X", {"format": "string", "value": "plain text"}),
-        ({"format": "string", "value": "tab\tand\nnewline"}, "X",
-         {"format": "string", "value": "tab\tand\nnewline"}),
+        (
+            {"format": "string", "value": "tab\tand\nnewline"},
+            "X",
+            {"format": "string", "value": "tab\tand\nnewline"},
+        ),
         ({"format": "hex", "value": "48656c6c6f"}, "X", {"format": "string", "value": "Hello"}),
         ({"format": "HEX", "value": "000102ff"}, "X", {"format": "base64", "value": "AAEC/w=="}),
         ({"format": "base64", "value": "AAEC/w=="}, "X", {"format": "base64", "value": "AAEC/w=="}),
         ({"format": "base64", "value": "SGVsbG8="}, "X", {"format": "string", "value": "Hello"}),
-        ({"format": "string", "value": "bell\u0007"}, "X", {"format": "base64", "value": "YmVsbAc="}),
-        ({"format": "admin", "value": {"handle": "0.NA/TEST", "index": "200",
-                                       "permissions": "011111110011"}},
-         "HS_ADMIN", {"format": "admin", "value": {"handle": "0.NA/TEST", "index": 200,
-                                                  "permissions": "011111110011"}}),
-        ({"format": "admin", "value": {"handle": "0.NA/TEST", "index": 300, "permissions": "*"}},
-         "HS_ADMIN", {"format": "admin", "value": {"handle": "0.NA/TEST", "index": 300,
-                                                  "permissions": "111111111111"}}),
-        ({"format": "vlist", "value": [{"handle": "0.NA/TEST", "index": 300},
-                                       {"handle": "TEST/user", "index": 301}]},
-         "HS_VLIST", {"format": "vlist", "value": [{"handle": "0.NA/TEST", "index": 300},
-                                                   {"handle": "TEST/user", "index": 301}]}),
+        (
+            {"format": "string", "value": "bell\u0007"},
+            "X",
+            {"format": "base64", "value": "YmVsbAc="},
+        ),
+        (
+            {
+                "format": "admin",
+                "value": {"handle": "0.NA/TEST", "index": "200", "permissions": "011111110011"},
+            },
+            "HS_ADMIN",
+            {
+                "format": "admin",
+                "value": {"handle": "0.NA/TEST", "index": 200, "permissions": "011111110011"},
+            },
+        ),
+        (
+            {"format": "admin", "value": {"handle": "0.NA/TEST", "index": 300, "permissions": "*"}},
+            "HS_ADMIN",
+            {
+                "format": "admin",
+                "value": {"handle": "0.NA/TEST", "index": 300, "permissions": "111111111111"},
+            },
+        ),
+        (
+            {
+                "format": "vlist",
+                "value": [
+                    {"handle": "0.NA/TEST", "index": 300},
+                    {"handle": "TEST/user", "index": 301},
+                ],
+            },
+            "HS_VLIST",
+            {
+                "format": "vlist",
+                "value": [
+                    {"handle": "0.NA/TEST", "index": 300},
+                    {"handle": "TEST/user", "index": 301},
+                ],
+            },
+        ),
         # Admin-record bytes under another type are just bytes.
-        ({"format": "admin", "value": {"handle": "A/B", "index": 1, "permissions": "*"}}, "X",
-         {"format": "base64", "value": "D/8AAAADQS9CAAAAAQ=="}),
+        (
+            {"format": "admin", "value": {"handle": "A/B", "index": 1, "permissions": "*"}},
+            "X",
+            {"format": "base64", "value": "D/8AAAADQS9CAAAAAQ=="},
+        ),
     ],
-    ids=["bare-string", "string", "hex-text", "hex-binary", "base64", "base64-text",
-         "control-char", "admin", "admin-star", "vlist", "admin-bytes-other-type"],
+    ids=[
+        "bare-string",
+        "string",
+        "hex-text",
+        "hex-binary",
+        "base64",
+        "base64-text",
+        "control-char",
+        "admin",
+        "admin-star",
+        "vlist",
+        "admin-bytes-other-type",
+    ],
 )
 async def test_data_formats_as_the_reference_server_shows_them(api, data, type_, shown):
     status, _ = await api.put("TEST/fmt", [{"index": 1, "type": type_, "data": data}])
@@ -117,19 +169,23 @@ async def test_ttl_permissions_and_references_round_trip(api):
 
 @pytest.fixture
 async def base(api):
-    await api.put("TEST/idx", [url_value("https://a.org", 1), {"index": 2, "type": "X", "data": "2"}])
+    await api.put(
+        "TEST/idx", [url_value("https://a.org", 1), {"index": 2, "type": "X", "data": "2"}]
+    )
 
 
 async def test_adding_new_values_is_201_and_keeps_the_others(api, base):
-    status, body = await api.put("TEST/idx", [{"index": 3, "type": "Y", "data": "3"}],
-                                 params={"index": "3"})
+    status, body = await api.put(
+        "TEST/idx", [{"index": 3, "type": "Y", "data": "3"}], params={"index": "3"}
+    )
     assert (status, body) == (201, {"responseCode": 1, "handle": "TEST/idx"})
     assert [v["index"] for v in await api.values("TEST/idx")] == [1, 2, 3]
 
 
 async def test_replacing_any_value_is_200(api, base):
     status, _ = await api.put(
-        "TEST/idx", {"values": [url_value("https://new.org", 1), {"index": 4, "type": "Z", "data": "4"}]},
+        "TEST/idx",
+        {"values": [url_value("https://new.org", 1), {"index": 4, "type": "Z", "data": "4"}]},
         params=[("index", "1"), ("index", "4")],
     )
     assert status == 200
@@ -138,24 +194,30 @@ async def test_replacing_any_value_is_200(api, base):
 
 
 async def test_index_various(api, base):
-    status, _ = await api.put("TEST/idx", [{"index": 9, "type": "Y", "data": "9"}],
-                              params={"index": "various"})
+    status, _ = await api.put(
+        "TEST/idx", [{"index": 9, "type": "Y", "data": "9"}], params={"index": "various"}
+    )
     assert status == 201
-    status, _ = await api.put("TEST/idx", [{"index": 9, "type": "Y", "data": "nine"}],
-                              params={"index": "various"})
+    status, _ = await api.put(
+        "TEST/idx", [{"index": 9, "type": "Y", "data": "nine"}], params={"index": "various"}
+    )
     assert status == 200
 
 
 async def test_overwrite_false_refuses_existing_values_but_adds_new_ones(api, base):
     before = await api.values("TEST/idx")
     status, body = await api.put(
-        "TEST/idx", [url_value("https://x.org", 1), {"index": 5, "type": "X", "data": "5"}],
+        "TEST/idx",
+        [url_value("https://x.org", 1), {"index": 5, "type": "X", "data": "5"}],
         params=[("index", "1"), ("index", "5"), ("overwrite", "false")],
     )
     assert status == 409 and body["responseCode"] == 201 and "1" in body["message"]
     assert await api.values("TEST/idx") == before
-    status, _ = await api.put("TEST/idx", [{"index": 5, "type": "X", "data": "5"}],
-                              params={"index": "5", "overwrite": "false"})
+    status, _ = await api.put(
+        "TEST/idx",
+        [{"index": 5, "type": "X", "data": "5"}],
+        params={"index": "5", "overwrite": "false"},
+    )
     assert status == 201
 
 
@@ -169,7 +231,9 @@ async def test_adding_to_a_missing_handle_is_404(api):
 
 @pytest.mark.parametrize("stem", ["TEST/", "TEST/doc-"])
 async def test_mint_new_suffix(api, stem):
-    status, body = await api.put(stem, [url_value("https://a.org")], params={"mintNewSuffix": "true"})
+    status, body = await api.put(
+        stem, [url_value("https://a.org")], params={"mintNewSuffix": "true"}
+    )
     assert status == 201 and body["responseCode"] == 1
     assert re.fullmatch(re.escape(stem) + UUID4, body["handle"])
     status, got = await api.get(body["handle"])
@@ -180,9 +244,11 @@ async def test_mint_new_suffix(api, stem):
 
 @pytest.mark.parametrize(
     ("stem", "params", "code"),
-    [("TEST", {"mintNewSuffix": "true"}, 102),
-     ("0.NA/", {"mintNewSuffix": "true"}, 301),
-     ("TEST/", {"mintNewSuffix": "true", "index": "1"}, 4)],
+    [
+        ("TEST", {"mintNewSuffix": "true"}, 102),
+        ("0.NA/", {"mintNewSuffix": "true"}, 301),
+        ("TEST/", {"mintNewSuffix": "true", "index": "1"}, 4),
+    ],
 )
 async def test_mint_refusals(api, stem, params, code):
     status, body = await api.put(stem, [url_value("https://a.org")], params=params)
@@ -193,9 +259,12 @@ async def test_mint_refusals(api, stem, params, code):
 
 
 async def test_secret_keys_are_stored_hashed_and_authenticate(api):
-    status, _ = await api.put("TEST/USER01", [
-        {"index": 300, "type": "HS_SECKEY", "data": "user-pass", "permissions": "1100"},
-    ])
+    status, _ = await api.put(
+        "TEST/USER01",
+        [
+            {"index": 300, "type": "HS_SECKEY", "data": "user-pass", "permissions": "1100"},
+        ],
+    )
     assert status == 201
     shown = (await api.values("TEST/USER01"))[0]["data"]["value"]
     assert shown.startswith("pbkdf2-sha256$") and "user-pass" not in shown
@@ -203,8 +272,9 @@ async def test_secret_keys_are_stored_hashed_and_authenticate(api):
     # A user identity authenticates, but is no admin of the prefix: 403, not 401.
     status, body = await api.put("TEST/mine", [url_value("https://a.org")], headers=user)
     assert status == 403 and body["responseCode"] == 400
-    status, body = await api.put("TEST/mine", [url_value("https://a.org")],
-                                 headers=basic("300:TEST/USER01", "wrong"))
+    status, body = await api.put(
+        "TEST/mine", [url_value("https://a.org")], headers=basic("300:TEST/USER01", "wrong")
+    )
     assert status == 401 and body["responseCode"] == 403
     # Writing the stored hash back keeps it (a GET-modify-PUT round trip).
     values = await api.values("TEST/USER01")
@@ -227,8 +297,16 @@ async def test_secret_keys_are_stored_hashed_and_authenticate(api):
         ({"Authorization": "Basic " + "bm90LWFuLWlkZW50aXR5OnNlY3JldA=="}, 403),
         ({"Authorization": "Bearer abc"}, 403),
     ],
-    ids=["none", "wrong-secret", "wrong-index", "unknown-handle", "not-base64", "no-colon",
-         "not-an-identity", "other-scheme"],
+    ids=[
+        "none",
+        "wrong-secret",
+        "wrong-index",
+        "unknown-handle",
+        "not-base64",
+        "no-colon",
+        "not-an-identity",
+        "other-scheme",
+    ],
 )
 async def test_writes_without_valid_credentials_are_401(api, headers, code):
     status, body = await api.put("TEST/auth", [url_value("https://a.org")], headers=headers)
@@ -238,8 +316,11 @@ async def test_writes_without_valid_credentials_are_401(api, headers, code):
 
 
 async def test_pyhandle_style_user_name_with_a_raw_slash_authenticates(api):
-    status, _ = await api.put("TEST/py", [url_value("https://a.org")],
-                              headers=basic("300:0.NA/TEST", "admin-secret", safe="/"))
+    status, _ = await api.put(
+        "TEST/py",
+        [url_value("https://a.org")],
+        headers=basic("300:0.NA/TEST", "admin-secret", safe="/"),
+    )
     assert status == 201
 
 
@@ -254,16 +335,18 @@ async def test_an_admin_of_another_prefix_is_403(api):
 
 
 async def test_prefix_handle_keeps_its_configured_values(api):
-    status, body = await api.put("0.NA/TEST", [{"index": 300, "type": "HS_SECKEY", "data": "x"}],
-                                 params={"index": "300"})
+    status, body = await api.put(
+        "0.NA/TEST", [{"index": 300, "type": "HS_SECKEY", "data": "x"}], params={"index": "300"}
+    )
     assert status == 403 and body["responseCode"] == 401 and "[[admins]]" in body["message"]
     status, _ = await api.delete("0.NA/TEST", params={"index": "200"})
     assert status == 403
     status, _ = await api.delete("0.NA/TEST")
     assert status == 403
     # Other values may be added, and the record written back as read.
-    status, _ = await api.put("0.NA/TEST", [{"index": 1, "type": "DESC", "data": "Test prefix"}],
-                              params={"index": "1"})
+    status, _ = await api.put(
+        "0.NA/TEST", [{"index": 1, "type": "DESC", "data": "Test prefix"}], params={"index": "1"}
+    )
     assert status == 201
     values = await api.values("0.NA/TEST")
     status, _ = await api.put("0.NA/TEST", values)
@@ -281,76 +364,267 @@ BAD = [
     ("string-body", "TEST/fixed", None, "hello", "application/json", 400, 4),
     ("object-without-values", "TEST/fixed", None, {"foo": 1}, "application/json", 400, 4),
     ("values-not-array", "TEST/fixed", None, {"values": {}}, "application/json", 400, 4),
-    ("other-handle", "TEST/fixed", None, {"values": [], "handle": "TEST/other"},
-     "application/json", 400, 4),
+    (
+        "other-handle",
+        "TEST/fixed",
+        None,
+        {"values": [], "handle": "TEST/other"},
+        "application/json",
+        400,
+        4,
+    ),
     ("value-not-object", "TEST/fixed", None, ["x"], "application/json", 400, 4),
     ("no-type", "TEST/fixed", None, [{"index": 1, "data": "x"}], "application/json", 400, 4),
     ("no-data", "TEST/fixed", None, [{"index": 1, "type": "X"}], "application/json", 400, 4),
     ("no-index", "TEST/fixed", None, [{"type": "X", "data": "x"}], "application/json", 400, 4),
-    ("empty-type", "TEST/fixed", None, [{"index": 1, "type": "", "data": "x"}],
-     "application/json", 400, 4),
-    ("unknown-field", "TEST/fixed", None, [{"index": 1, "type": "X", "data": "x", "colour": 1}],
-     "application/json", 400, 4),
-    ("bad-format", "TEST/fixed", None,
-     [{"index": 1, "type": "X", "data": {"format": "xml", "value": "x"}}], "application/json",
-     400, 4),
-    ("site-format", "TEST/fixed", None,
-     [{"index": 1, "type": "HS_SITE", "data": {"format": "site", "value": {}}}],
-     "application/json", 400, 4),
-    ("bad-base64", "TEST/fixed", None,
-     [{"index": 1, "type": "X", "data": {"format": "base64", "value": "%%%"}}],
-     "application/json", 400, 4),
-    ("bad-hex", "TEST/fixed", None,
-     [{"index": 1, "type": "X", "data": {"format": "hex", "value": "zz"}}], "application/json",
-     400, 4),
-    ("data-number", "TEST/fixed", None, [{"index": 1, "type": "X", "data": 5}],
-     "application/json", 400, 4),
-    ("bad-admin-perms", "TEST/fixed", None,
-     [{"index": 100, "type": "HS_ADMIN", "data": {"format": "admin", "value": {
-         "handle": "0.NA/TEST", "index": 200, "permissions": "0111"}}}], "application/json",
-     400, 4),
-    ("index-zero", "TEST/fixed", None, [{"index": 0, "type": "X", "data": "x"}],
-     "application/json", 400, 202),
-    ("index-negative", "TEST/fixed", None, [{"index": -1, "type": "X", "data": "x"}],
-     "application/json", 400, 202),
-    ("index-huge", "TEST/fixed", None, [{"index": 2**31, "type": "X", "data": "x"}],
-     "application/json", 400, 202),
-    ("index-text", "TEST/fixed", None, [{"index": "one", "type": "X", "data": "x"}],
-     "application/json", 400, 4),
-    ("index-bool", "TEST/fixed", None, [{"index": True, "type": "X", "data": "x"}],
-     "application/json", 400, 4),
-    ("duplicate-index", "TEST/fixed", None,
-     [{"index": 1, "type": "X", "data": "x"}, {"index": 1, "type": "Y", "data": "y"}],
-     "application/json", 409, 201),
-    ("negative-ttl", "TEST/fixed", None, [{"index": 1, "type": "X", "data": "x", "ttl": -5}],
-     "application/json", 400, 4),
-    ("bad-ttl", "TEST/fixed", None, [{"index": 1, "type": "X", "data": "x", "ttl": "soon"}],
-     "application/json", 400, 4),
-    ("bad-permissions", "TEST/fixed", None,
-     [{"index": 1, "type": "X", "data": "x", "permissions": "12"}], "application/json", 400, 4),
+    (
+        "empty-type",
+        "TEST/fixed",
+        None,
+        [{"index": 1, "type": "", "data": "x"}],
+        "application/json",
+        400,
+        4,
+    ),
+    (
+        "unknown-field",
+        "TEST/fixed",
+        None,
+        [{"index": 1, "type": "X", "data": "x", "colour": 1}],
+        "application/json",
+        400,
+        4,
+    ),
+    (
+        "bad-format",
+        "TEST/fixed",
+        None,
+        [{"index": 1, "type": "X", "data": {"format": "xml", "value": "x"}}],
+        "application/json",
+        400,
+        4,
+    ),
+    (
+        "site-format",
+        "TEST/fixed",
+        None,
+        [{"index": 1, "type": "HS_SITE", "data": {"format": "site", "value": {}}}],
+        "application/json",
+        400,
+        4,
+    ),
+    (
+        "bad-base64",
+        "TEST/fixed",
+        None,
+        [{"index": 1, "type": "X", "data": {"format": "base64", "value": "%%%"}}],
+        "application/json",
+        400,
+        4,
+    ),
+    (
+        "bad-hex",
+        "TEST/fixed",
+        None,
+        [{"index": 1, "type": "X", "data": {"format": "hex", "value": "zz"}}],
+        "application/json",
+        400,
+        4,
+    ),
+    (
+        "data-number",
+        "TEST/fixed",
+        None,
+        [{"index": 1, "type": "X", "data": 5}],
+        "application/json",
+        400,
+        4,
+    ),
+    (
+        "bad-admin-perms",
+        "TEST/fixed",
+        None,
+        [
+            {
+                "index": 100,
+                "type": "HS_ADMIN",
+                "data": {
+                    "format": "admin",
+                    "value": {"handle": "0.NA/TEST", "index": 200, "permissions": "0111"},
+                },
+            }
+        ],
+        "application/json",
+        400,
+        4,
+    ),
+    (
+        "index-zero",
+        "TEST/fixed",
+        None,
+        [{"index": 0, "type": "X", "data": "x"}],
+        "application/json",
+        400,
+        202,
+    ),
+    (
+        "index-negative",
+        "TEST/fixed",
+        None,
+        [{"index": -1, "type": "X", "data": "x"}],
+        "application/json",
+        400,
+        202,
+    ),
+    (
+        "index-huge",
+        "TEST/fixed",
+        None,
+        [{"index": 2**31, "type": "X", "data": "x"}],
+        "application/json",
+        400,
+        202,
+    ),
+    (
+        "index-text",
+        "TEST/fixed",
+        None,
+        [{"index": "one", "type": "X", "data": "x"}],
+        "application/json",
+        400,
+        4,
+    ),
+    (
+        "index-bool",
+        "TEST/fixed",
+        None,
+        [{"index": True, "type": "X", "data": "x"}],
+        "application/json",
+        400,
+        4,
+    ),
+    (
+        "duplicate-index",
+        "TEST/fixed",
+        None,
+        [{"index": 1, "type": "X", "data": "x"}, {"index": 1, "type": "Y", "data": "y"}],
+        "application/json",
+        409,
+        201,
+    ),
+    (
+        "negative-ttl",
+        "TEST/fixed",
+        None,
+        [{"index": 1, "type": "X", "data": "x", "ttl": -5}],
+        "application/json",
+        400,
+        4,
+    ),
+    (
+        "bad-ttl",
+        "TEST/fixed",
+        None,
+        [{"index": 1, "type": "X", "data": "x", "ttl": "soon"}],
+        "application/json",
+        400,
+        4,
+    ),
+    (
+        "bad-permissions",
+        "TEST/fixed",
+        None,
+        [{"index": 1, "type": "X", "data": "x", "permissions": "12"}],
+        "application/json",
+        400,
+        4,
+    ),
     ("text-plain", "TEST/fixed", None, [url_value("https://x.org")], "text/plain", 400, 4),
-    ("form", "TEST/fixed", None, [url_value("https://x.org")],
-     "application/x-www-form-urlencoded", 400, 4),
-    ("index-mismatch", "TEST/fixed", {"index": "2"}, [url_value("https://x.org")],
-     "application/json", 400, 4),
-    ("index-not-int", "TEST/fixed", {"index": "x"}, [url_value("https://x.org")],
-     "application/json", 400, 4),
-    ("various-and-index", "TEST/fixed", [("index", "various"), ("index", "1")],
-     [url_value("https://x.org")], "application/json", 400, 4),
+    (
+        "form",
+        "TEST/fixed",
+        None,
+        [url_value("https://x.org")],
+        "application/x-www-form-urlencoded",
+        400,
+        4,
+    ),
+    (
+        "index-mismatch",
+        "TEST/fixed",
+        {"index": "2"},
+        [url_value("https://x.org")],
+        "application/json",
+        400,
+        4,
+    ),
+    (
+        "index-not-int",
+        "TEST/fixed",
+        {"index": "x"},
+        [url_value("https://x.org")],
+        "application/json",
+        400,
+        4,
+    ),
+    (
+        "various-and-index",
+        "TEST/fixed",
+        [("index", "various"), ("index", "1")],
+        [url_value("https://x.org")],
+        "application/json",
+        400,
+        4,
+    ),
     ("no-values-to-add", "TEST/fixed", {"index": "various"}, [], "application/json", 400, 202),
-    ("overwrite-garbage", "TEST/fixed", {"overwrite": "maybe"}, [url_value("https://x.org")],
-     "application/json", 400, 4),
+    (
+        "overwrite-garbage",
+        "TEST/fixed",
+        {"overwrite": "maybe"},
+        [url_value("https://x.org")],
+        "application/json",
+        400,
+        4,
+    ),
     ("empty-handle", "", None, [url_value("https://x.org")], "application/json", 400, 102),
     ("no-slash", "TEST", None, [url_value("https://x.org")], "application/json", 400, 102),
     ("empty-suffix", "TEST/", None, [url_value("https://x.org")], "application/json", 400, 102),
-    ("nul-in-handle", "TEST/a%00b", None, [url_value("https://x.org")], "application/json",
-     400, 102),
-    ("newline-in-handle", "TEST/a%0Ab", None, [url_value("https://x.org")], "application/json",
-     400, 102),
-    ("bad-utf8-handle", "TEST/a%FFb", None, [url_value("https://x.org")], "application/json",
-     400, 102),
-    ("too-long-handle", "TEST/" + "x" * 1100, None, [url_value("https://x.org")],
-     "application/json", 400, 102),
+    (
+        "nul-in-handle",
+        "TEST/a%00b",
+        None,
+        [url_value("https://x.org")],
+        "application/json",
+        400,
+        102,
+    ),
+    (
+        "newline-in-handle",
+        "TEST/a%0Ab",
+        None,
+        [url_value("https://x.org")],
+        "application/json",
+        400,
+        102,
+    ),
+    (
+        "bad-utf8-handle",
+        "TEST/a%FFb",
+        None,
+        [url_value("https://x.org")],
+        "application/json",
+        400,
+        102,
+    ),
+    (
+        "too-long-handle",
+        "TEST/" + "x" * 1100,
+        None,
+        [url_value("https://x.org")],
+        "application/json",
+        400,
+        102,
+    ),
     ("not-homed", "OTHER/x", None, [url_value("https://x.org")], "application/json", 400, 301),
 ]
 
@@ -360,7 +634,9 @@ BAD = [
     [case[1:] for case in BAD],
     ids=[case[0] for case in BAD],
 )
-async def test_bad_input_is_refused_and_changes_nothing(api, handle, params, body, ctype, status, code):
+async def test_bad_input_is_refused_and_changes_nothing(
+    api, handle, params, body, ctype, status, code
+):
     await api.put("TEST/fixed", [url_value("https://fixed.org")])
     before = await api.values("TEST/fixed")
     _, listing = await api.list({"prefix": "TEST"})
@@ -376,7 +652,9 @@ async def test_bad_input_is_refused_and_changes_nothing(api, handle, params, bod
 async def test_a_body_over_the_limit_is_413(aiohttp_client, tmp_path):
     from .conftest import make_config
 
-    api = Api(await aiohttp_client(create_app(make_config(tmp_path, server={"max_body_bytes": 2048}))))
+    api = Api(
+        await aiohttp_client(create_app(make_config(tmp_path, server={"max_body_bytes": 2048})))
+    )
     big = [{"index": 1, "type": "X", "data": "x" * 4096}]
     status, body = await api.put("TEST/big", big)
     assert status == 413 and body["responseCode"] == 4 and "2048" in body["message"]

@@ -30,10 +30,13 @@ async def test_prefix_handle_resolves_for_clients_and_never_shows_a_secret(api):
     by_index = {v["index"]: v for v in body["values"]}
     assert by_index[200]["type"] == "HS_VLIST"
     assert by_index[200]["data"] == {
-        "format": "vlist", "value": [{"handle": "0.NA/TEST", "index": 300}]
+        "format": "vlist",
+        "value": [{"handle": "0.NA/TEST", "index": 300}],
     }
     assert by_index[100]["data"]["value"] == {
-        "handle": "0.NA/TEST", "index": 200, "permissions": "111111111111"
+        "handle": "0.NA/TEST",
+        "index": 200,
+        "permissions": "111111111111",
     }
     assert 300 not in by_index  # the HS_SECKEY value is not public
     # An admin sees the HS_SECKEY value, but only as a salted hash.
@@ -46,9 +49,10 @@ async def test_prefix_handle_resolves_for_clients_and_never_shows_a_secret(api):
 
 async def test_missing_handle_is_404_with_code_100(api):
     status, body = await api.get("TEST/nothing")
-    assert (status, body) == (404, {
-        "responseCode": 100, "handle": "TEST/nothing", "message": "Handle TEST/nothing not found"
-    })
+    assert (status, body) == (
+        404,
+        {"responseCode": 100, "handle": "TEST/nothing", "message": "Handle TEST/nothing not found"},
+    )
 
 
 @pytest.mark.parametrize("handle", ["OTHER/x", "0.NA/OTHER", "0.NA/TEST/more", "TEST.SUB/x"])
@@ -124,8 +128,10 @@ async def test_private_values_need_an_admin_of_the_handle(api, record):
 
 
 async def test_a_value_nobody_may_read_is_refused_even_to_an_admin(api):
-    await api.put("TEST/sealed", [url_value("https://x.org"),
-                                  {"index": 2, "type": "X", "data": "s", "permissions": "0000"}])
+    await api.put(
+        "TEST/sealed",
+        [url_value("https://x.org"), {"index": 2, "type": "X", "data": "s", "permissions": "0000"}],
+    )
     status, body = await api.get("TEST/sealed", headers=ADMIN_AUTH)
     assert status == 403 and body["responseCode"] == 401
     _, body = await api.get("TEST/sealed")

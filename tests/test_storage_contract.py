@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from storage import Handle, HandleAlreadyExists, HandleValue, SchemaMismatch, TTLType
-from storage import ValueReference
+from storage import (
+    Handle,
+    HandleAlreadyExists,
+    HandleValue,
+    SchemaMismatch,
+    TTLType,
+    ValueReference,
+)
 from storage.sqlite import SQLiteStore
 
 
@@ -26,9 +32,17 @@ async def test_absent_handle_is_none(store):
 
 async def test_create_and_get_roundtrips_every_field(store):
     value = HandleValue(
-        index=7, type="EMAIL.work", data=b"\x00\xffbin", ttl=1234567, ttl_type=TTLType.ABSOLUTE,
-        timestamp=1700000000, admin_read=False, admin_write=True, public_read=False,
-        public_write=True, references=(ValueReference("TEST/other", 3),),
+        index=7,
+        type="EMAIL.work",
+        data=b"\x00\xffbin",
+        ttl=1234567,
+        ttl_type=TTLType.ABSOLUTE,
+        timestamp=1700000000,
+        admin_read=False,
+        admin_write=True,
+        public_read=False,
+        public_write=True,
+        references=(ValueReference("TEST/other", 3),),
     )
     before, after = await store.update("TEST/a", put(Handle("TEST/a", (value,))))
     assert before is None and after == Handle("TEST/a", (value,))
@@ -59,7 +73,7 @@ async def test_change_sees_the_current_record_and_values_are_diffed(store):
         seen.append(before)
         return Handle(before.handle, (before.values[0], HandleValue(4, "URL", b"d")))
 
-    before, after = await store.update("TEST/d", change)
+    before, _ = await store.update("TEST/d", change)
     assert seen == [before] and [v.index for v in before.values] == [1, 2, 3]
     assert [v.index for v in (await store.get("TEST/d")).values] == [1, 4]
 

@@ -1,0 +1,104 @@
+"""The configuration file: the example covers every option and works; mistakes are named."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from handle_server.cli import main
+from handle_server.config import Config, ConfigError, load_config
+
+EXAMPLE = Path(__file__).parent.parent / "config.example.toml"
+
+
+def _fields(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def test_the_example_lists_every_option_with_the_default():
+    raw = tomllib.loads(EXAMPLE.read_text())
+    defaults = Config()
+    for table in ("server", "storage", "handle", "log"):
+        cls = type(getattr(defaults, table))
+        assert set(raw[table]) == _fields(cls), table
+        for key, value in raw[table].items():
+            if (table, key) != ("handle", "prefixes"):  # the example homes TEST; default: none
+                default = getattr(getattr(defaults, table), key)
+                assert value == default, (table, key)
+    assert set(raw["admins"][0]) == {"id", "secret"}
+    assert set(raw) == _fields(Config) - {"source"}
+
+
+def test_the_example_loads():
+    config = load_config(EXAMPLE)
+    assert config.handle.prefixes == ("TEST",)
+    assert config.admins[0].id == "300:0.NA/TEST" and config.admins[0].prefix == "TEST"
+    assert "change-me" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[server]\nport = 'eighty'", "[server] port: must be an integer"),
+        ("[server]\nport = 70000", "[server] port: must be between 0 and 65535"),
+        ("[server]\nmax_body_bytes = 10", "[server] max_body_bytes: must be at least 1024"),
+        ("[server]\nhots = 'x'", "[server] hots: unknown key"),
+        ("[storage]\nbackend = 'oracle'", '[storage] backend: must be "sqlite"'),
+        ("[storage]\npath = ''", "[storage] path: must not be empty"),
+        ("[handle]\nprefixes = 'TEST'", "[handle] prefixes: must be an array of strings"),
+        ("[handle]\nprefixes = ['A/B']", "[handle] prefixes: 'A/B' is not a prefix"),
+        ("[handle]\nprefixes = ['T', 't']", "[handle] prefixes: 't' is listed twice"),
+        ("[handle]\nprefixes = ['0.NA']", "[handle] prefixes: '0.NA' is reserved"),
+        ("[log]\nlevel = 'loud'", "[log] level: must be one of"),
+        ("[nope]\na = 1", "unknown table [nope]"),
+        (
+            "[[admins]]\nid = '300:0.NA/TEST'\nsecret = 's'",
+            "[[admins]] #1 id: prefix 'TEST' is not among [handle] prefixes",
+        ),
+        (
+            "[handle]\nprefixes = ['TEST']\n[[admins]]\nid = '0.NA/TEST'\nsecret = 's'",
+            "[[admins]] #1 id: must be index:handle",
+        ),
+        (
+            "[handle]\nprefixes = ['TEST']\n[[admins]]\nid = '300:TEST/x'\nsecret = 's'",
+            "[[admins]] #1 id: the handle must be a prefix handle",
+        ),
+        (
+            "[handle]\nprefixes = ['TEST']\n[[admins]]\nid = '200:0.NA/TEST'\nsecret = 's'",
+            "[[admins]] #1 id: index 200",
+        ),
+        (
+            "[handle]\nprefixes = ['TEST']\n[[admins]]\nid = '300:0.NA/TEST'",
+            "[[admins]] #1 secret: missing",
+        ),
+        (
+            "[handle]\nprefixes = ['TEST']\n[[admins]]\nid = '300:0.NA/TEST'\nsecret = ''",
+            "[[admins]] #1 secret: must not be empty",
+        ),
+        (
+            "[handle]\nprefixes = ['TEST']\n[[admins]]\nid = '300:0.NA/TEST'\nsecret = 'a'\n"
+            "[[admins]]\nid = '300:0.NA/test'\nsecret = 'b'",
+            "[[admins]] #2 id: '300:0.NA/test' is listed twice",
+        ),
+        ("[server\n", "not valid TOML"),
+    ],
+)
+def test_a_bad_config_names_file_table_and_key(tmp_path, text, expected):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}: ")
+    assert expected in str(err.value)
+
+
+def test_serve_stops_on_a_bad_config_with_the_message(tmp_path, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text("[server]\nport = 'x'\n")
+    assert main(["serve", "--config", str(path)]) == 2
+    assert f"{path}: [server] port: must be an integer" in capsys.readouterr().err
+    assert main(["serve", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "no such file" in capsys.readouterr().err
