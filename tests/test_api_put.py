@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import pytest
 
 from handle_server.app import create_app
 
-from .conftest import OTHER_AUTH, Api, basic, url_value
+from .conftest import ADMIN_AUTH, OTHER_AUTH, Api, basic, url_value
 
 UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 
@@ -661,3 +662,19 @@ async def test_a_body_over_the_limit_is_413(aiohttp_client, tmp_path):
     assert await api.values("TEST/big") is None
     status, _ = await api.put("TEST/big", [{"index": 1, "type": "X", "data": "x" * 1000}])
     assert status == 201
+
+
+async def test_secrets_never_reach_the_log(api, caplog):
+    caplog.set_level(logging.DEBUG)
+    await api.put("TEST/USER02", [{"index": 300, "type": "HS_SECKEY", "data": "user-pass-02"}])
+    await api.put(
+        "TEST/l", [url_value("https://a.org")], headers=basic("300:0.NA/TEST", "not-it-99")
+    )
+    await api.put(
+        "TEST/l", [url_value("https://a.org")], headers=basic("300:TEST/USER02", "user-pass-02")
+    )
+    await api.get("TEST/USER02", headers=ADMIN_AUTH)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert logged  # the access log did record the requests
+    for secret in ("admin-secret", "user-pass-02", "not-it-99"):
+        assert secret not in logged
