@@ -19,12 +19,11 @@ import binascii
 import hashlib
 import hmac
 import os
-from dataclasses import dataclass
 from urllib.parse import unquote
 
 from cachetools import LRUCache
 
-from storage import HandleStore, handle_key
+from storage import HandleStore, ValueReference, handle_key
 
 from .config import PREFIX_HANDLE_AUTHORITY, Config
 from .errors import AuthenticationFailed, AuthenticationNeeded, InvalidAdmin
@@ -35,19 +34,8 @@ __all__ = ["Authenticator", "Authorizer", "Identity", "parse_identity"]
 SECKEY_TYPE = "HS_SECKEY"
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """An authenticated identity: the value ``index`` of ``handle``."""
-
-    index: int
-    handle: str
-
-    def __str__(self) -> str:
-        return f"{self.index}:{self.handle}"
-
-    @property
-    def key(self) -> tuple[int, str]:
-        return self.index, handle_key(self.handle)
+#: An identity is a reference to the value (an HS_SECKEY) that proves it: ``index:handle``.
+Identity = ValueReference
 
 
 def parse_identity(text: str) -> Identity:
@@ -58,7 +46,7 @@ def parse_identity(text: str) -> Identity:
     value = int(index)
     if not 1 <= value <= 2**31 - 1:
         raise ValueError(f"{text!r} has an index out of range")
-    return Identity(value, handle)
+    return Identity(handle, value)
 
 
 class Authenticator:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -36,13 +37,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load(path: str | None, host: str | None, port: int | None) -> Config:
     config = load_config(path) if path else Config()
-    server = config.server
-    if host is not None:
-        server = type(server)(host=host, port=server.port, max_body_bytes=server.max_body_bytes)
-    if port is not None:
-        if not 0 <= port <= 65535:
-            raise ConfigError(f"--port: must be between 0 and 65535, got {port}")
-        server = type(server)(host=server.host, port=port, max_body_bytes=server.max_body_bytes)
+    if port is not None and not 0 <= port <= 65535:
+        raise ConfigError(f"--port: must be between 0 and 65535, got {port}")
+    server = dataclasses.replace(
+        config.server,
+        host=config.server.host if host is None else host,
+        port=config.server.port if port is None else port,
+    )
     return config.replace(server=server)
 
 

@@ -167,7 +167,7 @@ class HandleService:
         return Resolution(handle, tuple(chosen))
 
     async def count_handles(self, prefix: str, identity: Identity | None) -> int:
-        self._check_listing(prefix, identity)
+        self.authorizer.require_list(identity, prefix)
         return await self.store.count_handles(prefix)
 
     def iter_handles(
@@ -185,9 +185,6 @@ class HandleService:
         if handle_key(name) not in self._prefixes:
             raise ServerNotResponsible(None, f"Prefix {name} is not homed on this server")
         return name
-
-    def _check_listing(self, prefix: str, identity: Identity | None) -> None:
-        self.authorizer.require_list(identity, prefix)
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -371,7 +368,7 @@ class HandleService:
                     timestamp=now,
                     public_read=False,
                 )
-                self.authenticator.remember(Identity(admin.index, name), stored, secret)
+                self.authenticator.remember(Identity(name, admin.index), stored, secret)
             if admins:
                 group = encode_vlist(ValueReference(name, a.index) for a in admins)
                 wanted[ADMIN_GROUP_INDEX] = HandleValue(

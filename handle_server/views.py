@@ -121,7 +121,6 @@ async def put_handle(request: web.Request) -> web.Response:
     index_params = request.query.getall("index", [])
     if mint and index_params:
         raise ProtocolError(handle, "mintNewSuffix creates a handle: it cannot be used with index")
-    service.check_handle(handle, stem=mint)
     body = await _json_body(request, handle)
     values = values_from_body(
         body,

@@ -41,6 +41,11 @@ class ValueReference:
     def __str__(self) -> str:
         return f"{self.index}:{self.handle}"
 
+    @property
+    def key(self) -> tuple[int, str]:
+        """The comparison form: the index and the handle's ``handle_key``."""
+        return self.index, handle_key(self.handle)
+
 
 @dataclass(frozen=True, slots=True)
 class HandleValue:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import orjson
 import pytest
 
 from handle_server.app import create_app
@@ -73,8 +74,6 @@ class Api:
         content_type: str = "application/json",
         raw: bytes | None = None,
     ):
-        import orjson
-
         data = raw if raw is not None else orjson.dumps(body)
         hdrs = {"Content-Type": content_type, **(headers or {})}
         return await self._call(
