@@ -66,6 +66,14 @@ class AdminConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheConfig:
+    max_entries: int = 100_000
+    max_bytes: int = 268_435_456
+    max_ttl: int = 86_400
+    not_found_ttl: int = 5
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
 
@@ -76,6 +84,7 @@ class Config:
     storage: StorageConfig = StorageConfig()
     handle: HandleConfig = HandleConfig()
     admins: tuple[AdminConfig, ...] = ()
+    cache: CacheConfig = CacheConfig()
     log: LogConfig = LogConfig()
     #: Where the configuration was read from (``None`` for the built-in defaults).
     source: str | None = None
@@ -88,6 +97,7 @@ _TABLES = {
     "server": ServerConfig,
     "storage": StorageConfig,
     "handle": HandleConfig,
+    "cache": CacheConfig,
     "log": LogConfig,
 }
 
@@ -218,5 +228,9 @@ def _check(config: Config, source: str) -> None:
         ids.add((prefix.upper(), int(index)))
         if not admin.secret:
             fail(f"{where} secret", "must not be empty")
+    c = config.cache
+    for key in ("max_entries", "max_bytes", "max_ttl", "not_found_ttl"):
+        if getattr(c, key) < 0:
+            fail(f"[cache] {key}", f"must not be negative, got {getattr(c, key)}")
     if config.log.level not in _LOG_LEVELS:
         fail("[log] level", f"must be one of {', '.join(_LOG_LEVELS)}, got {config.log.level!r}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-import orjson
 from aiohttp import web
 
 from storage import (
@@ -30,9 +29,11 @@ from .errors import (
     ProtocolError,
     ServerNotResponsible,
 )
+from .pages import error_page
+from .responses import json_response, wants_json
 from .serializers import error_body
 
-__all__ = ["ERROR_TABLE", "error_middleware", "json_response"]
+__all__ = ["ERROR_TABLE", "error_middleware"]
 
 log = logging.getLogger(__name__)
 
@@ -60,24 +61,16 @@ ERROR_TABLE: dict[type[HandleError], tuple[int, int]] = {
 _WWW_AUTHENTICATE = {"WWW-Authenticate": 'Basic realm="handle"'}
 
 
-def json_response(
-    request: web.Request, body: dict, *, status: int = 200, headers: dict | None = None
-) -> web.Response:
-    """JSON in the API's encoding; ``?pretty`` indents it."""
-    option = orjson.OPT_INDENT_2 if "pretty" in request.query else 0
-    return web.Response(
-        body=orjson.dumps(body, option=option),
-        status=status,
-        content_type="application/json",
-        headers=headers,
-    )
-
-
 def status_and_code(exc: HandleError) -> tuple[int, int]:
     for cls in type(exc).__mro__:
         if cls in ERROR_TABLE:
             return ERROR_TABLE[cls]
     return 500, RC_ERROR
+
+
+def _wants_page(request: web.Request) -> bool:
+    """The resolver answers browsers with HTML; the API, and clients asking for JSON, get JSON."""
+    return not request.path.startswith("/api/") and not wants_json(request)
 
 
 @web.middleware
@@ -95,6 +88,13 @@ async def error_middleware(
             message = exc.message
         handle = exc.handle if exc.handle is not None else request.get(keys.HANDLE)
         headers = _WWW_AUTHENTICATE if status == 401 else None
+        if _wants_page(request):
+            return web.Response(
+                text=error_page(status, message, handle),
+                status=status,
+                content_type="text/html",
+                headers=headers,
+            )
         return json_response(
             request, error_body(code, handle, message), status=status, headers=headers
         )

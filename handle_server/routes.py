@@ -1,12 +1,20 @@
-"""The one list of URLs."""
+"""The one list of URLs. The resolver's catch-all comes last."""
 
 from __future__ import annotations
 
+import random
+
 from aiohttp import web
 
-from . import views
+from . import proxy, views
 
 __all__ = ["setup_routes"]
+
+
+async def _unknown_api(request: web.Request) -> web.Response:
+    if request.path == views.API_HANDLES or request.path.startswith(views.API_HANDLES + "/"):
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD", "PUT", "DELETE"])
+    raise web.HTTPNotFound()
 
 
 def setup_routes(app: web.Application) -> None:
@@ -15,3 +23,8 @@ def setup_routes(app: web.Application) -> None:
     r.add_get(views.API_HANDLES + "/{handle:(?s:.*)}", views.get_handle)
     r.add_put(views.API_HANDLES + "/{handle:(?s:.*)}", views.put_handle)
     r.add_delete(views.API_HANDLES + "/{handle:(?s:.*)}", views.delete_handle)
+    r.add_route("*", "/api/{tail:(?s:.*)}", _unknown_api)
+    r.add_get("/", proxy.lookup)
+    r.add_get("/favicon.ico", proxy.favicon)
+    r.add_get("/{handle:(?s:.+)}", proxy.resolve)
+    app.setdefault(proxy.RNG, random.Random())

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Iterable, Seque
 from dataclasses import dataclass
 
 from storage import (
+    Change,
     Handle,
     HandleAlreadyExists,
     HandleNotFound,
@@ -31,6 +32,7 @@ from storage import (
 )
 
 from .auth import SECKEY_TYPE, Authenticator, Authorizer, Identity
+from .cache import ResolutionCache
 from .config import PREFIX_HANDLE_AUTHORITY, Config
 from .encoding import AdminPermission, AdminRecord, encode_admin, encode_vlist
 from .errors import (
@@ -52,10 +54,14 @@ _MINT_ATTEMPTS = 8
 
 @dataclass(frozen=True, slots=True)
 class Resolution:
-    """The values a caller may see; ``response_code`` 1, or 200 when none matched."""
+    """The values a caller may see; ``response_code`` 1, or 200 when none matched.
+
+    ``expires`` is when a public answer stops being fresh (for HTTP caching); ``None`` for an
+    answer that may hold private values, which nobody should keep."""
 
     handle: str
     values: tuple[HandleValue, ...]
+    expires: float | None = None
 
     @property
     def response_code(self) -> int:
@@ -92,14 +98,19 @@ class HandleService:
         *,
         authenticator: Authenticator | None = None,
         authorizer: Authorizer | None = None,
+        cache: ResolutionCache | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.config = config
         self.authenticator = authenticator or Authenticator(store)
         self.authorizer = authorizer or Authorizer(config)
+        self.cache = cache or ResolutionCache(store, config.cache, clock=clock)
         self._clock = clock
         self._prefixes = {handle_key(p): p for p in config.handle.prefixes}
+
+    def now(self) -> float:
+        return self._clock()
 
     # -- names -----------------------------------------------------------------------------
 
@@ -142,14 +153,22 @@ class HandleService:
         types: Sequence[str] = (),
         public_only: bool,
         identity: Identity | None,
+        refresh: bool = False,
     ) -> Resolution:
+        """The values of ``handle`` the caller may see. Public answers come through the cache
+        (``refresh``, the API's ``auth=true``, bypasses it and stores a fresh read); an answer
+        that may hold private values is always read from the store."""
         self.check_handle(handle)
+        if public_only:
+            lookup = await self.cache.lookup(handle, refresh=refresh)
+            if lookup.record is None:
+                raise HandleNotFound(handle)
+            chosen = select(lookup.record.values, indexes, types)
+            return Resolution(handle, tuple(chosen), lookup.expires)
         record = await self.store.get(handle)
         if record is None:
             raise HandleNotFound(handle)
         chosen = select(record.values, indexes, types)
-        if public_only:
-            return Resolution(handle, tuple(v for v in chosen if v.public_read))
         private = [v for v in chosen if not v.public_read]
         if private:
             if identity is None:
@@ -187,6 +206,14 @@ class HandleService:
         return name
 
     # -- writes ----------------------------------------------------------------------------
+
+    async def _update(self, handle: str, change: Change) -> tuple[Handle | None, Handle | None]:
+        """Every write goes through here: the store applies it, then (also if it failed, to be
+        safe) the cache forgets the handle, before the caller can answer."""
+        try:
+            return await self.store.update(handle, change)
+        finally:
+            self.cache.invalidate(handle)
 
     async def _prepare(self, values: Iterable[HandleValue]) -> list[HandleValue]:
         """Stamp the write time and hash any secret key given in plain."""
@@ -245,7 +272,7 @@ class HandleService:
             self._guard(before, after)
             return after
 
-        before, _ = await self.store.update(handle, change)
+        before, _ = await self._update(handle, change)
         return before is None
 
     async def mint(
@@ -267,7 +294,7 @@ class HandleService:
                 return Handle(name, tuple(prepared))
 
             try:
-                await self.store.update(name, change)
+                await self._update(name, change)
             except HandleAlreadyExists:
                 log.warning("minted suffix collided with an existing handle: %s", name)
                 continue
@@ -301,7 +328,7 @@ class HandleService:
             self._guard(before, after)
             return after
 
-        before, _ = await self.store.update(handle, change)
+        before, _ = await self._update(handle, change)
         assert before is not None
         return not (before.indexes & new_indexes)
 
@@ -323,7 +350,7 @@ class HandleService:
             self._guard(before, after)
             return after
 
-        await self.store.update(handle, change)
+        await self._update(handle, change)
 
     async def delete(self, handle: str, *, identity: Identity | None) -> None:
         self.check_handle(handle)
@@ -335,7 +362,7 @@ class HandleService:
             self._guard(before, None)
             return None
 
-        await self.store.update(handle, change)
+        await self._update(handle, change)
 
     # -- start-up --------------------------------------------------------------------------
 
@@ -375,7 +402,7 @@ class HandleService:
                     index=ADMIN_GROUP_INDEX, type="HS_VLIST", data=group, timestamp=now
                 )
 
-            await self.store.update(name, functools.partial(_homed, name, wanted, now))
+            await self._update(name, functools.partial(_homed, name, wanted, now))
             log.info("homed prefix %s with %d admin(s)", prefix, len(admins))
 
 

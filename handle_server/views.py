@@ -15,10 +15,21 @@ from storage import ValueAlreadyExists, handle_key
 from . import keys
 from .auth import Identity
 from .errors import BodyTooLarge, InvalidHandle, InvalidValue, ProtocolError
-from .middlewares import json_response
+from .responses import cached_response, json_bytes, json_response
 from .serializers import value_to_json, values_from_body
 
-__all__ = ["API_HANDLES", "delete_handle", "get_handle", "list_handles", "put_handle"]
+__all__ = [
+    "API_HANDLES",
+    "delete_handle",
+    "flag",
+    "get_handle",
+    "int_param",
+    "int_value",
+    "list_handles",
+    "path_handle",
+    "put_handle",
+    "resolve_json",
+]
 
 API_HANDLES = "/api/handles"
 _INT = re.compile(r"[+-]?[0-9]{1,18}")
@@ -26,9 +37,10 @@ _TRUE = frozenset({"", "true", "yes", "1"})
 _FALSE = frozenset({"false", "no", "0"})
 
 
-def _handle(request: web.Request) -> str:
-    """The handle in the path, percent-decoded once (so ``TEST%2Fabc`` is ``TEST/abc``)."""
-    raw = request.rel_url.raw_path[len(API_HANDLES) + 1 :]
+def path_handle(request: web.Request, mount: str = API_HANDLES + "/") -> str:
+    """The handle in the path after ``mount``, percent-decoded once (so ``TEST%2Fabc`` is
+    ``TEST/abc``)."""
+    raw = request.rel_url.raw_path[len(mount) :]
     try:
         handle = unquote(raw, errors="strict")
     except UnicodeDecodeError:
@@ -37,7 +49,7 @@ def _handle(request: web.Request) -> str:
     return handle
 
 
-def _flag(request: web.Request, name: str, default: bool) -> bool:
+def flag(request: web.Request, name: str, default: bool) -> bool:
     """A boolean parameter: absent -> ``default``; empty, true, yes, 1 -> True; false, no, 0 ->
     False (any case); anything else is refused rather than guessed."""
     given = request.query.getall(name, [])
@@ -51,17 +63,17 @@ def _flag(request: web.Request, name: str, default: bool) -> bool:
     raise ProtocolError(None, f"{name} must be true or false, got {given[-1]!r}")
 
 
-def _int(text: str, name: str) -> int:
+def int_value(text: str, name: str) -> int:
     if not _INT.fullmatch(text.strip()):
         raise ProtocolError(None, f"{name} must be an integer, got {text!r}")
     return int(text)
 
 
-def _int_param(request: web.Request, name: str, default: int) -> int:
+def int_param(request: web.Request, name: str, default: int) -> int:
     given = request.query.getall(name, [])
     if not given:
         return default
-    value = _int(given[-1], name)
+    value = int_value(given[-1], name)
     if value > 2**31 - 1:
         raise ProtocolError(None, f"{name} must be at most {2**31 - 1}, got {value}")
     return value
@@ -91,33 +103,49 @@ async def _json_body(request: web.Request, handle: str) -> object:
 
 async def get_handle(request: web.Request) -> web.StreamResponse:
     """GET /api/handles/{handle}: resolve (or, with an empty handle, list a prefix)."""
-    handle = _handle(request)
+    handle = path_handle(request)
     if not handle:
         return await list_handles(request)
-    indexes = [_int(i, "index") for i in request.query.getall("index", [])]
+    return await resolve_json(request, handle)
+
+
+async def resolve_json(request: web.Request, handle: str) -> web.Response:
+    """The REST answer for ``handle``, with HTTP caching (also the resolver's JSON answer)."""
+    indexes = [int_value(i, "index") for i in request.query.getall("index", [])]
     types = request.query.getall("type", [])
     identity = await _identity(request)
-    public_only = _flag(request, "publicOnly", default=identity is None)
-    _flag(request, "auth", default=False)  # every answer here is authoritative
+    public_only = flag(request, "publicOnly", default=identity is None)
+    refresh = flag(request, "auth", default=False)
     service = request.app[keys.SERVICE]
     resolution = await service.resolve(
-        handle, indexes=indexes, types=types, public_only=public_only, identity=identity
+        handle,
+        indexes=indexes,
+        types=types,
+        public_only=public_only,
+        identity=identity,
+        refresh=refresh,
     )
     body = {
         "responseCode": resolution.response_code,
         "handle": handle,
         "values": [value_to_json(v) for v in resolution.values],
     }
-    return json_response(request, body)
+    return cached_response(
+        request,
+        json_bytes(request, body),
+        content_type="application/json",
+        expires=resolution.expires if identity is None else None,
+        now=service.now(),
+    )
 
 
 async def put_handle(request: web.Request) -> web.Response:
     """PUT /api/handles/{handle}: create, replace, mint, or add/replace values (?index=)."""
-    handle = _handle(request)
+    handle = path_handle(request)
     identity = await _identity(request)
     service = request.app[keys.SERVICE]
-    overwrite = _flag(request, "overwrite", default=True)
-    mint = _flag(request, "mintNewSuffix", default=False)
+    overwrite = flag(request, "overwrite", default=True)
+    mint = flag(request, "mintNewSuffix", default=False)
     index_params = request.query.getall("index", [])
     if mint and index_params:
         raise ProtocolError(handle, "mintNewSuffix creates a handle: it cannot be used with index")
@@ -139,7 +167,7 @@ async def put_handle(request: web.Request) -> web.Response:
         if not values:
             raise InvalidValue(handle, "No values given to add")
         if not any(p.strip().lower() == "various" for p in index_params):
-            wanted = {_int(p, "index") for p in index_params}
+            wanted = {int_value(p, "index") for p in index_params}
             if wanted != {v.index for v in values}:
                 raise ProtocolError(
                     handle,
@@ -164,10 +192,10 @@ async def put_handle(request: web.Request) -> web.Response:
 
 async def delete_handle(request: web.Request) -> web.Response:
     """DELETE /api/handles/{handle}: the whole handle, or the values at ?index=."""
-    handle = _handle(request)
+    handle = path_handle(request)
     identity = await _identity(request)
     service = request.app[keys.SERVICE]
-    indexes = [_int(i, "index") for i in request.query.getall("index", [])]
+    indexes = [int_value(i, "index") for i in request.query.getall("index", [])]
     if indexes:
         await service.remove_values(handle, indexes, identity=identity)
     else:
@@ -184,8 +212,8 @@ async def list_handles(request: web.Request) -> web.StreamResponse:
     identity = await _identity(request)
     service = request.app[keys.SERVICE]
     name = service.listing_prefix(prefix)
-    page = _int_param(request, "page", -1)
-    page_size = _int_param(request, "pageSize", -1)
+    page = int_param(request, "page", -1)
+    page_size = int_param(request, "pageSize", -1)
     total = await service.count_handles(name, identity)
     head: dict = {"responseCode": 1, "prefix": prefix, "totalCount": str(total)}
     offset, limit = 0, None

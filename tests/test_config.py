@@ -21,7 +21,7 @@ def _fields(cls: type) -> set[str]:
 def test_the_example_lists_every_option_with_the_default():
     raw = tomllib.loads(EXAMPLE.read_text())
     defaults = Config()
-    for table in ("server", "storage", "handle", "log"):
+    for table in ("server", "storage", "handle", "cache", "log"):
         cls = type(getattr(defaults, table))
         assert set(raw[table]) == _fields(cls), table
         for key, value in raw[table].items():

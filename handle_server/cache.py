@@ -1,0 +1,174 @@
+"""The resolution cache: public views of handle records, in front of the store.
+
+- Only values with public read are ever put in the cache, so no cache entry holds anything a
+  caller without credentials may not read. Reads that may show private values go to the store.
+- An entry lives as long as the smallest TTL among the record's values (relative seconds, or
+  the moment an absolute TTL expires), never longer than ``max_ttl``; "not found" lives
+  ``not_found_ttl``. Entries are bounded by count and by an estimate of their bytes (LRU).
+- A burst of misses for one handle makes one store read: the others wait for it.
+- ``invalidate`` is called by every write before it is answered. It drops the entry and marks
+  any read already in flight as stale, so that read's (possibly old) result is handed to its
+  own waiters but never stored: read-your-write holds under concurrent readers.
+- Hit and miss counts live in ``stats``, for the metrics endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cachetools import TLRUCache
+
+from storage import Handle, HandleStore, TTLType, handle_key
+
+from .config import CacheConfig
+
+__all__ = ["CacheStats", "Lookup", "ResolutionCache", "public_view", "record_ttl"]
+
+_ENTRY_OVERHEAD = 200  # bytes a cached record costs beyond its data, roughly
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """A record's public view (``None``: no such handle) and when it stops being fresh."""
+
+    record: Handle | None
+    expires: float
+
+
+@dataclass(slots=True)
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    loads: int = 0
+    invalidations: int = 0
+
+    @property
+    def hit_ratio(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+
+def public_view(record: Handle | None) -> Handle | None:
+    if record is None:
+        return None
+    return Handle(record.handle, tuple(v for v in record.values if v.public_read))
+
+
+def record_ttl(record: Handle, now: float, ceiling: float) -> float:
+    """Seconds the record may be cached: the smallest TTL among all its values."""
+    ttl = ceiling
+    for value in record.values:
+        if value.ttl_type is TTLType.ABSOLUTE:
+            ttl = min(ttl, value.ttl - now)
+        else:
+            ttl = min(ttl, value.ttl)
+    return max(0.0, ttl)
+
+
+def _size(record: Handle | None) -> int:
+    if record is None:
+        return _ENTRY_OVERHEAD
+    return (
+        _ENTRY_OVERHEAD
+        + len(record.handle)
+        + sum(len(v.data) + len(v.type) + _ENTRY_OVERHEAD for v in record.values)
+    )
+
+
+class _Flight:
+    __slots__ = ("stale", "task")
+
+    def __init__(self) -> None:
+        self.stale = False
+        self.task: asyncio.Future[Lookup] | None = None
+
+
+class ResolutionCache:
+    def __init__(
+        self,
+        store: HandleStore,
+        config: CacheConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._config = config
+        self._clock = clock
+        self._entries: TLRUCache[str, Lookup] = TLRUCache(
+            maxsize=max(1, config.max_bytes),
+            ttu=lambda _key, lookup, _now: lookup.expires,
+            timer=clock,
+            getsizeof=lambda lookup: _size(lookup.record),
+        )
+        self._flights: dict[str, _Flight] = {}
+        self.stats = CacheStats()
+
+    @property
+    def enabled(self) -> bool:
+        return self._config.max_ttl > 0 and self._config.max_entries > 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def lookup(self, handle: str, *, refresh: bool = False) -> Lookup:
+        """The public view of ``handle``: from the cache, or (on a miss, or ``refresh``, which
+        is what ``auth=true`` asks for) from the store, storing the result."""
+        key = handle_key(handle)
+        if not refresh:
+            cached = self._entries.get(key)
+            if cached is not None:
+                self.stats.hits += 1
+                return cached
+            flight = self._flights.get(key)
+            if flight is not None and flight.task is not None:
+                self.stats.misses += 1
+                return await asyncio.shield(flight.task)
+        self.stats.misses += 1
+        flight = _Flight()
+        self._flights[key] = flight
+        # The read runs as its own task: a cancelled caller does not strand the others.
+        flight.task = asyncio.ensure_future(self._load(key, handle, flight))
+        return await asyncio.shield(flight.task)
+
+    async def _load(self, key: str, handle: str, flight: _Flight) -> Lookup:
+        try:
+            self.stats.loads += 1
+            record = public_view(await self._store.get(handle))
+            now = self._clock()
+            if record is None:
+                ttl = min(self._config.not_found_ttl, self._config.max_ttl)
+            else:
+                ttl = record_ttl(record, now, self._config.max_ttl)
+            lookup = Lookup(record, now + ttl)
+            if ttl > 0 and not flight.stale and self.enabled:
+                self._store_entry(key, lookup)
+            return lookup
+        finally:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+
+    def _store_entry(self, key: str, lookup: Lookup) -> None:
+        try:
+            self._entries[key] = lookup
+        except ValueError:  # larger than the whole cache
+            return
+        while len(self._entries) > self._config.max_entries:
+            self._entries.popitem()
+
+    def invalidate(self, handle: str) -> None:
+        """Forget ``handle``; call after every write to it, before the write is answered."""
+        key = handle_key(handle)
+        self.stats.invalidations += 1
+        self._entries.pop(key, None)
+        flight = self._flights.pop(key, None)
+        if flight is not None:
+            flight.stale = True
+
+    def clear(self) -> None:
+        self._entries.clear()
+        for flight in self._flights.values():
+            flight.stale = True
+        self._flights.clear()

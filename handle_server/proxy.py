@@ -1,0 +1,76 @@
+"""The resolver proxy, as hdl.handle.net and doi.org serve browsers: ``GET /{handle}``
+redirects to the handle's location, ``?noredirect`` (or a record without a location) shows
+its public values as a page, ``Accept: application/json`` gets the REST answer, and ``/`` is a
+lookup form. The same rules as the REST API apply: only public values are ever used or shown.
+"""
+
+from __future__ import annotations
+
+import random
+from urllib.parse import quote
+
+from aiohttp import web
+
+from . import keys
+from .locations import choose_redirect
+from .pages import lookup_page, record_page, redirect_body
+from .responses import cached_response, caching_headers, wants_json
+from .views import flag, int_value, path_handle, resolve_json
+
+__all__ = ["RNG", "favicon", "lookup", "resolve"]
+
+#: The random source for weighted location choices (tests replace it with a seeded one).
+RNG = web.AppKey("resolver_rng", random.Random)
+
+
+async def lookup(request: web.Request) -> web.Response:
+    """``/``: the lookup form; ``/?hdl=X`` goes to ``/X``."""
+    handle = request.query.get("hdl", "").strip()
+    if handle:
+        raise web.HTTPSeeOther("/" + quote(handle, safe="/"))
+    return web.Response(text=lookup_page(), content_type="text/html")
+
+
+async def favicon(request: web.Request) -> web.Response:
+    return web.Response(status=404)
+
+
+async def resolve(request: web.Request) -> web.StreamResponse:
+    """``GET /{handle}``."""
+    handle = path_handle(request, "/")
+    if wants_json(request):
+        return await resolve_json(request, handle)
+    service = request.app[keys.SERVICE]
+    indexes = [int_value(i, "index") for i in request.query.getall("index", [])]
+    types = request.query.getall("type", [])
+    refresh = flag(request, "auth", default=False)
+    resolution = await service.resolve(
+        handle, indexes=indexes, types=types, public_only=True, identity=None, refresh=refresh
+    )
+    now = service.now()
+    if "noredirect" not in request.query:
+        target = choose_redirect(
+            resolution.values,
+            handle,
+            locatt=request.query.getall("locatt", []),
+            urlappend=request.query.get("urlappend", ""),
+            remote=request.remote,
+            country=request.query.get("country"),
+            rng=request.app[RNG],
+        )
+        if target is not None:
+            return web.Response(
+                status=target.status,
+                text=redirect_body(target.url),
+                content_type="text/html",
+                headers={"Location": target.url, **caching_headers(resolution.expires, now)},
+            )
+    page = record_page(handle, resolution.values).encode("utf-8")
+    return cached_response(
+        request,
+        page,
+        content_type="text/html",
+        charset="utf-8",
+        expires=resolution.expires,
+        now=now,
+    )
