@@ -53,8 +53,10 @@ async def url_of(api: Api, handle: str, **params) -> str:
 
 async def test_an_entry_lives_as_long_as_the_smallest_ttl(aiohttp_client, tmp_path, clock):
     api = await make_api(aiohttp_client, tmp_path, clock)
-    await api.put("TEST/ttl", [url_value("https://old.org", ttl=3600),
-                               {"index": 2, "type": "X", "data": "x", "ttl": 60}])
+    await api.put(
+        "TEST/ttl",
+        [url_value("https://old.org", ttl=3600), {"index": 2, "type": "X", "data": "x", "ttl": 60}],
+    )
     assert await url_of(api, "TEST/ttl") == "https://old.org"
     await behind_the_cache(api, "TEST/ttl", "https://new.org")
     clock.now += 59
@@ -149,8 +151,8 @@ async def test_a_burst_of_misses_makes_one_store_read(aiohttp_client, tmp_path, 
 
 async def test_no_private_value_ever_enters_the_cache(aiohttp_client, tmp_path, clock):
     api = await make_api(aiohttp_client, tmp_path, clock)
-    await api.put("TEST/priv", [url_value("https://a.org"),
-                                {"index": 2, "type": "SECRET", "data": "s3", "permissions": "1100"}])
+    secret = {"index": 2, "type": "SECRET", "data": "s3", "permissions": "1100"}
+    await api.put("TEST/priv", [url_value("https://a.org"), secret])
     cache = app_of(api)[keys.SERVICE].cache
     _, body = await api.get("TEST/priv", headers=ADMIN_AUTH)  # sees both; not through the cache
     assert [v["index"] for v in body["values"]] == [1, 2]
