@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -16,6 +17,8 @@ from .routes import setup_routes
 from .service import HandleService
 
 __all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -40,6 +43,15 @@ def create_app(
         await service.home_prefixes()
         app[keys.SERVICE] = service
         yield
+        stats = service.cache.stats
+        log.info(
+            "cache: %d hits, %d misses (hit ratio %.3f), %d store reads, %d invalidations",
+            stats.hits,
+            stats.misses,
+            stats.hit_ratio,
+            stats.loads,
+            stats.invalidations,
+        )
 
     app.cleanup_ctx.append(service_ctx)
     setup_routes(app)

@@ -78,7 +78,7 @@ def serve(config: Config) -> int:
                 config.storage.backend,
                 config.storage.path,
             ),
-            access_log=logging.getLogger("handle_server.access"),
+            access_log=logging.getLogger("handle_server.access") if config.log.access else None,
         )
     except SchemaMismatch as exc:
         print(f"handle-server: {exc}", file=sys.stderr)

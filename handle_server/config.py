@@ -76,6 +76,7 @@ class CacheConfig:
 @dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
+    access: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +156,9 @@ def _build(cls: type, table: dict[str, Any], source: str, where: str) -> Any:
             known = ", ".join(fields)
             raise ConfigError(f"{source}: {where} {key}: unknown key (known: {known})")
         expected = fields[key].type
-        if expected == "int":
+        if expected == "bool":
+            ok = isinstance(value, bool)
+        elif expected == "int":
             ok = isinstance(value, int) and not isinstance(value, bool)
         elif expected == "str":
             ok = isinstance(value, str)
@@ -166,6 +169,7 @@ def _build(cls: type, table: dict[str, Any], source: str, where: str) -> Any:
             raise AssertionError(f"unhandled config type {expected}")
         if not ok:
             wanted = {
+                "bool": "true or false",
                 "int": "an integer",
                 "str": "a string",
                 "tuple[str, ...]": "an array of strings",
