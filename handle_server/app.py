@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -10,7 +11,7 @@ from aiohttp import web
 
 import storage
 
-from . import keys
+from . import keys, proxy
 from .config import Config
 from .middlewares import error_middleware
 from .routes import setup_routes
@@ -33,6 +34,7 @@ def create_app(
         middlewares=[error_middleware], client_max_size=config.server.max_body_bytes
     )
     app[keys.CONFIG] = config
+    app[proxy.RNG] = random.Random()
     if store is None:
         app.cleanup_ctx.append(_store_ctx)
     else:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-
 from aiohttp import web
 
 from . import proxy, views
@@ -27,4 +25,3 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/", proxy.lookup)
     r.add_get("/favicon.ico", proxy.favicon)
     r.add_get("/{handle:(?s:.+)}", proxy.resolve)
-    app.setdefault(proxy.RNG, random.Random())
