@@ -35,6 +35,7 @@ def create_app(
     )
     app[keys.CONFIG] = config
     app[proxy.RNG] = random.Random()
+    app.on_response_prepare.append(proxy.vary_on_accept)
     if store is None:
         app.cleanup_ctx.append(_store_ctx)
     else:

@@ -17,7 +17,7 @@ from .pages import lookup_page, record_page, redirect_body
 from .responses import cached_response, caching_headers, wants_json
 from .views import flag, int_value, path_handle, resolve_json
 
-__all__ = ["RNG", "favicon", "lookup", "resolve"]
+__all__ = ["RNG", "favicon", "lookup", "resolve", "vary_on_accept"]
 
 #: The random source for weighted location choices (tests replace it with a seeded one).
 RNG = web.AppKey("resolver_rng", random.Random)
@@ -33,6 +33,13 @@ async def lookup(request: web.Request) -> web.Response:
 
 async def favicon(request: web.Request) -> web.Response:
     return web.Response(status=404)
+
+
+async def vary_on_accept(request: web.Request, response: web.StreamResponse) -> None:
+    """Every resolver answer (pages, redirects, JSON, errors) depends on ``Accept``: tell
+    caches so (an ``on_response_prepare`` hook)."""
+    if not request.path.startswith("/api/"):
+        response.headers["Vary"] = "Accept"
 
 
 async def resolve(request: web.Request) -> web.StreamResponse:

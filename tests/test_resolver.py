@@ -287,10 +287,11 @@ async def test_json_by_accept(resolver):
     status, headers, body = await fetch(resolver, "/TEST/j", {"Accept": "application/json"})
     assert status == 200 and headers["Content-Type"] == "application/json"
     assert '"responseCode":1' in body and '"handle":"TEST/j"' in body
+    assert headers["Vary"] == "Accept"
     status, headers, body = await fetch(resolver, "/TEST/none", {"Accept": "application/json"})
-    assert status == 404 and '"responseCode":100' in body
+    assert status == 404 and '"responseCode":100' in body and headers["Vary"] == "Accept"
     status, headers, _ = await fetch(resolver, "/TEST/j", {"Accept": "*/*"})  # curl: redirect
-    assert status == 302
+    assert status == 302 and headers["Vary"] == "Accept"
 
 
 async def test_lookup_form_and_query(resolver):
