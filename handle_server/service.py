@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 ADMIN_GROUP_INDEX = 200
 PREFIX_ADMIN_INDEX = 100
 _MINT_ATTEMPTS = 8
+# Control characters, DEL, and lone surrogates (from bad percent-decoding) never form a handle.
+_FORBIDDEN_IN_HANDLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +127,7 @@ class HandleService:
                 handle[:64] + "...",
                 f"Handle longer than {self.config.handle.max_handle_length} bytes",
             )
-        if any(ord(ch) < 0x20 or ord(ch) == 0x7F or 0xD800 <= ord(ch) <= 0xDFFF for ch in handle):
+        if _FORBIDDEN_IN_HANDLE.search(handle):
             raise InvalidHandle(handle, "Handle contains control characters")
         prefix, slash, suffix = handle.partition("/")
         if not slash or not prefix or (not suffix and not stem):
