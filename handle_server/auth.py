@@ -1,14 +1,22 @@
 """Who is asking (authentication) and what they may do (authorization).
 
-Authentication: HTTP Basic with the user name the percent-encoded identity ``index:handle``
-and the password its secret key. The secret is checked against the HS_SECKEY value stored at
-that index of that handle (hashed; see ``seckey.py``), so any identity whose handle holds an
-HS_SECKEY value can authenticate. A verified secret is remembered (keyed by the stored hash, so
-a changed secret is checked afresh) to keep the slow hash off every request.
+Authentication. An identity is ``index:handle``: the HS_SECKEY value at that index of that
+handle holds its secret (hashed; see ``seckey.py``), so any handle on this server can carry
+identities, created through the API like any other value. Two ways to prove one:
+- HTTP Basic, user name the percent-encoded identity, password the secret key;
+- the ``Handle`` scheme in a session (``sessions.py``): a challenge-response once, then the
+  session id alone.
+A verified Basic secret is remembered (keyed by the stored hash, so a changed secret is checked
+afresh) to keep the slow hash off every request. Failures are counted per identity and per
+client address (``throttle.py``).
 
-Authorization, as far as this version goes: the configured ``[[admins]]`` of a prefix may do
-everything to every handle under it and to its prefix handle. HS_ADMIN and HS_VLIST checks slot
-in behind ``Authorizer``; nothing else decides a permission.
+Authorization, as the reference server decides it (``HandleServer.adminHasPermission`` and
+``isAdminInGroup``): an identity holds permissions on a record if one HS_ADMIN value of that
+record grants all of them and names the identity, or names a group (an HS_VLIST value) that
+holds the identity, directly or through nested groups. A reference with index 0 matches any
+index of its handle. The configured ``[[admins]]`` of a prefix hold every permission on every
+handle under it and on its prefix handle, as the reference's ``server_admins`` with
+``server_admin_full_access``.
 """
 
 from __future__ import annotations
@@ -18,21 +26,46 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import os
+from collections import deque
 from urllib.parse import unquote
 
 from cachetools import LRUCache
 
-from storage import HandleStore, ValueReference, handle_key
+from storage import Handle, HandleStore, ValueReference, handle_key
 
 from .config import PREFIX_HANDLE_AUTHORITY, Config
-from .errors import AuthenticationFailed, AuthenticationNeeded, InvalidAdmin
+from .encoding import AdminPermission, decode_admin, decode_vlist
+from .errors import AuthenticationFailed, TooManyFailures
+from .permissions import is_admin_value
 from .seckey import verify_secret
+from .sessions import (
+    KEY_DERIVATION_ALG,
+    HandleAuthorization,
+    Session,
+    SessionStore,
+    b64decode,
+    expected_signature,
+    parse_handle_authorization,
+    same_alg,
+)
+from .throttle import FailureThrottle
 
-__all__ = ["Authenticator", "Authorizer", "Identity", "parse_identity"]
+__all__ = [
+    "SECKEY_TYPE",
+    "Authenticator",
+    "Authorizer",
+    "Identity",
+    "describe",
+    "matches",
+    "parse_identity",
+]
+
+log = logging.getLogger(__name__)
 
 SECKEY_TYPE = "HS_SECKEY"
-
+VLIST_TYPE = "HS_VLIST"
 
 #: An identity is a reference to the value (an HS_SECKEY) that proves it: ``index:handle``.
 Identity = ValueReference
@@ -49,9 +82,25 @@ def parse_identity(text: str) -> Identity:
     return Identity(handle, value)
 
 
+def matches(reference: ValueReference, identity: Identity) -> bool:
+    """Whether an admin or group entry names ``identity`` (index 0: any index)."""
+    return (reference.index in (0, identity.index)) and handle_key(reference.handle) == handle_key(
+        identity.handle
+    )
+
+
 class Authenticator:
-    def __init__(self, store: HandleStore, *, remembered: int = 10_000) -> None:
+    def __init__(
+        self,
+        store: HandleStore,
+        *,
+        throttle: FailureThrottle | None = None,
+        sessions: SessionStore | None = None,
+        remembered: int = 10_000,
+    ) -> None:
         self._store = store
+        self.throttle = throttle or FailureThrottle(0, 0)
+        self.sessions = sessions or SessionStore(idle_timeout=1800, max_sessions=10_000)
         self._verified: LRUCache[tuple[tuple[int, str], bytes], bytes] = LRUCache(remembered)
         self._pepper = os.urandom(32)  # process-local: the cache holds no usable secret
 
@@ -62,32 +111,89 @@ class Authenticator:
         """Note that ``secret`` verifies against ``stored`` (start-up has just hashed it)."""
         self._verified[(identity.key, stored)] = self._fingerprint(secret)
 
-    async def authenticate(self, header: str | None) -> Identity | None:
-        """The identity an ``Authorization`` header proves, ``None`` without one.
+    # -- throttling --------------------------------------------------------------------------
 
-        Raises ``AuthenticationFailed`` for a malformed header, an unknown identity or a wrong
-        secret; the message never says which of the last two it was."""
+    @staticmethod
+    def _keys(identity: Identity | None, client: str | None) -> list[tuple[str, object]]:
+        keys: list[tuple[str, object]] = []
+        if identity is not None:
+            keys.append(("identity", identity.key))
+        if client:
+            keys.append(("client", client))
+        return keys
+
+    def _check_throttle(self, identity: Identity | None, client: str | None) -> None:
+        wait = self.throttle.retry_after(self._keys(identity, client))
+        if wait is not None:
+            raise TooManyFailures(
+                None,
+                "Too many failed authentications"
+                + (f" for {identity}" if identity is not None else "")
+                + f"; try again in {max(1, round(wait))} s",
+                retry_after=wait,
+            )
+
+    def _fail(self, identity: Identity | None, client: str | None, message: str) -> None:
+        self.throttle.failed(self._keys(identity, client))
+        raise AuthenticationFailed(None, message)
+
+    # -- entry points ------------------------------------------------------------------------
+
+    async def authenticate(self, header: str | None, *, client: str | None = None):
+        """The identity an ``Authorization`` header proves, ``None`` without one (or for a
+        session that has not proved one).
+
+        Raises ``AuthenticationFailed`` for a malformed header, an unknown identity, a wrong
+        secret or signature, or an unknown session (the message never says whether the
+        identity exists), and ``TooManyFailures`` while the identity or client is throttled."""
         if header is None:
             return None
-        scheme, _, token = header.strip().partition(" ")
-        if scheme.lower() != "basic":
-            raise AuthenticationFailed(
-                None, f"Unsupported authorization scheme {scheme!r}: use HTTP Basic"
-            )
+        scheme, _, rest = header.strip().partition(" ")
+        if scheme.lower() == "basic":
+            return await self._basic(rest, client)
+        if scheme.lower() == "handle":
+            params = parse_handle_authorization(rest)
+            if params is None:
+                self._check_throttle(None, client)
+                self._fail(None, client, "Malformed Authorization: Handle header")
+            assert params is not None
+            if params.session_id is None:
+                self._fail(
+                    None,
+                    client,
+                    "Authorization: Handle needs a sessionId (open one with POST /api/sessions)",
+                )
+            session = self.sessions.get(params.session_id or "")
+            if session is None:
+                self._check_throttle(None, client)
+                self._fail(None, client, "Unknown or expired session")
+            assert session is not None
+            if params.authenticating:
+                return await self.prove(session, params, client=client)
+            return session.identity
+        self._check_throttle(None, client)
+        self._fail(
+            None, client, f"Unsupported authorization scheme {scheme!r}: use Basic or Handle"
+        )
+        return None  # pragma: no cover - _fail raises
+
+    async def _basic(self, token: str, client: str | None) -> Identity:
+        self._check_throttle(None, client)
         try:
             decoded = base64.b64decode(token.strip(), validate=True)
         except (binascii.Error, ValueError):
-            raise AuthenticationFailed(None, "Malformed Basic credentials") from None
+            self._fail(None, client, "Malformed Basic credentials")
         user, sep, secret = decoded.partition(b":")
         if not sep:
-            raise AuthenticationFailed(None, "Malformed Basic credentials")
+            self._fail(None, client, "Malformed Basic credentials")
         try:
             identity = parse_identity(unquote(user.decode("utf-8"), errors="strict"))
         except (UnicodeDecodeError, ValueError):
-            raise AuthenticationFailed(
-                None, "The Basic user name must be a percent-encoded identity index:handle"
-            ) from None
-        stored = await self._stored_secret(identity)
+            self._fail(
+                None, client, "The Basic user name must be a percent-encoded identity index:handle"
+            )
+        self._check_throttle(identity, client)
+        stored = await self.stored_secret(identity)
         if stored is not None:
             known = self._verified.get((identity.key, stored))
             if known is not None and hmac.compare_digest(known, self._fingerprint(secret)):
@@ -95,9 +201,48 @@ class Authenticator:
             if await asyncio.to_thread(verify_secret, secret, stored):
                 self.remember(identity, stored, secret)
                 return identity
-        raise AuthenticationFailed(None, f"Authentication failed for {identity}")
+        self._fail(identity, client, f"Authentication failed for {identity}")
+        raise AssertionError  # pragma: no cover - _fail raises
 
-    async def _stored_secret(self, identity: Identity) -> bytes | None:
+    async def prove(
+        self, session: Session, params: HandleAuthorization, *, client: str | None
+    ) -> Identity:
+        """Check a challenge-response in ``session``; on success the session holds the
+        identity from then on."""
+        if params.version not in (None, "0"):
+            self._fail(None, client, f"Unknown version {params.version!r} in Authorization: Handle")
+        missing = params.incomplete
+        if missing:
+            self._fail(None, client, f"Missing fields in authentication data: {missing}")
+        try:
+            identity = parse_identity(params.id or "")
+        except ValueError as exc:
+            self._fail(None, client, str(exc))
+        self._check_throttle(identity, client)
+        if (params.type or "").upper() != SECKEY_TYPE:
+            self._fail(identity, client, f"Unsupported type {params.type!r}: only HS_SECKEY")
+        if not same_alg(params.alg or "", KEY_DERIVATION_ALG):
+            self._fail(
+                identity,
+                client,
+                f"Unsupported alg {params.alg!r}: this server keeps secret keys hashed and "
+                f"verifies {KEY_DERIVATION_ALG} signatures only (see the session's keyDerivation)",
+            )
+        try:
+            cnonce = b64decode(params.cnonce or "")
+            signature = b64decode(params.signature or "")
+        except ValueError:
+            self._fail(identity, client, "cnonce and signature must be base64")
+        if not cnonce:
+            self._fail(identity, client, "cnonce must not be empty")
+        stored = await self.stored_secret(identity)
+        expected = expected_signature(stored, session.nonce, cnonce) if stored else None
+        if expected is None or not hmac.compare_digest(expected, signature):
+            self._fail(identity, client, f"Authentication failed for {identity}")
+        session.identity = identity
+        return identity
+
+    async def stored_secret(self, identity: Identity) -> bytes | None:
         record = await self._store.get(identity.handle)
         value = record.value_at(identity.index) if record else None
         if value is None or value.type.upper() != SECKEY_TYPE:
@@ -106,10 +251,11 @@ class Authenticator:
 
 
 class Authorizer:
-    """Decides what an identity may do. Today: the configured admins of a prefix may do
-    everything under it (as a Handle.Net server's ``server_admins``)."""
+    """Decides whether an identity holds HS_ADMIN permissions on a record."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, store: HandleStore, config: Config, *, max_lookups: int = 256) -> None:
+        self._store = store
+        self._max_lookups = max_lookups
         self._admins: dict[str, set[tuple[int, str]]] = {}
         for admin in config.admins:
             self._admins.setdefault(handle_key(admin.prefix), set()).add(
@@ -117,7 +263,7 @@ class Authorizer:
             )
 
     @staticmethod
-    def _administered_prefix(handle: str) -> str:
+    def administered_prefix(handle: str) -> str:
         """The prefix whose admins administer ``handle``: ``TEST`` for ``TEST/x`` and for the
         prefix handle ``0.NA/TEST``."""
         authority, _, rest = handle.partition("/")
@@ -125,21 +271,82 @@ class Authorizer:
             return handle_key(rest)
         return handle_key(authority)
 
-    def is_admin(self, identity: Identity | None, handle: str) -> bool:
+    def is_config_admin(self, identity: Identity | None, handle: str) -> bool:
         if identity is None:
             return False
-        return identity.key in self._admins.get(self._administered_prefix(handle), set())
+        return identity.key in self._admins.get(self.administered_prefix(handle), set())
 
-    def require_admin(self, identity: Identity | None, handle: str) -> None:
-        """Allow a write to ``handle``, or raise ``AuthenticationNeeded``/``InvalidAdmin``."""
+    async def holds(
+        self,
+        identity: Identity | None,
+        handle: str,
+        needed: AdminPermission,
+        authority: Handle | None,
+    ) -> bool:
+        """Whether ``identity`` holds every permission in ``needed`` through the HS_ADMIN
+        values of ``authority`` (the record itself, or the prefix handle for creating and
+        listing), or as a configured admin of ``handle``'s prefix."""
         if identity is None:
-            raise AuthenticationNeeded(handle, "Authentication needed")
-        if not self.is_admin(identity, handle):
-            raise InvalidAdmin(handle, f"{identity} is not an administrator of {handle}")
+            return False
+        if self.is_config_admin(identity, handle):
+            return True
+        if not needed:
+            return True
+        groups: deque[ValueReference] = deque()
+        for value in authority.values if authority is not None else ():
+            if not is_admin_value(value):
+                continue
+            try:
+                admin = decode_admin(value.data)
+            except ValueError:
+                log.warning("undecodable HS_ADMIN at %d:%s", value.index, authority.handle)
+                continue
+            if admin.permissions & needed != needed:
+                continue
+            reference = ValueReference(admin.handle, admin.index)
+            if matches(reference, identity):
+                return True
+            groups.append(reference)
+        return await self._in_groups(identity, groups)
 
-    def require_list(self, identity: Identity | None, prefix: str) -> None:
-        """Allow listing the handles under ``prefix``."""
-        if identity is None:
-            raise AuthenticationNeeded(None, "Authentication needed to list handles")
-        if identity.key not in self._admins.get(handle_key(prefix), set()):
-            raise InvalidAdmin(None, f"{identity} may not list handles under {prefix}")
+    async def _in_groups(self, identity: Identity, queue: deque[ValueReference]) -> bool:
+        """Breadth-first through HS_VLIST groups; each group is looked at once, so cycles
+        end, and at most ``max_lookups`` groups are read for one decision."""
+        seen: set[tuple[int, str]] = set()
+        records: dict[str, Handle | None] = {}
+        lookups = 0
+        while queue:
+            reference = queue.popleft()
+            if reference.key in seen:
+                continue
+            seen.add(reference.key)
+            if reference.index == 0:
+                continue
+            lookups += 1
+            if lookups > self._max_lookups:
+                log.warning(
+                    "gave up on the admin groups of %s after %d lookups", identity, lookups - 1
+                )
+                return False
+            name = handle_key(reference.handle)
+            if name not in records:
+                records[name] = await self._store.get(reference.handle)
+            record = records[name]
+            value = record.value_at(reference.index) if record is not None else None
+            if value is None or value.type.upper() != VLIST_TYPE:
+                continue
+            try:
+                members = decode_vlist(value.data)
+            except ValueError:
+                log.warning("undecodable HS_VLIST at %s", reference)
+                continue
+            for member in members:
+                if matches(member, identity):
+                    return True
+                if member.key not in seen:
+                    queue.append(member)
+        return False
+
+
+def describe(needed: AdminPermission) -> str:
+    return ", ".join(p.name or "" for p in AdminPermission if p & needed)

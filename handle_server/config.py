@@ -30,6 +30,8 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = 1_048_576
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,14 @@ class CacheConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthConfig:
+    failure_limit: int = 10
+    failure_window: int = 300
+    session_idle_timeout: int = 1800
+    max_sessions: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
     access: bool = True
@@ -86,6 +96,7 @@ class Config:
     handle: HandleConfig = HandleConfig()
     admins: tuple[AdminConfig, ...] = ()
     cache: CacheConfig = CacheConfig()
+    auth: AuthConfig = AuthConfig()
     log: LogConfig = LogConfig()
     #: Where the configuration was read from (``None`` for the built-in defaults).
     source: str | None = None
@@ -99,6 +110,7 @@ _TABLES = {
     "storage": StorageConfig,
     "handle": HandleConfig,
     "cache": CacheConfig,
+    "auth": AuthConfig,
     "log": LogConfig,
 }
 
@@ -236,5 +248,17 @@ def _check(config: Config, source: str) -> None:
     for key in ("max_entries", "max_bytes", "max_ttl", "not_found_ttl"):
         if getattr(c, key) < 0:
             fail(f"[cache] {key}", f"must not be negative, got {getattr(c, key)}")
+    if bool(s.tls_cert) != bool(s.tls_key):
+        fail("[server] tls_cert", "tls_cert and tls_key go together: give both or neither")
+    for key in ("tls_cert", "tls_key"):
+        path = getattr(s, key)
+        if path and not Path(path).is_file():
+            fail(f"[server] {key}", f"no such file {path!r}")
+    a = config.auth
+    if a.failure_limit < 0:
+        fail("[auth] failure_limit", f"must not be negative, got {a.failure_limit}")
+    for key in ("failure_window", "session_idle_timeout", "max_sessions"):
+        if getattr(a, key) < 1:
+            fail(f"[auth] {key}", f"must be at least 1, got {getattr(a, key)}")
     if config.log.level not in _LOG_LEVELS:
         fail("[log] level", f"must be one of {', '.join(_LOG_LEVELS)}, got {config.log.level!r}")

@@ -16,6 +16,7 @@ __all__ = [
     "InvalidValue",
     "ProtocolError",
     "ServerNotResponsible",
+    "TooManyFailures",
 ]
 
 
@@ -53,3 +54,11 @@ class InvalidAdmin(HandleError):
 
 class InsufficientPermissions(HandleError):
     """The identity may not do this to these values."""
+
+
+class TooManyFailures(HandleError):
+    """Too many failed authentications for this identity or from this client address."""
+
+    def __init__(self, handle: str | None, message: str, *, retry_after: float) -> None:
+        super().__init__(handle, message)
+        self.retry_after = retry_after

@@ -4,6 +4,7 @@ responseCode), with the statuses the reference server uses for those codes."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -28,6 +29,7 @@ from .errors import (
     InvalidValue,
     ProtocolError,
     ServerNotResponsible,
+    TooManyFailures,
 )
 from .pages import error_page
 from .responses import json_response, wants_json
@@ -56,6 +58,7 @@ ERROR_TABLE: dict[type[HandleError], tuple[int, int]] = {
     InsufficientPermissions: (403, 401),
     AuthenticationNeeded: (401, 402),
     AuthenticationFailed: (401, 403),  # the reference answers a wrong secret with 401 too
+    TooManyFailures: (429, 3),  # RC_SERVER_TOO_BUSY; the reference has no throttling
 }
 
 _WWW_AUTHENTICATE = {"WWW-Authenticate": 'Basic realm="handle"'}
@@ -88,6 +91,8 @@ async def error_middleware(
             message = exc.message
         handle = exc.handle if exc.handle is not None else request.get(keys.HANDLE)
         headers = _WWW_AUTHENTICATE if status == 401 else None
+        if isinstance(exc, TooManyFailures):
+            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
         if _wants_page(request):
             return web.Response(
                 text=error_page(status, message, handle),

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import proxy, views
+from . import proxy, session_views, views
 
 __all__ = ["setup_routes"]
 
 
 async def _unknown_api(request: web.Request) -> web.Response:
-    if request.path == views.API_HANDLES or request.path.startswith(views.API_HANDLES + "/"):
+    path = request.path
+    if path == views.API_HANDLES or path.startswith(views.API_HANDLES + "/"):
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD", "PUT", "DELETE"])
+    if path.rstrip("/") == session_views.SESSIONS:
+        raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+    if path.rstrip("/") == session_views.SESSION_THIS:
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD", "PUT", "POST", "DELETE"])
     raise web.HTTPNotFound()
 
 
@@ -21,6 +26,11 @@ def setup_routes(app: web.Application) -> None:
     r.add_get(views.API_HANDLES + "/{handle:(?s:.*)}", views.get_handle)
     r.add_put(views.API_HANDLES + "/{handle:(?s:.*)}", views.put_handle)
     r.add_delete(views.API_HANDLES + "/{handle:(?s:.*)}", views.delete_handle)
+    r.add_post(session_views.SESSIONS, session_views.open_session)
+    r.add_get(session_views.SESSION_THIS, session_views.session_this)
+    r.add_put(session_views.SESSION_THIS, session_views.session_this)
+    r.add_post(session_views.SESSION_THIS, session_views.session_this)
+    r.add_delete(session_views.SESSION_THIS, session_views.end_session)
     r.add_route("*", "/api/{tail:(?s:.*)}", _unknown_api)
     r.add_get("/", proxy.lookup)
     r.add_get("/favicon.ico", proxy.favicon)

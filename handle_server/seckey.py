@@ -12,11 +12,15 @@ import hashlib
 import hmac
 import os
 
-__all__ = ["hash_secret", "is_hashed", "verify_secret"]
+__all__ = ["REDACTED", "hash_secret", "is_hashed", "parse_hashed", "verify_secret"]
 
 _SCHEME = b"pbkdf2-sha256"
 ITERATIONS = 600_000  # OWASP's 2023 figure for PBKDF2-HMAC-SHA256
 _MAX_ITERATIONS = 10_000_000
+
+#: What a read shows instead of an HS_SECKEY value's data. Written back unchanged (a client that
+#: reads a record and writes it again), it keeps the stored hash.
+REDACTED = b"(secret key, stored hashed; not shown)"
 
 
 def hash_secret(secret: bytes, *, iterations: int = ITERATIONS) -> bytes:
@@ -27,7 +31,8 @@ def hash_secret(secret: bytes, *, iterations: int = ITERATIONS) -> bytes:
     )
 
 
-def _parse(stored: bytes) -> tuple[int, bytes, bytes] | None:
+def parse_hashed(stored: bytes) -> tuple[int, bytes, bytes] | None:
+    """``(iterations, salt, digest)`` of a stored hash, or ``None`` if ``stored`` is not one."""
     parts = stored.split(b"$")
     if len(parts) != 4 or parts[0] != _SCHEME or not parts[1].isdigit():
         return None
@@ -46,13 +51,13 @@ def _parse(stored: bytes) -> tuple[int, bytes, bytes] | None:
 
 def is_hashed(data: bytes) -> bool:
     """Whether ``data`` is already in the stored form (a value read back and written again)."""
-    return _parse(data) is not None
+    return parse_hashed(data) is not None
 
 
 def verify_secret(secret: bytes, stored: bytes) -> bool:
     """Constant-time check of ``secret`` against a stored hash. Anything that is not in the
     stored form never verifies. Slow by design: run it off the event loop."""
-    parsed = _parse(stored)
+    parsed = parse_hashed(stored)
     if parsed is None:
         return False
     iterations, salt, digest = parsed

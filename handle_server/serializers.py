@@ -26,6 +26,7 @@ from .encoding import (
     encode_vlist,
 )
 from .errors import InvalidValue, ProtocolError
+from .seckey import REDACTED
 
 __all__ = [
     "MAX_INDEX",
@@ -75,6 +76,10 @@ def _text_or_base64(data: bytes) -> dict[str, Any]:
 
 def data_to_json(type_: str, data: bytes) -> dict[str, Any]:
     kind = type_.upper()
+    if kind == "HS_SECKEY":
+        # The stored hash never leaves the server: it is as good as the secret for the Handle
+        # authorization scheme. Written back unchanged, this text keeps the stored hash.
+        return {"format": "string", "value": REDACTED.decode("ascii")}
     if kind == "HS_ADMIN":
         try:
             admin = decode_admin(data)

@@ -9,9 +9,11 @@ decide an answer (exists? which indexes are new?) therefore see exactly the reco
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
+import random
 import re
 import time
 import uuid
@@ -25,6 +27,7 @@ from storage import (
     HandleNotFound,
     HandleStore,
     HandleValue,
+    StoreUnavailable,
     ValueAlreadyExists,
     ValueReference,
     ValuesNotFound,
@@ -32,17 +35,22 @@ from storage import (
     prefix_of,
 )
 
-from .auth import SECKEY_TYPE, Authenticator, Authorizer, Identity
+from .auth import SECKEY_TYPE, Authenticator, Authorizer, Identity, describe
 from .cache import ResolutionCache
 from .config import PREFIX_HANDLE_AUTHORITY, Config
 from .encoding import AdminPermission, AdminRecord, encode_admin, encode_vlist
 from .errors import (
     AuthenticationNeeded,
     InsufficientPermissions,
+    InvalidAdmin,
     InvalidHandle,
+    InvalidValue,
     ServerNotResponsible,
 )
-from .seckey import hash_secret, is_hashed, verify_secret
+from .permissions import Needs, merge_added, needs_to_remove, needs_to_replace
+from .seckey import REDACTED, hash_secret, is_hashed, verify_secret
+from .sessions import SessionStore
+from .throttle import FailureThrottle
 
 __all__ = ["HandleService", "Resolution"]
 
@@ -51,6 +59,10 @@ log = logging.getLogger(__name__)
 ADMIN_GROUP_INDEX = 200
 PREFIX_ADMIN_INDEX = 100
 _MINT_ATTEMPTS = 8
+_WRITE_ATTEMPTS = 16
+P = AdminPermission
+#: plan(record as stored) -> (record to store, what it needs, whose HS_ADMIN values decide)
+Plan = Callable[[Handle | None], tuple[Handle | None, Needs | Sequence[Needs], Handle | str | None]]
 # Control characters, DEL, and lone surrogates (from bad percent-decoding) never form a handle.
 _FORBIDDEN_IN_HANDLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
@@ -106,11 +118,19 @@ class HandleService:
     ) -> None:
         self.store = store
         self.config = config
-        self.authenticator = authenticator or Authenticator(store)
-        self.authorizer = authorizer or Authorizer(config)
+        self.authenticator = authenticator or Authenticator(
+            store,
+            throttle=FailureThrottle(config.auth.failure_limit, config.auth.failure_window),
+            sessions=SessionStore(
+                idle_timeout=config.auth.session_idle_timeout,
+                max_sessions=config.auth.max_sessions,
+            ),
+        )
+        self.authorizer = authorizer or Authorizer(store, config)
         self.cache = cache or ResolutionCache(store, config.cache, clock=clock)
         self._clock = clock
         self._prefixes = {handle_key(p): p for p in config.handle.prefixes}
+        self._locks: dict[str, list] = {}
 
     def now(self) -> float:
         return self._clock()
@@ -174,22 +194,31 @@ class HandleService:
         chosen = select(record.values, indexes, types)
         private = [v for v in chosen if not v.public_read]
         if private:
-            if identity is None:
-                raise AuthenticationNeeded(handle, "Authentication needed to read private values")
-            if not self.authorizer.is_admin(identity, handle):
-                raise InsufficientPermissions(
-                    handle, f"{identity} may not read the private values of {handle}"
-                )
             unreadable = sorted(v.index for v in private if not v.admin_read)
             if unreadable:
                 listed = ", ".join(map(str, unreadable))
                 raise InsufficientPermissions(
                     handle, f"The values at index {listed} of {handle} are readable by no one"
                 )
+            if identity is None:
+                raise AuthenticationNeeded(handle, "Authentication needed to read private values")
+            if not await self.authorizer.holds(identity, handle, P.READ_VALUE, record):
+                raise InvalidAdmin(
+                    handle,
+                    f"{identity} does not hold READ_VALUE on {handle}, needed for its "
+                    "non-public values (ask with publicOnly=true for the public ones)",
+                )
         return Resolution(handle, tuple(chosen))
 
     async def count_handles(self, prefix: str, identity: Identity | None) -> int:
-        self.authorizer.require_list(identity, prefix)
+        """How many handles ``prefix`` has; the caller needs LIST_HANDLES on its prefix
+        handle."""
+        if identity is None:
+            raise AuthenticationNeeded(None, "Authentication needed to list handles")
+        authority_name = f"{PREFIX_HANDLE_AUTHORITY}/{prefix}"
+        authority = await self.store.get(authority_name)
+        if not await self.authorizer.holds(identity, authority_name, P.LIST_HANDLES, authority):
+            raise InvalidAdmin(None, f"{identity} does not hold LIST_HANDLES on {authority_name}")
         return await self.store.count_handles(prefix)
 
     def iter_handles(
@@ -218,16 +247,116 @@ class HandleService:
         finally:
             self.cache.invalidate(handle)
 
+    async def _write(
+        self, handle: str, identity: Identity | None, plan: Plan
+    ) -> tuple[Handle | None, Handle | None]:
+        """Run ``plan`` against the record as stored, check that ``identity`` holds what it
+        needs, then store its result, provided the record has not changed meanwhile (if it
+        has, all of it runs again). So the permission decided is the permission for exactly
+        the record that is changed, and the slow part (groups, other records) runs outside
+        the store's write lock."""
+        if identity is None:
+            raise AuthenticationNeeded(handle, "Authentication needed")
+        async with self._handle_lock(handle):
+            for attempt in range(_WRITE_ATTEMPTS):
+                before = await self.store.get(handle)
+                after, needs, authority = plan(before)
+                if isinstance(authority, str):
+                    authority = await self.store.get(authority)
+                await self._authorize(identity, handle, needs, authority)
+
+                def change(current: Handle | None, before=before, after=after) -> Handle | None:
+                    if current != before:
+                        raise _Raced
+                    return after
+
+                try:
+                    return await self._update(handle, change)
+                except _Raced:
+                    # Another process wrote the handle in between (writes in this one wait
+                    # for each other): look again, after a short random pause.
+                    await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+        raise StoreUnavailable(f"{handle} kept changing during this write; try again")
+
+    @contextlib.asynccontextmanager
+    async def _handle_lock(self, handle: str) -> AsyncIterator[None]:
+        """Writes to one handle in this process take turns (others go on in parallel)."""
+        key = handle_key(handle)
+        entry = self._locks.get(key)
+        if entry is None:
+            entry = self._locks[key] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._locks[key]
+
+    async def _authorize(
+        self,
+        identity: Identity,
+        handle: str,
+        needs: Needs | Sequence[Needs],
+        authority: Handle | None,
+    ) -> None:
+        """Allow the write if ``identity`` holds one of the alternatives in ``needs``; values
+        with admin write off stay unchanged whoever asks."""
+        alternatives = (needs,) if isinstance(needs, Needs) else tuple(needs)
+        read_only = sorted({i for n in alternatives for i in n.read_only})
+        if read_only:
+            raise InsufficientPermissions(
+                handle,
+                f"Value is read-only: admin write is off for the value at index "
+                f"{', '.join(map(str, read_only))}",
+            )
+        for alternative in alternatives:
+            if await self.authorizer.holds(identity, handle, alternative.permissions, authority):
+                return
+        wanted = " or ".join(describe(n.permissions) for n in alternatives)
+        where = (
+            "its prefix handle"
+            if authority is None
+            else f"the HS_ADMIN values of {authority.handle}"
+        )
+        raise InvalidAdmin(handle, f"{identity} does not hold {wanted} on {handle} ({where})")
+
     async def _prepare(self, values: Iterable[HandleValue]) -> list[HandleValue]:
         """Stamp the write time and hash any secret key given in plain."""
         now = int(self._clock())
         prepared = []
         for value in values:
             changes: dict = {"timestamp": now}
-            if value.type.upper() == SECKEY_TYPE and not is_hashed(value.data):
-                changes["data"] = await asyncio.to_thread(hash_secret, value.data)
+            if value.type.upper() == SECKEY_TYPE and value.data != REDACTED:
+                if not value.data:
+                    raise InvalidValue(None, f"The HS_SECKEY at index {value.index} is empty")
+                if not is_hashed(value.data):
+                    changes["data"] = await asyncio.to_thread(hash_secret, value.data)
             prepared.append(dataclasses.replace(value, **changes))
         return prepared
+
+    @staticmethod
+    def _restore_secrets(
+        handle: str, before: Handle | None, values: Sequence[HandleValue]
+    ) -> list[HandleValue]:
+        """Secret keys written back as a read shows them (``REDACTED``) keep the stored hash."""
+        restored = []
+        for value in values:
+            if value.type.upper() == SECKEY_TYPE and value.data == REDACTED:
+                old = before.value_at(value.index) if before is not None else None
+                if old is None or old.type.upper() != SECKEY_TYPE:
+                    raise InvalidValue(
+                        handle,
+                        f"The HS_SECKEY at index {value.index} has no stored secret to keep: "
+                        "give the secret key",
+                    )
+                value = dataclasses.replace(value, data=old.data)
+            restored.append(value)
+        return restored
+
+    def _prefix_handle_of(self, handle: str) -> str:
+        return f"{PREFIX_HANDLE_AUTHORITY}/{self.authorizer.administered_prefix(handle)}"
 
     def _guard(self, before: Handle | None, after: Handle | None) -> None:
         """The configured values of a prefix handle change only through the configuration."""
@@ -263,19 +392,32 @@ class HandleService:
         identity: Identity | None,
     ) -> bool:
         """Create ``handle`` with ``values``, or (``overwrite``) replace its whole record.
-        True if the handle is new."""
+        True if the handle is new.
+
+        A new handle needs ADD_HANDLE on the prefix handle. Replacing one needs what the
+        difference needs (``permissions.needs_to_replace``), or ADD_ADMIN, or DELETE_HANDLE on
+        the handle itself, as the reference server. No HS_ADMIN value is added for the caller:
+        a handle created without one can be changed only by the prefix's configured admins."""
         self.check_handle(handle)
-        self.authorizer.require_admin(identity, handle)
+        if not overwrite and await self.store.get(handle) is not None:
+            raise HandleAlreadyExists(handle)  # the reference answers this before any auth
         prepared = await self._prepare(values)
 
-        def change(before: Handle | None) -> Handle:
-            if before is not None and not overwrite:
+        def plan(before: Handle | None):
+            if before is None:
+                fresh = self._restore_secrets(handle, None, prepared)
+                return (
+                    Handle(handle, tuple(fresh)),
+                    Needs(P.ADD_HANDLE),
+                    self._prefix_handle_of(handle),
+                )
+            if not overwrite:
                 raise HandleAlreadyExists(handle)
-            after = Handle(before.handle if before else handle, tuple(prepared))
+            after, needs = needs_to_replace(before, self._restore_secrets(handle, before, prepared))
             self._guard(before, after)
-            return after
+            return after, _replace_alternatives(needs), before
 
-        before, _ = await self._update(handle, change)
+        before, _ = await self._write(handle, identity, plan)
         return before is None
 
     async def mint(
@@ -285,19 +427,19 @@ class HandleService:
         self.check_handle(stem, stem=True)
         if self.is_prefix_handle(stem):
             raise InvalidHandle(stem, "Cannot mint prefix handles")
-        self.authorizer.require_admin(identity, stem)
         prepared = await self._prepare(values)
         for _ in range(_MINT_ATTEMPTS):
             name = stem + str(uuid.uuid4())
             self.check_handle(name)
 
-            def change(before: Handle | None, name: str = name) -> Handle:
+            def plan(before: Handle | None, name: str = name):
                 if before is not None:
                     raise HandleAlreadyExists(name)
-                return Handle(name, tuple(prepared))
+                fresh = self._restore_secrets(name, None, prepared)
+                return Handle(name, tuple(fresh)), Needs(P.ADD_HANDLE), self._prefix_handle_of(name)
 
             try:
-                await self._update(name, change)
+                await self._write(name, identity, plan)
             except HandleAlreadyExists:
                 log.warning("minted suffix collided with an existing handle: %s", name)
                 continue
@@ -315,23 +457,20 @@ class HandleService:
         """Add ``values`` to an existing handle, replacing those at the same indexes when
         ``overwrite``. True if every value was new."""
         self.check_handle(handle)
-        self.authorizer.require_admin(identity, handle)
         prepared = await self._prepare(values)
         new_indexes = {v.index for v in prepared}
 
-        def change(before: Handle | None) -> Handle:
+        def plan(before: Handle | None):
             if before is None:
                 raise HandleNotFound(handle)
             clash = before.indexes & new_indexes
             if clash and not overwrite:
                 raise ValueAlreadyExists(handle, clash)
-            merged = {v.index: v for v in before.values}
-            merged.update((v.index, v) for v in prepared)
-            after = Handle(before.handle, tuple(merged.values()))
+            after, needs = merge_added(before, self._restore_secrets(handle, before, prepared))
             self._guard(before, after)
-            return after
+            return after, needs, before
 
-        before, _ = await self._update(handle, change)
+        before, _ = await self._write(handle, identity, plan)
         assert before is not None
         return not (before.indexes & new_indexes)
 
@@ -340,10 +479,9 @@ class HandleService:
     ) -> None:
         """Remove the values at ``indexes``; all must exist, else nothing is removed."""
         self.check_handle(handle)
-        self.authorizer.require_admin(identity, handle)
         wanted = set(indexes)
 
-        def change(before: Handle | None) -> Handle:
+        def plan(before: Handle | None):
             if before is None:
                 raise HandleNotFound(handle)
             missing = wanted - before.indexes
@@ -351,21 +489,20 @@ class HandleService:
                 raise ValuesNotFound(handle, missing)
             after = Handle(before.handle, tuple(v for v in before.values if v.index not in wanted))
             self._guard(before, after)
-            return after
+            return after, needs_to_remove(before, wanted), before
 
-        await self._update(handle, change)
+        await self._write(handle, identity, plan)
 
     async def delete(self, handle: str, *, identity: Identity | None) -> None:
         self.check_handle(handle)
-        self.authorizer.require_admin(identity, handle)
 
-        def change(before: Handle | None) -> None:
+        def plan(before: Handle | None):
             if before is None:
                 raise HandleNotFound(handle)
             self._guard(before, None)
-            return None
+            return None, Needs(P.DELETE_HANDLE), before
 
-        await self._update(handle, change)
+        await self._write(handle, identity, plan)
 
     # -- start-up --------------------------------------------------------------------------
 
@@ -423,3 +560,21 @@ def _homed(name: str, wanted: dict[int, HandleValue], now: int, before: Handle |
             index=PREFIX_ADMIN_INDEX, type="HS_ADMIN", data=encode_admin(admin), timestamp=now
         )
     return Handle(before.handle if before else name, tuple(kept.values()))
+
+
+class _Raced(Exception):
+    """The record changed between a write's permission check and its store update."""
+
+
+def _replace_alternatives(needs: Needs) -> tuple[Needs, ...]:
+    """Replacing a whole record is allowed with what its difference needs, or with ADD_ADMIN,
+    or with DELETE_HANDLE (``HandleServer.doCreateHandle``)."""
+    if not needs.permissions:
+        return (needs,)
+    fallbacks = (
+        Needs(P.ADD_ADMIN, needs.read_only),
+        Needs(P.DELETE_HANDLE, needs.read_only),
+    )
+    if needs.permissions & P.ADD_ADMIN:
+        return fallbacks
+    return (needs, *fallbacks)

@@ -81,7 +81,9 @@ def int_param(request: web.Request, name: str, default: int) -> int:
 
 async def _identity(request: web.Request) -> Identity | None:
     service = request.app[keys.SERVICE]
-    return await service.authenticator.authenticate(request.headers.get("Authorization"))
+    return await service.authenticator.authenticate(
+        request.headers.get("Authorization"), client=request.remote
+    )
 
 
 async def _json_body(request: web.Request, handle: str) -> object:

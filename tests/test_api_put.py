@@ -7,7 +7,9 @@ import re
 
 import pytest
 
+from handle_server import keys
 from handle_server.app import create_app
+from handle_server.seckey import REDACTED
 
 from .conftest import ADMIN_AUTH, OTHER_AUTH, Api, basic, url_value
 
@@ -259,7 +261,7 @@ async def test_mint_refusals(api, stem, params, code):
 # -- secrets ------------------------------------------------------------------------------------
 
 
-async def test_secret_keys_are_stored_hashed_and_authenticate(api):
+async def test_secret_keys_are_stored_hashed_and_authenticate(api, client):
     status, _ = await api.put(
         "TEST/USER01",
         [
@@ -267,8 +269,11 @@ async def test_secret_keys_are_stored_hashed_and_authenticate(api):
         ],
     )
     assert status == 201
-    shown = (await api.values("TEST/USER01"))[0]["data"]["value"]
-    assert shown.startswith("pbkdf2-sha256$") and "user-pass" not in shown
+    stored = (await client.app[keys.STORE].get("TEST/USER01")).value_at(300).data
+    assert stored.startswith(b"pbkdf2-sha256$") and b"user-pass" not in stored
+    # A read never shows the secret nor its hash, even to an admin.
+    shown = (await api.values("TEST/USER01"))[0]["data"]
+    assert shown == {"format": "string", "value": REDACTED.decode()}
     user = basic("300:TEST/USER01", "user-pass")
     # A user identity authenticates, but is no admin of the prefix: 403, not 401.
     status, body = await api.put("TEST/mine", [url_value("https://a.org")], headers=user)
@@ -277,10 +282,17 @@ async def test_secret_keys_are_stored_hashed_and_authenticate(api):
         "TEST/mine", [url_value("https://a.org")], headers=basic("300:TEST/USER01", "wrong")
     )
     assert status == 401 and body["responseCode"] == 403
-    # Writing the stored hash back keeps it (a GET-modify-PUT round trip).
+    # Writing back what a read shows keeps the stored hash (a GET-modify-PUT round trip).
     values = await api.values("TEST/USER01")
-    await api.put("TEST/USER01", values)
-    assert (await api.values("TEST/USER01"))[0]["data"]["value"] == shown
+    assert (await api.put("TEST/USER01", values))[0] == 200
+    assert (await client.app[keys.STORE].get("TEST/USER01")).value_at(300).data == stored
+    status, _ = await api.get("TEST/USER01", params={"publicOnly": "false"}, headers=user)
+    assert status == 403  # the user holds no READ_VALUE on its own handle: no HS_ADMIN there
+    # ... but that text is no secret where none is stored, and an empty secret is refused.
+    for data in (REDACTED.decode(), ""):
+        seckey = {"index": 300, "type": "HS_SECKEY", "data": data}
+        status, body = await api.put("TEST/USER02", [seckey])
+        assert status == 400 and body["responseCode"] == 202, body
 
 
 # -- authentication -----------------------------------------------------------------------------

@@ -1,0 +1,158 @@
+"""``/api/sessions``: open a session, prove an identity in it, look at it, end it.
+
+The answers follow the reference server's ``SessionsServlet``: ``POST /api/sessions`` is 201
+with ``Location: /api/sessions/this``; ``GET``/``PUT``/``POST /api/sessions/this`` are 200, or
+401 when an attempt to authenticate failed; ``DELETE`` is 204; a request naming no open session
+is 403. Bodies are the session's representation::
+
+    {"sessionId": "...", "nonce": "<b64>", "authenticated": true, "id": "300:TEST/USER01"}
+
+plus ``keyDerivation`` when the request names an ``id`` without signing (see ``sessions.py``)
+and ``error`` when something went wrong. Parameters come from an ``Authorization: Handle``
+header, then from a JSON object body, then from the query string.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import orjson
+from aiohttp import web
+
+from . import keys
+from .auth import Identity, parse_identity
+from .errors import AuthenticationFailed, ProtocolError
+from .responses import json_response
+from .sessions import HandleAuthorization, Session, parse_handle_authorization
+
+__all__ = ["SESSIONS", "SESSION_THIS", "end_session", "open_session", "session_this"]
+
+SESSIONS = "/api/sessions"
+SESSION_THIS = SESSIONS + "/this"
+
+
+async def _params(request: web.Request) -> HandleAuthorization:
+    fields: dict[str, str] = {}
+    header = request.headers.get("Authorization", "")
+    scheme, _, rest = header.strip().partition(" ")
+    if scheme.lower() == "handle":
+        parsed = parse_handle_authorization(rest)
+        if parsed is None:
+            raise ProtocolError(None, "Malformed Authorization: Handle header")
+        fields.update(
+            (name, value)
+            for name, value in (
+                ("version", parsed.version),
+                ("sessionId", parsed.session_id),
+                ("id", parsed.id),
+                ("type", parsed.type),
+                ("alg", parsed.alg),
+                ("cnonce", parsed.cnonce),
+                ("signature", parsed.signature),
+            )
+            if value is not None
+        )
+    if request.content_type == "application/json" and request.can_read_body:
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            raise ProtocolError(None, f"Invalid JSON body: {exc}") from None
+        if not isinstance(body, dict):
+            raise ProtocolError(None, "The body of a sessions request must be a JSON object")
+        for name, value in body.items():
+            if not isinstance(value, str | int):
+                raise ProtocolError(None, f"Session parameter {name!r} must be a string")
+            fields.setdefault(_canonical(name), str(value))
+    for name, value in request.query.items():
+        fields.setdefault(_canonical(name), value)
+    return HandleAuthorization.from_mapping(fields)
+
+
+def _canonical(name: str) -> str:
+    return "sessionId" if name.lower() == "sessionid" else name.lower()
+
+
+async def _representation(
+    request: web.Request, session: Session, params: HandleAuthorization, error: str | None
+) -> dict:
+    body: dict = {
+        "sessionId": session.id,
+        "nonce": base64.b64encode(session.nonce).decode("ascii"),
+        "authenticated": session.identity is not None,
+    }
+    if session.identity is not None:
+        body["id"] = str(session.identity)
+    if params.id is not None and not params.authenticating:
+        try:
+            asked: Identity = parse_identity(params.id)
+        except ValueError as exc:
+            error = error or str(exc)
+        else:
+            authenticator = request.app[keys.SERVICE].authenticator
+            stored = await authenticator.stored_secret(asked)
+            body["keyDerivation"] = authenticator.sessions.key_derivation(asked, stored)
+    if error:
+        body["error"] = error
+    return body
+
+
+async def _authenticate_in(
+    request: web.Request, session: Session, params: HandleAuthorization
+) -> str | None:
+    """Prove an identity in ``session`` if the request tries to; the error, if it failed."""
+    authenticator = request.app[keys.SERVICE].authenticator
+    header = request.headers.get("Authorization", "")
+    try:
+        if header.strip().lower().startswith("basic"):
+            session.identity = await authenticator.authenticate(header, client=request.remote)
+        elif params.authenticating:
+            await authenticator.prove(session, params, client=request.remote)
+    except AuthenticationFailed as exc:
+        return exc.message
+    return None
+
+
+async def open_session(request: web.Request) -> web.Response:
+    """POST /api/sessions"""
+    params = await _params(request)
+    if params.session_id is not None:
+        raise ProtocolError(None, "POST /api/sessions opens a new session: use /api/sessions/this")
+    session = request.app[keys.SERVICE].authenticator.sessions.open()
+    error = await _authenticate_in(request, session, params)
+    body = await _representation(request, session, params, error)
+    return json_response(
+        request, body, status=401 if error else 201, headers={"Location": SESSION_THIS}
+    )
+
+
+def _no_session(request: web.Request) -> web.Response:
+    return json_response(
+        request,
+        {
+            "authenticated": False,
+            "error": "No open session with that sessionId (it may have expired): "
+            "open one with POST /api/sessions",
+        },
+        status=403,
+    )
+
+
+async def session_this(request: web.Request) -> web.Response:
+    """GET, PUT or POST /api/sessions/this: look at the session, or prove an identity in it."""
+    params = await _params(request)
+    sessions = request.app[keys.SERVICE].authenticator.sessions
+    session = sessions.get(params.session_id) if params.session_id else None
+    if session is None:
+        return _no_session(request)
+    error = await _authenticate_in(request, session, params)
+    body = await _representation(request, session, params, error)
+    return json_response(request, body, status=401 if error else 200)
+
+
+async def end_session(request: web.Request) -> web.Response:
+    """DELETE /api/sessions/this"""
+    params = await _params(request)
+    sessions = request.app[keys.SERVICE].authenticator.sessions
+    if not params.session_id or not sessions.close(params.session_id):
+        return _no_session(request)
+    return web.Response(status=204)
