@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import logging
+import ssl
 import sys
 from collections.abc import Sequence
 
@@ -62,17 +64,57 @@ def _warn_about(config: Config) -> None:
             )
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _tls_context(config: Config) -> ssl.SSLContext | None:
+    s = config.server
+    if not s.tls_cert:
+        if not _is_loopback(s.host):
+            log.warning(
+                "serving plain HTTP on %s: secret keys (HTTP Basic) and session ids cross the "
+                "network readable by anyone on the path; set [server] tls_cert and tls_key, "
+                "or serve behind a TLS-terminating proxy",
+                s.host,
+            )
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(s.tls_cert, s.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"{config.source}: [server] tls_cert/tls_key: cannot load {s.tls_cert} with "
+            f"{s.tls_key}: {exc}"
+        ) from None
+    return context
+
+
 def serve(config: Config) -> int:
     _warn_about(config)
+    try:
+        tls = _tls_context(config)
+    except ConfigError as exc:
+        print(f"handle-server: {exc}", file=sys.stderr)
+        return 2
     app = create_app(config)
     host, port = config.server.host, config.server.port
+    scheme = "https" if tls else "http"
     try:
         web.run_app(
             app,
             host=host,
             port=port,
+            ssl_context=tls,
             print=lambda _: log.info(
-                "serving on http://%s:%d (store: %s %s)",
+                "serving on %s://%s:%d (store: %s %s)",
+                scheme,
                 host,
                 port,
                 config.storage.backend,

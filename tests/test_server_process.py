@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import trustme
 
 from .conftest import ADMIN_AUTH, SECRET
 
@@ -26,9 +28,10 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, args: list[str], cwd: Path) -> None:
+    def __init__(self, args: list[str], cwd: Path, *, tls: ssl.SSLContext | None = None) -> None:
         self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.log = cwd / f"server-{self.port}.log"
         self._output = self.log.open("wb")
         self.proc = subprocess.Popen(
@@ -46,7 +49,7 @@ class Server:
                 if self.proc.poll() is not None:
                     raise AssertionError(f"server exited: {self.log.read_text()}")
                 try:
-                    async with session.get(f"{self.base}/api/handles/0.NA/TEST"):
+                    async with session.get(f"{self.base}/api/handles/0.NA/TEST", ssl=self.tls):
                         return
                 except aiohttp.ClientConnectionError:
                     await asyncio.sleep(0.1)
@@ -179,3 +182,64 @@ async def test_every_answered_write_survives_kill_9(tmp_path, config_file, serve
     # and the count kept beside the records agrees with them.
     assert set(answered) <= set(listing["handles"])
     assert int(listing["totalCount"]) == len(listing["handles"])
+
+
+async def test_serve_https_with_tls_cert_and_key(tmp_path, config_file, servers):
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    issued.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    issued.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    config_file.write_text(
+        config_file.read_text()
+        + f'[server]\ntls_cert = "{tmp_path / "cert.pem"}"\ntls_key = "{tmp_path / "key.pem"}"\n'
+    )
+    client_tls = ssl.create_default_context()
+    ca.configure_trust(client_tls)
+    server = Server(["--config", str(config_file), "--host", "0.0.0.0"], tmp_path, tls=client_tls)
+    servers.append(server)
+    await server.ready()
+    async with aiohttp.ClientSession() as session:
+        async with session.put(
+            f"{server.base}/api/handles/TEST/tls",
+            json=[{"index": 1, "type": "URL", "data": "https://tls.org"}],
+            headers=ADMIN_AUTH,
+            ssl=client_tls,
+        ) as resp:
+            assert resp.status == 201
+        with pytest.raises(aiohttp.ClientError):  # no plain HTTP on the TLS port
+            async with session.get(f"http://127.0.0.1:{server.port}/api/handles/TEST/tls"):
+                pass
+    server.stop()
+    log = server.log.read_text()
+    assert f"serving on https://0.0.0.0:{server.port}" in log
+    assert "plain HTTP" not in log
+
+
+async def test_plain_http_on_a_public_address_warns(tmp_path, config_file, servers):
+    server = Server(["--config", str(config_file), "--host", "0.0.0.0"], tmp_path)
+    servers.append(server)
+    await server.ready()
+    server.stop()
+    assert "serving plain HTTP on 0.0.0.0" in server.log.read_text()
+    loopback = Server(["--config", str(config_file), "--host", "127.0.0.1"], tmp_path)
+    servers.append(loopback)
+    await loopback.ready()
+    loopback.stop()
+    assert "plain HTTP" not in loopback.log.read_text()
+
+
+def test_unusable_tls_files_stop_start_up(tmp_path, config_file):
+    (tmp_path / "cert.pem").write_text("not a certificate")
+    (tmp_path / "key.pem").write_text("not a key")
+    config_file.write_text(
+        config_file.read_text()
+        + f'[server]\ntls_cert = "{tmp_path / "cert.pem"}"\ntls_key = "{tmp_path / "key.pem"}"\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "handle_server", "serve", "--config", str(config_file)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert "[server] tls_cert/tls_key: cannot load" in done.stderr
