@@ -1,0 +1,188 @@
+"""/api/sessions, the Handle authorization scheme, and failed-authentication throttling."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from handle_server import keys
+from handle_server.app import create_app
+from handle_server.errors import AuthenticationFailed, TooManyFailures
+
+from .conftest import ADMIN, ADMIN_AUTH, SECRET, Api, basic, make_config, url_value
+
+
+def sign(secret: str, derivation: dict[str, Any], nonce_b64: str) -> tuple[str, str]:
+    """What a client computes: the key from the secret, then an HMAC of nonce || cnonce."""
+    key = hashlib.pbkdf2_hmac(
+        "sha256", secret.encode(), base64.b64decode(derivation["salt"]), derivation["iterations"]
+    )
+    cnonce = os.urandom(16)
+    mac = hmac.new(key, base64.b64decode(nonce_b64) + cnonce, hashlib.sha256).digest()
+    return base64.b64encode(cnonce).decode(), base64.b64encode(mac).decode()
+
+
+def handle_header(session_id: str, **fields: str) -> dict[str, str]:
+    params = [f'sessionId="{session_id}"'] + [f'{k}="{v}"' for k, v in fields.items()]
+    return {"Authorization": "Handle " + ", ".join(params)}
+
+
+async def open_session(api: Api, identity: str | None = None) -> dict[str, Any]:
+    body = {"id": identity} if identity else None
+    status, session = await api._call("POST", "/api/sessions", json=body)
+    assert status == 201 and api.last.headers["Location"] == "/api/sessions/this"
+    return session
+
+
+async def prove(api: Api, session: dict, identity: str, secret: str) -> tuple[int, Any]:
+    cnonce, signature = sign(secret, session["keyDerivation"], session["nonce"])
+    headers = handle_header(
+        session["sessionId"],
+        version="0",
+        id=quote(identity, safe=""),
+        type="HS_SECKEY",
+        alg="PBKDF2-HMAC-SHA256",
+        cnonce=cnonce,
+        signature=signature,
+    )
+    return await api._call("PUT", "/api/sessions/this", headers=headers)
+
+
+async def test_a_session_proves_an_identity_once_then_carries_it(api: Api):
+    session = await open_session(api, ADMIN)
+    assert session["authenticated"] is False and len(base64.b64decode(session["nonce"])) == 32
+    assert session["keyDerivation"]["alg"] == "PBKDF2-HMAC-SHA256"
+    only_session = handle_header(session["sessionId"])
+    # Before proving anything the session is anonymous: a write is a challenge.
+    status, body = await api.put("TEST/s", [url_value("https://s.org")], headers=only_session)
+    assert (status, body["responseCode"]) == (401, 402)
+    status, body = await prove(api, session, ADMIN, SECRET)
+    assert status == 200 and body["authenticated"] is True and body["id"] == ADMIN
+    # From now on the session id alone is the identity.
+    status, _ = await api.put("TEST/s", [url_value("https://s.org")], headers=only_session)
+    assert status == 201
+    status, body = await api._call("GET", "/api/sessions/this", headers=only_session)
+    assert status == 200 and body["id"] == ADMIN
+    # Ending it: 204, and the id is refused from then on.
+    assert (await api._call("DELETE", "/api/sessions/this", headers=only_session))[0] == 204
+    status, body = await api.put("TEST/s", [url_value("https://t.org")], headers=only_session)
+    assert (status, body["responseCode"]) == (401, 403)
+    status, body = await api._call("GET", "/api/sessions/this", headers=only_session)
+    assert status == 403 and "No open session" in body["error"]
+    assert (await api._call("DELETE", "/api/sessions/this", headers=only_session))[0] == 403
+
+
+async def test_a_wrong_signature_or_secret_is_401_and_leaves_the_session_anonymous(api: Api):
+    session = await open_session(api, ADMIN)
+    status, body = await prove(api, session, ADMIN, "not-the-secret")
+    assert status == 401 and body["authenticated"] is False
+    assert "Authentication failed" in body["error"]
+    # A signature over another nonce does not verify either.
+    other = await open_session(api, ADMIN)
+    replay = {**session, "nonce": other["nonce"]}
+    assert (await prove(api, replay, ADMIN, SECRET))[0] == 401
+    # Unsupported algorithms are named in the error.
+    headers = handle_header(
+        session["sessionId"], id=quote(ADMIN), type="HS_SECKEY", alg="HMAC-SHA256",
+        cnonce="AAAA", signature="AAAA",
+    )  # fmt: skip
+    status, body = await api._call("PUT", "/api/sessions/this", headers=headers)
+    assert status == 401 and "PBKDF2-HMAC-SHA256" in body["error"]
+    headers = handle_header(session["sessionId"], id=quote(ADMIN), type="HS_SECKEY")
+    status, body = await api._call("PUT", "/api/sessions/this", headers=headers)
+    assert status == 401 and "Missing fields" in body["error"]
+
+
+async def test_key_derivation_does_not_tell_which_identities_exist(api: Api):
+    real = (await open_session(api, ADMIN))["keyDerivation"]
+    ghost = (await open_session(api, "300:TEST/nobody"))["keyDerivation"]
+    again = (await open_session(api, "300:TEST/nobody"))["keyDerivation"]
+    assert set(real) == set(ghost) and real["iterations"] == ghost["iterations"]
+    assert ghost == again and ghost["salt"] != real["salt"]
+
+
+async def test_basic_credentials_open_an_authenticated_session(api: Api):
+    status, body = await api._call("POST", "/api/sessions", headers=ADMIN_AUTH)
+    assert status == 201 and body["authenticated"] is True and body["id"] == ADMIN
+    status, _ = await api.put(
+        "TEST/b", [url_value("https://b.org")], headers=handle_header(body["sessionId"])
+    )
+    assert status == 201
+    status, body = await api._call("POST", "/api/sessions", headers=basic(ADMIN, "wrong"))
+    assert status == 401 and body["authenticated"] is False
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "status"),
+    [
+        ("POST", "/api/sessions", handle_header("abc"), 400),
+        ("GET", "/api/sessions", {}, 405),
+        ("GET", "/api/sessions/this", {}, 403),
+        ("GET", "/api/sessions/this", handle_header("no-such-session"), 403),
+        ("GET", "/api/sessions/other", {}, 404),
+        ("PUT", "/api/sessions/this", {"Authorization": "Handle !!"}, 400),
+    ],
+)
+async def test_bad_session_requests(api: Api, method, path, headers, status):
+    got, body = await api._call(method, path, headers=headers)
+    assert got == status and body is not None
+
+
+async def test_session_ids_unknown_to_the_api_are_refused(api: Api):
+    status, body = await api.get("TEST/x", headers=handle_header("forged"))
+    assert (status, body["responseCode"]) == (401, 403)
+    status, body = await api.get("TEST/x", headers={"Authorization": 'Handle id="300:X/Y"'})
+    assert (status, body["responseCode"]) == (401, 403) and "sessionId" in body["message"]
+
+
+# -- throttling ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def strict(aiohttp_client, tmp_path) -> Api:
+    config = make_config(tmp_path, auth={"failure_limit": 3, "failure_window": 60})
+    return Api(await aiohttp_client(create_app(config)))
+
+
+async def test_repeated_failures_are_throttled_for_that_identity_and_address(strict: Api):
+    wrong = basic(ADMIN, "guess")
+    for _ in range(3):
+        status, body = await strict.put("TEST/t", [url_value("https://t.org")], headers=wrong)
+        assert (status, body["responseCode"]) == (401, 403)
+    status, body = await strict.put("TEST/t", [url_value("https://t.org")], headers=wrong)
+    assert status == 429 and body["responseCode"] == 3
+    retry_after = int(strict.last.headers["Retry-After"])
+    assert 1 <= retry_after <= 60
+    # The right secret is throttled too while the window lasts (else guessing goes on).
+    assert (await strict.put("TEST/t", [url_value("https://t.org")]))[0] == 429
+    # Reads without credentials are not affected.
+    assert (await strict.get("0.NA/TEST"))[0] == 200
+
+
+async def test_throttling_one_client_leaves_others_alone(aiohttp_client, tmp_path):
+    config = make_config(tmp_path, auth={"failure_limit": 2, "failure_window": 60})
+    app = create_app(config)
+    api = Api(await aiohttp_client(app))
+    auth = app[keys.SERVICE].authenticator
+    # Straight at the authenticator, to give two client addresses on one test server.
+    for _ in range(2):
+        with pytest.raises(AuthenticationFailed):
+            await auth.authenticate(basic(ADMIN, "guess")["Authorization"], client="192.0.2.1")
+    with pytest.raises(TooManyFailures):
+        await auth.authenticate(basic(ADMIN, SECRET)["Authorization"], client="192.0.2.1")
+    # The other admin, from another address: fine.
+    other = basic("300:0.NA/10.5555", "other-secret")["Authorization"]
+    assert str(await auth.authenticate(other, client="192.0.2.2")) == "300:0.NA/10.5555"
+    # The other admin from the throttled address: refused (the address is throttled).
+    with pytest.raises(TooManyFailures):
+        await auth.authenticate(other, client="192.0.2.1")
+    # The throttled identity from another address: refused (the identity is throttled).
+    with pytest.raises(TooManyFailures):
+        await auth.authenticate(basic(ADMIN, SECRET)["Authorization"], client="192.0.2.3")
+    assert (await api.get("0.NA/TEST"))[0] == 200
