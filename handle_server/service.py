@@ -399,8 +399,6 @@ class HandleService:
         the handle itself, as the reference server. No HS_ADMIN value is added for the caller:
         a handle created without one can be changed only by the prefix's configured admins."""
         self.check_handle(handle)
-        if not overwrite and await self.store.get(handle) is not None:
-            raise HandleAlreadyExists(handle)  # the reference answers this before any auth
         prepared = await self._prepare(values)
 
         def plan(before: Handle | None):

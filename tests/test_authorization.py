@@ -308,3 +308,13 @@ async def test_user_identities_are_created_granted_and_revoked_through_the_api(a
     assert (status, body["responseCode"]) == REFUSED
     status, body = await api.put("TEST/another", [url_value("https://u.org")], headers=user)
     assert (status, body["responseCode"]) == REFUSED
+
+
+async def test_nothing_is_told_without_credentials(people: Api):
+    """Unlike the reference (409 before any authentication), an anonymous overwrite=false of
+    an existing handle is a challenge: credentials come first."""
+    await people.put("TEST/exists", [url_value("https://a.org")])
+    status, body = await people.put(
+        "TEST/exists", [url_value("https://b.org")], params={"overwrite": "false"}, headers={}
+    )
+    assert (status, body["responseCode"]) == (401, 402)
