@@ -32,26 +32,14 @@ SESSION_THIS = SESSIONS + "/this"
 
 
 async def _params(request: web.Request) -> HandleAuthorization:
-    fields: dict[str, str] = {}
-    header = request.headers.get("Authorization", "")
-    scheme, _, rest = header.strip().partition(" ")
+    header = HandleAuthorization()
+    scheme, _, rest = request.headers.get("Authorization", "").strip().partition(" ")
     if scheme.lower() == "handle":
         parsed = parse_handle_authorization(rest)
         if parsed is None:
             raise ProtocolError(None, "Malformed Authorization: Handle header")
-        fields.update(
-            (name, value)
-            for name, value in (
-                ("version", parsed.version),
-                ("sessionId", parsed.session_id),
-                ("id", parsed.id),
-                ("type", parsed.type),
-                ("alg", parsed.alg),
-                ("cnonce", parsed.cnonce),
-                ("signature", parsed.signature),
-            )
-            if value is not None
-        )
+        header = parsed
+    fields: dict[str, str] = {}
     if request.content_type == "application/json" and request.can_read_body:
         try:
             body = orjson.loads(await request.read())
@@ -62,14 +50,10 @@ async def _params(request: web.Request) -> HandleAuthorization:
         for name, value in body.items():
             if not isinstance(value, str | int):
                 raise ProtocolError(None, f"Session parameter {name!r} must be a string")
-            fields.setdefault(_canonical(name), str(value))
+            fields.setdefault(name.lower(), str(value))
     for name, value in request.query.items():
-        fields.setdefault(_canonical(name), value)
-    return HandleAuthorization.from_mapping(fields)
-
-
-def _canonical(name: str) -> str:
-    return "sessionId" if name.lower() == "sessionid" else name.lower()
+        fields.setdefault(name.lower(), value)
+    return header.filled_from(HandleAuthorization.from_mapping(fields))
 
 
 async def _representation(

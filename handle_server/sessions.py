@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import hmac
 import os
@@ -102,6 +103,17 @@ class HandleAuthorization:
             if value is None
         ]
         return ", ".join(missing) if missing else None
+
+    def filled_from(self, other: HandleAuthorization) -> HandleAuthorization:
+        """These parameters, with the ones they lack taken from ``other``."""
+        return HandleAuthorization(
+            *(
+                getattr(self, f.name)
+                if getattr(self, f.name) is not None
+                else getattr(other, f.name)
+                for f in dataclasses.fields(self)
+            )
+        )
 
     @classmethod
     def from_mapping(cls, fields: dict[str, str]) -> HandleAuthorization:
