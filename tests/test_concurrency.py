@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from .conftest import url_value
+from handle_server.app import create_app
+
+from .conftest import Api, url_value
 
 
 async def test_concurrent_exclusive_creates_have_exactly_one_winner(api):
@@ -66,3 +68,21 @@ async def test_concurrent_deletes_and_writes_leave_a_whole_record(api):
         assert [v["index"] for v in values] == [1, 2]
         n = values[1]["data"]["value"]
         assert values[0]["data"]["value"] == f"https://{n}.org"
+
+
+async def test_two_servers_on_one_store_lose_no_write(aiohttp_client, config):
+    """Two apps on one SQLite file, as two processes: each decides permissions on the record
+    it read, and a write whose record changed meanwhile starts over instead of clobbering."""
+    a = Api(await aiohttp_client(create_app(config)))
+    b = Api(await aiohttp_client(create_app(config)))
+    await a.put("TEST/shared", [url_value("https://a.org")])
+    results = await asyncio.gather(
+        *(
+            (a if i % 2 else b).put(
+                "TEST/shared", [{"index": i, "type": "X", "data": str(i)}], params={"index": str(i)}
+            )
+            for i in range(2, 42)
+        )
+    )
+    assert {status for status, _ in results} == {201}
+    assert [v["index"] for v in await a.values("TEST/shared")] == list(range(1, 42))
