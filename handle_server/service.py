@@ -355,8 +355,11 @@ class HandleService:
             restored.append(value)
         return restored
 
-    def _prefix_handle_of(self, handle: str) -> str:
-        return f"{PREFIX_HANDLE_AUTHORITY}/{self.authorizer.administered_prefix(handle)}"
+    def _new_record(self, name: str, prepared: Sequence[HandleValue]):
+        """The plan for a handle that does not exist yet: ADD_HANDLE on its prefix handle."""
+        fresh = self._restore_secrets(name, None, prepared)
+        prefix_handle = f"{PREFIX_HANDLE_AUTHORITY}/{self.authorizer.administered_prefix(name)}"
+        return Handle(name, tuple(fresh)), Needs(P.ADD_HANDLE), prefix_handle
 
     def _guard(self, before: Handle | None, after: Handle | None) -> None:
         """The configured values of a prefix handle change only through the configuration."""
@@ -403,12 +406,7 @@ class HandleService:
 
         def plan(before: Handle | None):
             if before is None:
-                fresh = self._restore_secrets(handle, None, prepared)
-                return (
-                    Handle(handle, tuple(fresh)),
-                    Needs(P.ADD_HANDLE),
-                    self._prefix_handle_of(handle),
-                )
+                return self._new_record(handle, prepared)
             if not overwrite:
                 raise HandleAlreadyExists(handle)
             after, needs = needs_to_replace(before, self._restore_secrets(handle, before, prepared))
@@ -433,8 +431,7 @@ class HandleService:
             def plan(before: Handle | None, name: str = name):
                 if before is not None:
                     raise HandleAlreadyExists(name)
-                fresh = self._restore_secrets(name, None, prepared)
-                return Handle(name, tuple(fresh)), Needs(P.ADD_HANDLE), self._prefix_handle_of(name)
+                return self._new_record(name, prepared)
 
             try:
                 await self._write(name, identity, plan)

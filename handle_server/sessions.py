@@ -34,7 +34,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import unquote
 
 from cachetools import TTLCache
@@ -187,7 +187,6 @@ class Session:
     id: str
     nonce: bytes
     identity: ValueReference | None = None
-    created: float = field(default_factory=time.time)
 
 
 class SessionStore:
