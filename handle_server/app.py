@@ -14,6 +14,7 @@ import storage
 from . import keys, proxy
 from .config import Config
 from .middlewares import error_middleware
+from .onezone import OnezoneService
 from .routes import setup_routes
 from .service import HandleService
 
@@ -45,6 +46,7 @@ def create_app(
         service = HandleService(app[keys.STORE], config, clock=clock)
         await service.home_prefixes()
         app[keys.SERVICE] = service
+        app[keys.ONEZONE] = OnezoneService(service, config.onezone, service.authenticator)
         yield
         stats = service.cache.stats
         log.info(

@@ -187,10 +187,21 @@ class Authenticator:
         if not sep:
             self._fail(None, client, "Malformed Basic credentials")
         try:
-            identity = parse_identity(unquote(user.decode("utf-8"), errors="strict"))
+            name = user.decode("utf-8")
+        except UnicodeDecodeError:
+            name = "\ufffd"  # refused below as no identity
+        return await self.check_secret(name, secret, client=client)
+
+    async def check_secret(self, user: str, secret: bytes, *, client: str | None) -> Identity:
+        """The identity ``user`` (``index:handle``, percent-encoded or not) if ``secret`` is
+        its secret key; raises as ``authenticate``. HTTP Basic comes through here, and so do
+        credentials carried in a request body (the Onezone handle-proxy contract)."""
+        self._check_throttle(None, client)
+        try:
+            identity = parse_identity(unquote(user, errors="strict"))
         except (UnicodeDecodeError, ValueError):
             self._fail(
-                None, client, "The Basic user name must be a percent-encoded identity index:handle"
+                None, client, "The user name must be a percent-encoded identity index:handle"
             )
         self._check_throttle(identity, client)
         stored = await self.stored_secret(identity)

@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AdminConfig", "Config", "ConfigError", "load_config", "parse_config"]
+__all__ = [
+    "AdminConfig",
+    "Config",
+    "ConfigError",
+    "HandleServiceConfig",
+    "OnezoneConfig",
+    "load_config",
+    "parse_config",
+]
 
 PREFIX_HANDLE_AUTHORITY = "0.NA"
 _PREFIX_RE = re.compile(r"^[^\s/\x00-\x1f\x7f]+$")
@@ -90,6 +98,30 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HandleServiceConfig:
+    """A Onezone handle service: Onezone users register the handles of their shares in it."""
+
+    id: str
+    name: str
+    prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class OnezoneConfig:
+    api_base: str = "/api/v3/onezone"
+    proxy_base: str = "/onedata/v1"
+    share_url_template: str = "https://onezone.example.org/share/{resourceId}"
+    public_handle_base: str = "https://hdl.handle.net"
+    handle_services: tuple[HandleServiceConfig, ...] = ()
+
+    def handle_service(self, service_id: str) -> HandleServiceConfig | None:
+        for service in self.handle_services:
+            if service.id == service_id:
+                return service
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = ServerConfig()
     storage: StorageConfig = StorageConfig()
@@ -98,6 +130,7 @@ class Config:
     cache: CacheConfig = CacheConfig()
     auth: AuthConfig = AuthConfig()
     log: LogConfig = LogConfig()
+    onezone: OnezoneConfig = OnezoneConfig()
     #: Where the configuration was read from (``None`` for the built-in defaults).
     source: str | None = None
 
@@ -136,12 +169,16 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> Config:
     for key, value in raw.items():
         if key == "admins":
             continue
+        if key == "onezone":
+            continue
         if key not in _TABLES:
-            known = ", ".join(sorted([*_TABLES, "admins"]))
+            known = ", ".join(sorted([*_TABLES, "admins", "onezone"]))
             raise ConfigError(f"{source}: unknown table [{key}] (known: {known})")
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: [{key}] must be a table")
         tables[key] = _build(_TABLES[key], value, source, f"[{key}]")
+    if isinstance(raw.get("onezone"), dict):
+        tables["onezone"] = _onezone(raw["onezone"], source)
     config = Config(**tables, source=source)
     admins_raw = raw.get("admins", [])
     if not isinstance(admins_raw, list):
@@ -158,6 +195,29 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> Config:
     config = config.replace(admins=tuple(admins))
     _check(config, source)
     return config
+
+
+def _onezone(raw: Any, source: str) -> OnezoneConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: [onezone] must be a table")
+    services_raw = raw.get("handle_services", [])
+    if not isinstance(services_raw, list):
+        raise ConfigError(
+            f"{source}: [onezone] handle_services must be an array of tables "
+            "([[onezone.handle_services]])"
+        )
+    services = []
+    for n, entry in enumerate(services_raw):
+        where = f"[[onezone.handle_services]] #{n + 1}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{source}: {where} must be a table")
+        for required in ("id", "name", "prefix"):
+            if required not in entry:
+                raise ConfigError(f"{source}: {where} {required}: missing")
+        services.append(_build(HandleServiceConfig, entry, source, where))
+    plain = {k: v for k, v in raw.items() if k != "handle_services"}
+    built = _build(OnezoneConfig, plain, source, "[onezone]")
+    return dataclasses.replace(built, handle_services=tuple(services))
 
 
 def _build(cls: type, table: dict[str, Any], source: str, where: str) -> Any:
@@ -177,6 +237,8 @@ def _build(cls: type, table: dict[str, Any], source: str, where: str) -> Any:
         elif expected == "tuple[str, ...]":
             ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
             value = tuple(value) if ok else value
+        elif key == "handle_services":
+            raise ConfigError(f"{source}: {where} {key}: must be an array of tables")
         else:  # pragma: no cover - a new field type needs a branch here
             raise AssertionError(f"unhandled config type {expected}")
         if not ok:
@@ -260,5 +322,62 @@ def _check(config: Config, source: str) -> None:
     for key in ("failure_window", "session_idle_timeout", "max_sessions"):
         if getattr(a, key) < 1:
             fail(f"[auth] {key}", f"must be at least 1, got {getattr(a, key)}")
+    _check_onezone(config, seen, fail)
     if config.log.level not in _LOG_LEVELS:
         fail("[log] level", f"must be one of {', '.join(_LOG_LEVELS)}, got {config.log.level!r}")
+
+
+_ONEZONE_BASE = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
+_SERVICE_ID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
+
+
+def _check_onezone(config: Config, prefixes: set[str], fail: Any) -> None:
+    o = config.onezone
+    for key in ("api_base", "proxy_base"):
+        base = getattr(o, key)
+        if base and not _ONEZONE_BASE.match(base):
+            fail(
+                f"[onezone] {key}",
+                f'must be "" (off) or a path like "/onedata/v1" (no trailing /), got {base!r}',
+            )
+    if o.proxy_base and o.proxy_base.split("/")[1] == "api":
+        fail("[onezone] proxy_base", "must not be under /api (the Handle API lives there)")
+    if o.api_base and o.proxy_base and o.api_base == o.proxy_base:
+        fail("[onezone] proxy_base", "must differ from api_base")
+    if "{resourceId}" not in o.share_url_template or not o.share_url_template.startswith(
+        ("https://", "http://")
+    ):
+        fail(
+            "[onezone] share_url_template",
+            "must be an http(s) URL holding {resourceId}, got " + repr(o.share_url_template),
+        )
+    base = o.public_handle_base
+    if not base.startswith(("https://", "http://")) or base.endswith("/"):
+        fail(
+            "[onezone] public_handle_base",
+            f"must be an http(s) URL without a trailing /, got {base!r}",
+        )
+    for prefix in config.handle.prefixes:
+        # Onezone finds the suffix of a public handle by splitting it (case-sensitively) at the
+        # first "<prefix>/": the base must not hold one.
+        if f"{prefix}/" in base + "/":
+            fail(
+                "[onezone] public_handle_base",
+                f"{base!r} contains {prefix!r}/: Onezone could not find the suffix in "
+                "the handles it returns",
+            )
+    ids: set[str] = set()
+    for n, service in enumerate(o.handle_services):
+        where = f"[[onezone.handle_services]] #{n + 1}"
+        if not _SERVICE_ID.match(service.id):
+            fail(f"{where} id", f"must be 1-128 letters, digits or ._~-, got {service.id!r}")
+        if service.id in ids:
+            fail(f"{where} id", f"{service.id!r} is listed twice")
+        ids.add(service.id)
+        if not service.name:
+            fail(f"{where} name", "must not be empty")
+        if service.prefix.upper() not in prefixes:
+            fail(
+                f"{where} prefix",
+                f"{service.prefix!r} is not among [handle] prefixes {list(config.handle.prefixes)}",
+            )

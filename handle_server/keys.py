@@ -7,12 +7,14 @@ from aiohttp import web
 from storage import HandleStore
 
 from .config import Config
+from .onezone import OnezoneService
 from .service import HandleService
 
-__all__ = ["CONFIG", "HANDLE", "SERVICE", "STORE"]
+__all__ = ["CONFIG", "HANDLE", "ONEZONE", "SERVICE", "STORE"]
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", HandleStore)
 SERVICE = web.AppKey("service", HandleService)
+ONEZONE = web.AppKey("onezone", OnezoneService)
 #: The handle a request is about, as the client spelled it (echoed in error answers).
 HANDLE = web.RequestKey("handle", str)

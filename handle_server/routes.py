@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import proxy, session_views, views
+from . import keys, onezone_views, proxy, session_views, views
 
 __all__ = ["setup_routes"]
 
@@ -22,6 +22,12 @@ async def _unknown_api(request: web.Request) -> web.Response:
 
 def setup_routes(app: web.Application) -> None:
     r = app.router
+    onezone = app[keys.CONFIG].onezone
+    # Sub-applications, so that their errors are Onezone's shape (see onezone_views.py).
+    if onezone.api_base:
+        app.add_subapp(onezone.api_base, onezone_views.onezone_api())
+    if onezone.proxy_base:
+        app.add_subapp(onezone.proxy_base, onezone_views.onezone_proxy())
     r.add_get(views.API_HANDLES, views.list_handles)
     r.add_get(views.API_HANDLES + "/{handle:(?s:.*)}", views.get_handle)
     r.add_put(views.API_HANDLES + "/{handle:(?s:.*)}", views.put_handle)

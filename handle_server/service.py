@@ -9,7 +9,6 @@ decide an answer (exists? which indexes are new?) therefore see exactly the reco
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import logging
@@ -47,6 +46,7 @@ from .errors import (
     InvalidValue,
     ServerNotResponsible,
 )
+from .locks import KeyedLocks
 from .permissions import Needs, merge_added, needs_to_remove, needs_to_replace
 from .seckey import REDACTED, hash_secret, is_hashed, verify_secret
 from .sessions import SessionStore
@@ -130,7 +130,7 @@ class HandleService:
         self.cache = cache or ResolutionCache(store, config.cache, clock=clock)
         self._clock = clock
         self._prefixes = {handle_key(p): p for p in config.handle.prefixes}
-        self._locks: dict[str, list] = {}
+        self._locks = KeyedLocks()  # writes to one handle in this process take turns
 
     def now(self) -> float:
         return self._clock()
@@ -221,6 +221,15 @@ class HandleService:
             raise InvalidAdmin(None, f"{identity} does not hold LIST_HANDLES on {authority_name}")
         return await self.store.count_handles(prefix)
 
+    async def require(
+        self, identity: Identity | None, record: Handle, permission: AdminPermission
+    ) -> None:
+        """Raise unless ``identity`` holds ``permission`` on ``record`` (for callers that show
+        a record only to its administrators, as the Onezone API does)."""
+        if identity is None:
+            raise AuthenticationNeeded(record.handle, "Authentication needed")
+        await self._authorize(identity, record.handle, Needs(permission), record)
+
     def iter_handles(
         self, prefix: str, *, offset: int = 0, limit: int | None = None
     ) -> AsyncIterator[list[str]]:
@@ -257,7 +266,7 @@ class HandleService:
         the store's write lock."""
         if identity is None:
             raise AuthenticationNeeded(handle, "Authentication needed")
-        async with self._handle_lock(handle):
+        async with self._locks(handle_key(handle)):
             for attempt in range(_WRITE_ATTEMPTS):
                 before = await self.store.get(handle)
                 after, needs, authority = plan(before)
@@ -277,22 +286,6 @@ class HandleService:
                     # for each other): look again, after a short random pause.
                     await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))
         raise StoreUnavailable(f"{handle} kept changing during this write; try again")
-
-    @contextlib.asynccontextmanager
-    async def _handle_lock(self, handle: str) -> AsyncIterator[None]:
-        """Writes to one handle in this process take turns (others go on in parallel)."""
-        key = handle_key(handle)
-        entry = self._locks.get(key)
-        if entry is None:
-            entry = self._locks[key] = [asyncio.Lock(), 0]
-        entry[1] += 1
-        try:
-            async with entry[0]:
-                yield
-        finally:
-            entry[1] -= 1
-            if entry[1] == 0:
-                del self._locks[key]
 
     async def _authorize(
         self,

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from handle_server.cli import main
-from handle_server.config import Config, ConfigError, load_config
+from handle_server.config import (
+    Config,
+    ConfigError,
+    HandleServiceConfig,
+    OnezoneConfig,
+    load_config,
+)
 
 EXAMPLE = Path(__file__).parent.parent / "config.example.toml"
 
@@ -29,6 +35,12 @@ def test_the_example_lists_every_option_with_the_default():
                 default = getattr(getattr(defaults, table), key)
                 assert value == default, (table, key)
     assert set(raw["admins"][0]) == {"id", "secret"}
+    onezone = dict(raw["onezone"])
+    services = onezone.pop("handle_services")
+    assert set(services[0]) == _fields(HandleServiceConfig)
+    assert set(onezone) | {"handle_services"} == _fields(OnezoneConfig)
+    for key, value in onezone.items():
+        assert value == getattr(defaults.onezone, key), ("onezone", key)
     assert set(raw) == _fields(Config) - {"source"}
 
 
@@ -84,6 +96,32 @@ def test_the_example_loads():
             "[[admins]] #2 id: '300:0.NA/test' is listed twice",
         ),
         ("[server\n", "not valid TOML"),
+        ("[onezone]\napi_base = 'api/v3'", "[onezone] api_base: must be"),
+        ("[onezone]\nproxy_base = '/api/proxy'", "[onezone] proxy_base: must not be under /api"),
+        ("[onezone]\nproxy_base = '/x/'", "[onezone] proxy_base: must be"),
+        ("[onezone]\nshare_url_template = 'https://oz/share'", "must be an http(s) URL holding"),
+        ("[onezone]\npublic_handle_base = 'hdl.handle.net'", "[onezone] public_handle_base"),
+        (
+            "[handle]\nprefixes = ['net']\n[onezone]\npublic_handle_base = 'https://hdl.handle.net'",
+            "contains 'net'/",
+        ),
+        ("[onezone]\nhandle_services = 3", "handle_services must be an array of tables"),
+        ("[[onezone.handle_services]]\nid = 'a'\nname = 'A'", "#1 prefix: missing"),
+        (
+            "[[onezone.handle_services]]\nid = 'a'\nname = 'A'\nprefix = 'NOPE'",
+            "[[onezone.handle_services]] #1 prefix: 'NOPE' is not among [handle] prefixes",
+        ),
+        (
+            "[handle]\nprefixes = ['T']\n[[onezone.handle_services]]\nid = 'a b'\nname = 'A'\n"
+            "prefix = 'T'",
+            "#1 id: must be 1-128 letters",
+        ),
+        (
+            "[handle]\nprefixes = ['T']\n[[onezone.handle_services]]\nid = 'a'\nname = 'A'\n"
+            "prefix = 'T'\n[[onezone.handle_services]]\nid = 'a'\nname = 'B'\nprefix = 'T'",
+            "#2 id: 'a' is listed twice",
+        ),
+        ("[onezone]\nhost = 'x'", "[onezone] host: unknown key"),
     ],
 )
 def test_a_bad_config_names_file_table_and_key(tmp_path, text, expected):
