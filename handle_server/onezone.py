@@ -547,10 +547,10 @@ class OnezoneService:
                 values.append(self._metadata_value(checked_metadata(text, "oai_dc", "onedata_dc")))
         return values
 
-    async def proxy_register(
-        self, hndl: str | None, body: Any, *, header: str | None, client: str | None
-    ) -> str:
-        """``PUT {proxy}/handle?hndl=``: create the handle; its public URL."""
+    async def _proxy_request(
+        self, hndl: str | None, body: Any, header: str | None, client: str | None
+    ) -> tuple[Mapping[str, Any], Identity, str]:
+        """A PUT or PATCH body, who sends it (from its serviceProperties), and the handle."""
         body = body_object(body)
         if "serviceProperties" not in body:
             raise OnezoneError(
@@ -560,7 +560,13 @@ class OnezoneService:
             )
         properties, prefix = self._properties(body["serviceProperties"])
         identity = await self._proxy_identity(properties, header, client)
-        name = self._name(hndl, prefix)
+        return body, identity, self._name(hndl, prefix)
+
+    async def proxy_register(
+        self, hndl: str | None, body: Any, *, header: str | None, client: str | None
+    ) -> str:
+        """``PUT {proxy}/handle?hndl=``: create the handle; its public URL."""
+        body, identity, name = await self._proxy_request(hndl, body, header, client)
         values = [*self._proxy_values(body, url_required=True), self._admin_value(identity)]
         try:
             await self.handles.create(name, values, overwrite=False, identity=identity)
@@ -573,16 +579,7 @@ class OnezoneService:
         self, hndl: str | None, body: Any, *, header: str | None, client: str | None
     ) -> None:
         """``PATCH {proxy}/handle?hndl=``: replace the URL and metadata given."""
-        body = body_object(body)
-        if "serviceProperties" not in body:
-            raise OnezoneError(
-                "missingRequiredValue",
-                "Missing required value: serviceProperties.",
-                key="serviceProperties",
-            )
-        properties, prefix = self._properties(body["serviceProperties"])
-        identity = await self._proxy_identity(properties, header, client)
-        name = self._name(hndl, prefix)
+        body, identity, name = await self._proxy_request(hndl, body, header, client)
         values = self._proxy_values(body, url_required=False)
         if not values:
             return

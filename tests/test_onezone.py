@@ -425,7 +425,7 @@ async def proxy(api: Api, method: str, hndl: str, body: Any) -> tuple[int, Any]:
 async def test_the_handle_proxy_contract(api: Api, client):
     suffix = "a0Zq9b01Xy"  # base62 of 6 random bytes, as current Onezone makes them
     status, body = await proxy(api, "PUT", suffix, proxy_body())
-    assert status == 201
+    assert status == 201 and api.last.content_type == "application/json"
     assert body == {"handle": f"https://hdl.handle.net/TEST/{suffix}"}
     assert onezone_split(body["handle"], "TEST") == suffix
 
