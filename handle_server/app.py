@@ -65,7 +65,9 @@ def create_app(
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
-    store = await storage.open_store(config.storage.backend, path=config.storage.path)
+    store = await storage.open_store(
+        config.storage.backend, path=config.storage.path, dsn=config.storage.dsn
+    )
     app[keys.STORE] = store
     yield
     await store.close()

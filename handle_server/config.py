@@ -46,6 +46,7 @@ class ServerConfig:
 class StorageConfig:
     backend: str = "sqlite"
     path: str = "var/handles.sqlite3"
+    dsn: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,10 +265,13 @@ def _check(config: Config, source: str) -> None:
         fail("[server] port", f"must be between 0 and 65535, got {s.port}")
     if s.max_body_bytes < 1024:
         fail("[server] max_body_bytes", f"must be at least 1024, got {s.max_body_bytes}")
-    if config.storage.backend != "sqlite":
-        fail("[storage] backend", f'must be "sqlite", got {config.storage.backend!r}')
-    if not config.storage.path:
+    st = config.storage
+    if st.backend not in ("sqlite", "postgresql"):
+        fail("[storage] backend", f'must be "sqlite" or "postgresql", got {st.backend!r}')
+    if st.backend == "sqlite" and not st.path:
         fail("[storage] path", "must not be empty")
+    if st.backend == "postgresql" and not st.dsn.startswith(("postgresql://", "postgres://")):
+        fail("[storage] dsn", f'must be a "postgresql://..." URL, got {st.dsn!r}')
     if config.handle.max_handle_length < 16:
         fail(
             "[handle] max_handle_length",

@@ -37,10 +37,15 @@ __all__ = [
 ]
 
 
-async def open_store(backend: str, *, path: str) -> HandleStore:
-    """Open the configured backend. Only ``sqlite`` exists today."""
+async def open_store(backend: str, *, path: str = "", dsn: str = "") -> HandleStore:
+    """Open the configured backend: ``sqlite`` (the file at ``path``) or ``postgresql`` (the
+    database at ``dsn``), migrating its schema."""
     if backend == "sqlite":
         from .sqlite import SQLiteStore
 
         return await SQLiteStore.open(path)
+    if backend == "postgresql":
+        from .postgres import PostgresStore
+
+        return await PostgresStore.open(dsn)
     raise ValueError(f"unknown storage backend {backend!r}")

@@ -1,9 +1,17 @@
-"""Shared fixtures: a real SQLite file per test, the app over real HTTP (pytest-aiohttp)."""
+"""Shared fixtures: a real SQLite file or a fresh schema on a real PostgreSQL server per test,
+the app over real HTTP (pytest-aiohttp).
+
+PostgreSQL comes from ``HANDLE_SERVER_TEST_PG_DSN`` (``.ci/run`` sets it). Without it the
+postgresql params are skipped, with the reason shown, except under CI, where they fail."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import AsyncIterator
+import concurrent.futures
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -13,6 +21,8 @@ import pytest
 
 from handle_server.app import create_app
 from handle_server.config import Config, parse_config
+from storage import HandleStore
+from storage.postgres import PostgresStore
 from storage.sqlite import SQLiteStore
 
 ADMIN = "300:0.NA/TEST"
@@ -44,9 +54,52 @@ def make_config(tmp_path: Path, **tables: Any) -> Config:
     return parse_config(raw, source="test-config")
 
 
+BACKENDS = ["sqlite", "postgresql"]
+PG_DSN_VARIABLE = "HANDLE_SERVER_TEST_PG_DSN"
+
+
+def _pg_execute(dsn: str, statement: str) -> None:
+    """Run one statement on its own connection, from a thread with its own event loop (the
+    fixtures asking for a schema may run inside the test's loop)."""
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
+
+
 @pytest.fixture
-def config(tmp_path: Path) -> Config:
-    return make_config(tmp_path)
+def pg_dsn() -> Iterator[str]:
+    """The DSN of a fresh, empty schema on the test PostgreSQL server, dropped afterwards."""
+    base = os.environ.get(PG_DSN_VARIABLE)
+    if not base:
+        if os.environ.get("CI"):
+            pytest.fail(f"{PG_DSN_VARIABLE} is not set: CI must test PostgreSQL")
+        pytest.skip(f"{PG_DSN_VARIABLE} is not set: no PostgreSQL to test")
+    schema = "t_" + uuid.uuid4().hex
+    _pg_execute(base, f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in base else "?"
+    yield f"{base}{separator}search_path={schema}"
+    _pg_execute(base, f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=BACKENDS)
+def storage_table(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """The [storage] table of a test's configuration, once per backend."""
+    if request.param == "postgresql":
+        return {"backend": "postgresql", "dsn": request.getfixturevalue("pg_dsn")}
+    return {"path": str(tmp_path / "handles.sqlite3")}
+
+
+@pytest.fixture
+def config(tmp_path: Path, storage_table: dict[str, str]) -> Config:
+    return make_config(tmp_path, storage=storage_table)
 
 
 class Api:
@@ -102,10 +155,14 @@ def api(client: Any) -> Api:
     return Api(client)
 
 
-@pytest.fixture(params=["sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[HandleStore]:
     """Every backend; the contract suite runs once per param."""
-    s = await SQLiteStore.open(tmp_path / "store.sqlite3")
+    s: HandleStore
+    if request.param == "postgresql":
+        s = await PostgresStore.open(request.getfixturevalue("pg_dsn"))
+    else:
+        s = await SQLiteStore.open(tmp_path / "store.sqlite3")
     yield s
     await s.close()
 

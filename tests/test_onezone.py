@@ -72,9 +72,10 @@ ONEZONE_HEADERS = {"content-type": "application/json", "accept": "application/js
 
 
 @pytest.fixture
-def config(tmp_path):
+def config(tmp_path, storage_table):
     return make_config(
         tmp_path,
+        storage=storage_table,
         onezone={
             "handle_services": [
                 {"id": "hs-test", "name": "Test handle service", "prefix": "TEST"},

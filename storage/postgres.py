@@ -1,0 +1,312 @@
+"""PostgreSQL backend on asyncpg: several server nodes on one shared store.
+
+Every change is one transaction on a pooled connection. The record's row is locked
+(``SELECT ... FOR UPDATE``) before the change sees it, so concurrent writers of one handle, in
+this process or on another node, take turns; two creates of one new handle race on its primary
+key, and the loser runs again and sees the winner's record. A COMMIT that returns is durable
+(``synchronous_commit`` as the server has it, ``on`` by default).
+
+Any failure to reach the server is ``StoreUnavailable``: the pool opens new connections when
+the database is back, so the store recovers by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterable
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+from .base import Change, HandleStore
+from .errors import SchemaMismatch, StoreUnavailable
+from .model import Handle, HandleValue, TTLType, ValueReference, handle_key, prefix_of
+
+__all__ = ["SCHEMA_VERSION", "PostgresStore"]
+
+_VALUE_COLUMNS = "idx, type, data, ttl_type, ttl, timestamp, permissions, refs"
+_VERSION_TABLE = "handle_server_schema"
+_MIGRATION_LOCK = 0x68616E646C65  # pg_advisory_xact_lock key: "handle" in ASCII
+_RACE_ATTEMPTS = 8
+#: Errors that mean the database (or the way to it) is not there right now.
+_UNAVAILABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+#: Errors after which a transaction can simply run again.
+_RETRY = (asyncpg.UniqueViolationError, asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("storage") / "schema" / "postgresql"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text("utf-8")))
+    return sorted(found)
+
+
+SCHEMA_VERSION = _migrations()[-1][0]
+
+
+def _value_from_row(row: Any) -> HandleValue:
+    refs = row["refs"]
+    references = tuple(ValueReference(h, i) for h, i in json.loads(refs)) if refs else ()
+    return HandleValue(
+        index=row["idx"],
+        type=row["type"],
+        data=bytes(row["data"]),
+        ttl=row["ttl"],
+        ttl_type=TTLType(row["ttl_type"]),
+        timestamp=row["timestamp"],
+        references=references,
+        **HandleValue.flags_from_bits(row["permissions"]),
+    )
+
+
+def _value_row(key: str, v: HandleValue) -> tuple:
+    refs = json.dumps([[r.handle, r.index] for r in v.references]) if v.references else ""
+    return (
+        key,
+        v.index,
+        v.type,
+        v.data,
+        int(v.ttl_type),
+        v.ttl,
+        v.timestamp,
+        v.permission_bits,
+        refs,
+    )
+
+
+def _prefix_bounds(prefix: str) -> tuple[str, str]:
+    p = handle_key(prefix)
+    return p + "/", p + "0"
+
+
+class _Raced(Exception):
+    """A create lost the race for a new handle's key; the transaction runs again."""
+
+
+class PostgresStore(HandleStore):
+    def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
+        self._pool = pool
+        self.dsn = dsn
+
+    @classmethod
+    async def open(
+        cls, dsn: str, *, min_size: int = 1, max_size: int = 10, migrate: bool = True
+    ) -> PostgresStore:
+        """Connect to ``dsn`` and bring its schema up to date (``migrate``) or only check it.
+
+        Raises ``StoreUnavailable`` if the server cannot be reached, ``SchemaMismatch`` if the
+        database holds a schema this code does not know (newer), or an older one and
+        ``migrate`` is false."""
+        try:
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                command_timeout=30,
+                max_inactive_connection_lifetime=300,
+            )
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL is unreachable: {exc}") from exc
+        try:
+            async with pool.acquire() as conn:
+                await _migrate(conn, migrate=migrate)
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(pool, dsn)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    # reads
+
+    async def get(self, handle: str) -> Handle | None:
+        key = handle_key(handle)
+        try:
+            rows = await self._pool.fetch(
+                "SELECT h.handle, v.idx, v.type, v.data, v.ttl_type, v.ttl, v.timestamp,"
+                " v.permissions, v.refs FROM handles h LEFT JOIN handle_values v ON v.key = h.key"
+                " WHERE h.key = $1 ORDER BY v.idx",
+                key,
+            )
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL read failed: {exc}") from exc
+        if not rows:
+            return None
+        values = tuple(_value_from_row(r) for r in rows if r["idx"] is not None)
+        return Handle(rows[0]["handle"], values)
+
+    async def count_handles(self, prefix: str) -> int:
+        try:
+            count = await self._pool.fetchval(
+                "SELECT count FROM prefix_counts WHERE prefix = $1", handle_key(prefix)
+            )
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL read failed: {exc}") from exc
+        return int(count or 0)
+
+    async def iter_handles(
+        self, prefix: str, *, offset: int = 0, limit: int | None = None, batch: int = 10_000
+    ) -> AsyncIterator[list[str]]:
+        low, high = _prefix_bounds(prefix)
+        remaining = limit
+        last: str | None = None
+        while remaining is None or remaining > 0:
+            size = batch if remaining is None else min(batch, remaining)
+            try:
+                if last is None:
+                    rows = await self._pool.fetch(
+                        "SELECT key, handle FROM handles WHERE key >= $1 AND key < $2"
+                        " ORDER BY key LIMIT $3 OFFSET $4",
+                        low,
+                        high,
+                        size,
+                        offset,
+                    )
+                else:
+                    rows = await self._pool.fetch(
+                        "SELECT key, handle FROM handles WHERE key > $1 AND key < $2"
+                        " ORDER BY key LIMIT $3",
+                        last,
+                        high,
+                        size,
+                    )
+            except _UNAVAILABLE as exc:
+                raise StoreUnavailable(f"PostgreSQL read failed: {exc}") from exc
+            if not rows:
+                return
+            yield [r["handle"] for r in rows]
+            if len(rows) < size:
+                return
+            last = rows[-1]["key"]
+            if remaining is not None:
+                remaining -= len(rows)
+
+    # writes
+
+    async def update(self, handle: str, change: Change) -> tuple[Handle | None, Handle | None]:
+        # Shielded, as in the SQLite store: a started transaction ends (commit or rollback)
+        # even if its caller is cancelled.
+        return await asyncio.shield(self._update(handle_key(handle), change))
+
+    async def _update(self, key: str, change: Change) -> tuple[Handle | None, Handle | None]:
+        for attempt in range(_RACE_ATTEMPTS):
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    before = await _load(conn, key)
+                    after = change(before)
+                    if after is not None and handle_key(after.handle) != key:
+                        raise ValueError(
+                            f"a change of {key!r} returned a record for {after.handle!r}"
+                        )
+                    await _apply(conn, key, before, after)
+                return before, after
+            except _RETRY:
+                # Another writer created the handle (or the prefix's count row) first: run
+                # again, and the change sees its record.
+                await asyncio.sleep(0.001 * attempt)
+            except _UNAVAILABLE as exc:
+                raise StoreUnavailable(f"PostgreSQL write failed: {exc}") from exc
+        raise StoreUnavailable(f"{key} kept changing during this write; try again")
+
+
+async def _load(conn: asyncpg.Connection, key: str) -> Handle | None:
+    name = await conn.fetchval("SELECT handle FROM handles WHERE key = $1 FOR UPDATE", key)
+    if name is None:
+        return None
+    rows = await conn.fetch(
+        f"SELECT {_VALUE_COLUMNS} FROM handle_values WHERE key = $1 ORDER BY idx", key
+    )
+    return Handle(name, tuple(_value_from_row(r) for r in rows))
+
+
+async def _apply(
+    conn: asyncpg.Connection, key: str, before: Handle | None, after: Handle | None
+) -> None:
+    prefix = handle_key(prefix_of(key))
+    if after is None:
+        if before is not None:
+            await conn.execute("DELETE FROM handles WHERE key = $1", key)  # values cascade
+            await conn.execute(
+                "UPDATE prefix_counts SET count = count - 1 WHERE prefix = $1", prefix
+            )
+        return
+    if before is None:
+        await conn.execute("INSERT INTO handles (key, handle) VALUES ($1, $2)", key, after.handle)
+        await conn.execute(
+            "INSERT INTO prefix_counts (prefix, count) VALUES ($1, 1)"
+            " ON CONFLICT (prefix) DO UPDATE SET count = prefix_counts.count + 1",
+            prefix,
+        )
+        await _write_values(conn, key, after.values)
+        return
+    old = {v.index: v for v in before.values}
+    removed = sorted(old.keys() - after.indexes)
+    if removed:
+        await conn.execute(
+            "DELETE FROM handle_values WHERE key = $1 AND idx = ANY($2::int[])", key, removed
+        )
+    await _write_values(conn, key, [v for v in after.values if old.get(v.index) != v])
+
+
+async def _write_values(conn: asyncpg.Connection, key: str, values: Iterable[HandleValue]) -> None:
+    rows = [_value_row(key, v) for v in values]
+    if rows:
+        await conn.executemany(
+            f"INSERT INTO handle_values (key, {_VALUE_COLUMNS})"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            " ON CONFLICT (key, idx) DO UPDATE SET type = EXCLUDED.type, data = EXCLUDED.data,"
+            " ttl_type = EXCLUDED.ttl_type, ttl = EXCLUDED.ttl, timestamp = EXCLUDED.timestamp,"
+            " permissions = EXCLUDED.permissions, refs = EXCLUDED.refs",
+            rows,
+        )
+
+
+async def schema_version(conn: asyncpg.Connection) -> int:
+    """The schema version of the database ``conn`` is on (0: empty)."""
+    exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", _VERSION_TABLE)
+    if not exists:
+        return 0
+    return int(await conn.fetchval(f"SELECT version FROM {_VERSION_TABLE}"))
+
+
+async def _migrate(conn: asyncpg.Connection, *, migrate: bool) -> None:
+    """Apply the migrations the database lacks, each with its version, in one transaction
+    that holds an advisory lock (nodes starting together do not run them twice)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        version = await schema_version(conn)
+        where = "The PostgreSQL database"
+        if version > SCHEMA_VERSION:
+            raise SchemaMismatch(
+                f"{where} has schema version {version}, but this server knows versions up to "
+                f"{SCHEMA_VERSION}: upgrade handle-server"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        if not migrate:
+            raise SchemaMismatch(
+                f"{where} has schema version {version}, this server needs {SCHEMA_VERSION}: "
+                "run handle-server migrate"
+            )
+        if version == 0:
+            await conn.execute(f"CREATE TABLE {_VERSION_TABLE} (version INTEGER NOT NULL)")
+            await conn.execute(f"INSERT INTO {_VERSION_TABLE} VALUES (0)")
+        for number, script in _migrations():
+            if number > version:
+                await conn.execute(script)
+                await conn.execute(f"UPDATE {_VERSION_TABLE} SET version = $1", number)
+
