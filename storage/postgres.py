@@ -309,4 +309,3 @@ async def _migrate(conn: asyncpg.Connection, *, migrate: bool) -> None:
             if number > version:
                 await conn.execute(script)
                 await conn.execute(f"UPDATE {_VERSION_TABLE} SET version = $1", number)
-
