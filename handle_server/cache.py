@@ -104,11 +104,22 @@ class ResolutionCache:
             getsizeof=lambda lookup: _size(lookup.record),
         )
         self._flights: dict[str, _Flight] = {}
+        self._suspended = False
         self.stats = CacheStats()
 
     @property
     def enabled(self) -> bool:
-        return self._config.max_ttl > 0 and self._config.max_entries > 0
+        return self._config.max_ttl > 0 and self._config.max_entries > 0 and not self._suspended
+
+    def suspend(self) -> None:
+        """Keep nothing until ``resume``: changes made elsewhere may go untold meanwhile."""
+        self._suspended = True
+        self.clear()
+
+    def resume(self) -> None:
+        """Cache again, starting empty (what changed while suspended is unknown)."""
+        self.clear()
+        self._suspended = False
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -160,7 +171,10 @@ class ResolutionCache:
 
     def invalidate(self, handle: str) -> None:
         """Forget ``handle``; call after every write to it, before the write is answered."""
-        key = handle_key(handle)
+        self.forget_key(handle_key(handle))
+
+    def forget_key(self, key: str) -> None:
+        """``invalidate`` by ``handle_key`` (as the store tells of other nodes' writes)."""
         self.stats.invalidations += 1
         self._entries.pop(key, None)
         flight = self._flights.pop(key, None)

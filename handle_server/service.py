@@ -494,6 +494,14 @@ class HandleService:
 
     # -- start-up --------------------------------------------------------------------------
 
+    async def watch_store(self) -> None:
+        """Keep the cache true to writes made by other nodes on the same store: each one the
+        store tells of is forgotten; while the store cannot tell (not listening yet, or its
+        channel lost) nothing is cached."""
+        self.cache.suspend()
+        if not await self.store.watch(_CacheInvalidator(self.cache)):
+            self.cache.resume()  # this store has one process: its own writes invalidate
+
     async def home_prefixes(self) -> None:
         """Make each configured prefix's handle ``0.NA/<prefix>`` hold exactly the configured
         admins: an HS_SECKEY value (hashed) at each admin's index, and an HS_VLIST at 200 naming
@@ -548,6 +556,25 @@ def _homed(name: str, wanted: dict[int, HandleValue], now: int, before: Handle |
             index=PREFIX_ADMIN_INDEX, type="HS_ADMIN", data=encode_admin(admin), timestamp=now
         )
     return Handle(before.handle if before else name, tuple(kept.values()))
+
+
+class _CacheInvalidator:
+    """Store news -> the cache (see ``storage.ChangeListener``)."""
+
+    def __init__(self, cache: ResolutionCache) -> None:
+        self._cache = cache
+
+    def changed(self, key: str | None) -> None:
+        if key is None:
+            self._cache.clear()
+        else:
+            self._cache.forget_key(key)
+
+    def watching(self, live: bool) -> None:
+        if live:
+            self._cache.resume()
+        else:
+            self._cache.suspend()
 
 
 class _Raced(Exception):

@@ -4,7 +4,7 @@ This package never imports ``handle_server`` or ``aiohttp``."""
 
 from __future__ import annotations
 
-from .base import Change, HandleStore
+from .base import Change, ChangeListener, HandleStore
 from .errors import (
     HandleAlreadyExists,
     HandleError,
@@ -19,6 +19,7 @@ from .model import DEFAULT_TTL, Handle, HandleValue, TTLType, ValueReference, ha
 __all__ = [
     "DEFAULT_TTL",
     "Change",
+    "ChangeListener",
     "Handle",
     "HandleAlreadyExists",
     "HandleError",

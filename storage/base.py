@@ -5,16 +5,28 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator, Callable
+from typing import Protocol
 
 from .model import Handle
 
-__all__ = ["Change", "HandleStore"]
+__all__ = ["Change", "ChangeListener", "HandleStore"]
 
 #: A change to one record: given the record as stored (``None`` when the handle does not exist),
 #: return the record to store (``None`` to delete the handle), or raise to abort. It runs while
 #: the record is locked against other writers, must be pure (no I/O: it may be called again if
 #: the backend retries), and sees a consistent record.
 Change = Callable[[Handle | None], Handle | None]
+
+
+class ChangeListener(Protocol):
+    """Told of changes made through other connections to the same store (other nodes)."""
+
+    def changed(self, key: str | None) -> None:
+        """The handle with ``handle_key`` ``key`` changed; ``None``: any handle may have."""
+
+    def watching(self, live: bool) -> None:
+        """``False``: changes may go untold from now on; ``True``: they are told again (and
+        some may have gone untold in between)."""
 
 
 class HandleStore(abc.ABC):
@@ -53,6 +65,13 @@ class HandleStore(abc.ABC):
         """The names of handles under ``prefix`` in a stable order (by ``handle_key``), skipping
         ``offset`` and yielding at most ``limit`` names in lists of at most ``batch``. Served
         from an index: no scan of other prefixes, memory bounded by ``batch``."""
+
+    async def watch(self, listener: ChangeListener) -> bool:
+        """Start telling ``listener`` of every committed change, including those of other
+        processes or nodes on the same store, until ``close``. Returns whether this backend can
+        tell at all; the default cannot, and a caller must then not trust a cache across
+        processes. A backend that can calls ``listener.watching(True)`` once it listens."""
+        return False
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -13,6 +13,7 @@ the database is back, so the store recovers by itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterable
 from importlib import resources
@@ -20,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-from .base import Change, HandleStore
+from .base import Change, ChangeListener, HandleStore
 from .errors import SchemaMismatch, StoreUnavailable
 from .model import Handle, HandleValue, TTLType, ValueReference, handle_key, prefix_of
 
@@ -30,6 +31,11 @@ _VALUE_COLUMNS = "idx, type, data, ttl_type, ttl, timestamp, permissions, refs"
 _VERSION_TABLE = "handle_server_schema"
 _MIGRATION_LOCK = 0x68616E646C65  # pg_advisory_xact_lock key: "handle" in ASCII
 _RACE_ATTEMPTS = 8
+#: NOTIFY channel of committed changes; the payload is the handle's key ("" for any handle).
+CHANNEL = "handle_server_changes"
+_MAX_PAYLOAD = 7999  # bytes PostgreSQL allows in a NOTIFY payload
+_LISTENER_NAME = "handle-server listener"
+_PING_INTERVAL = 5.0
 #: Errors that mean the database (or the way to it) is not there right now.
 _UNAVAILABLE = (
     OSError,
@@ -100,6 +106,9 @@ class PostgresStore(HandleStore):
     def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
         self._pool = pool
         self.dsn = dsn
+        self._watcher: asyncio.Task[None] | None = None
+        self._listeners: list[ChangeListener] = []
+        self._live = False
 
     @classmethod
     async def open(
@@ -129,7 +138,61 @@ class PostgresStore(HandleStore):
         return cls(pool, dsn)
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         await self._pool.close()
+
+    # changes made on other nodes
+
+    async def watch(self, listener: ChangeListener) -> bool:
+        """LISTEN on a connection of its own; every write NOTIFYs in its transaction, so
+        the news goes out when it commits. A lost connection is told (``watching(False)``) and
+        opened again, with a ping every few seconds to find one that died silently."""
+        self._listeners.append(listener)
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch())
+        elif self._live:
+            listener.watching(True)
+        return True
+
+    def _changed(self, payload: str) -> None:
+        for listener in self._listeners:
+            listener.changed(payload or None)
+
+    def _watching(self, live: bool) -> None:
+        self._live = live
+        for listener in self._listeners:
+            listener.watching(live)
+
+    async def _watch(self) -> None:
+        delay = 0.05
+        while True:
+            try:
+                conn = await asyncpg.connect(
+                    self.dsn, server_settings={"application_name": _LISTENER_NAME}
+                )
+            except (*_UNAVAILABLE, asyncpg.PostgresError):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            lost = asyncio.Event()
+            try:
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                await conn.add_listener(CHANNEL, lambda _c, _pid, _ch, p: self._changed(p))
+                self._watching(True)
+                delay = 0.05
+                while not lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), _PING_INTERVAL)
+                        break
+                    await asyncio.wait_for(conn.fetchval("SELECT 1"), _PING_INTERVAL)
+            except (*_UNAVAILABLE, asyncpg.PostgresError):
+                pass
+            finally:
+                self._watching(False)
+                conn.terminate()
 
     # reads
 
@@ -237,6 +300,9 @@ async def _apply(
     conn: asyncpg.Connection, key: str, before: Handle | None, after: Handle | None
 ) -> None:
     prefix = handle_key(prefix_of(key))
+    if before is not None or after is not None:
+        payload = key if len(key.encode("utf-8")) <= _MAX_PAYLOAD else ""
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
     if after is None:
         if before is not None:
             await conn.execute("DELETE FROM handles WHERE key = $1", key)  # values cascade

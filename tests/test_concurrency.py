@@ -71,8 +71,9 @@ async def test_concurrent_deletes_and_writes_leave_a_whole_record(api):
 
 
 async def test_two_servers_on_one_store_lose_no_write(aiohttp_client, config):
-    """Two apps on one SQLite file, as two processes: each decides permissions on the record
-    it read, and a write whose record changed meanwhile starts over instead of clobbering."""
+    """Two apps on one store (one SQLite file, or one PostgreSQL database), as two processes or
+    nodes: each decides permissions on the record it read, and a write whose record changed
+    meanwhile starts over instead of clobbering."""
     a = Api(await aiohttp_client(create_app(config)))
     b = Api(await aiohttp_client(create_app(config)))
     await a.put("TEST/shared", [url_value("https://a.org")])
@@ -86,3 +87,29 @@ async def test_two_servers_on_one_store_lose_no_write(aiohttp_client, config):
     )
     assert {status for status, _ in results} == {201}
     assert [v["index"] for v in await a.values("TEST/shared")] == list(range(1, 42))
+
+
+async def test_exclusive_creates_and_mints_across_two_servers(aiohttp_client, config):
+    """overwrite=false on two nodes at once: exactly one winner; mints never collide."""
+    a = Api(await aiohttp_client(create_app(config)))
+    b = Api(await aiohttp_client(create_app(config)))
+    results = await asyncio.gather(
+        *(
+            (a if i % 2 else b).put(
+                "TEST/contested", [url_value(f"https://{i}.org")], params={"overwrite": "false"}
+            )
+            for i in range(20)
+        )
+    )
+    assert sorted(status for status, _ in results) == [201] + [409] * 19
+    minted = await asyncio.gather(
+        *(
+            (a if i % 2 else b).put(
+                "TEST/", [url_value("https://m.org")], params={"mintNewSuffix": "true"}
+            )
+            for i in range(40)
+        )
+    )
+    assert {status for status, _ in minted} == {201}
+    assert len({body["handle"] for _, body in minted}) == 40
+    assert (await a.list({"prefix": "TEST"}))[1]["totalCount"] == "41"
