@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Iterable
-from importlib import resources
-from typing import Any
 
 import asyncpg
 
 from .base import Change, ChangeListener, HandleStore
 from .errors import SchemaMismatch, StoreUnavailable
-from .model import Handle, HandleValue, TTLType, ValueReference, handle_key, prefix_of
+from .model import Handle, HandleValue, handle_key, prefix_of
+from .rows import VALUE_COLUMNS, migrations, prefix_bounds, value_from_row, value_row
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
-_VALUE_COLUMNS = "idx, type, data, ttl_type, ttl, timestamp, permissions, refs"
 _VERSION_TABLE = "handle_server_schema"
 _MIGRATION_LOCK = 0x68616E646C65  # pg_advisory_xact_lock key: "handle" in ASCII
 _RACE_ATTEMPTS = 8
@@ -51,51 +48,7 @@ _UNAVAILABLE = (
 _RETRY = (asyncpg.UniqueViolationError, asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
 
 
-def _migrations() -> list[tuple[int, str]]:
-    folder = resources.files("storage") / "schema" / "postgresql"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            found.append((int(entry.name.split("_", 1)[0]), entry.read_text("utf-8")))
-    return sorted(found)
-
-
-SCHEMA_VERSION = _migrations()[-1][0]
-
-
-def _value_from_row(row: Any) -> HandleValue:
-    refs = row["refs"]
-    references = tuple(ValueReference(h, i) for h, i in json.loads(refs)) if refs else ()
-    return HandleValue(
-        index=row["idx"],
-        type=row["type"],
-        data=bytes(row["data"]),
-        ttl=row["ttl"],
-        ttl_type=TTLType(row["ttl_type"]),
-        timestamp=row["timestamp"],
-        references=references,
-        **HandleValue.flags_from_bits(row["permissions"]),
-    )
-
-
-def _value_row(key: str, v: HandleValue) -> tuple:
-    refs = json.dumps([[r.handle, r.index] for r in v.references]) if v.references else ""
-    return (
-        key,
-        v.index,
-        v.type,
-        v.data,
-        int(v.ttl_type),
-        v.ttl,
-        v.timestamp,
-        v.permission_bits,
-        refs,
-    )
-
-
-def _prefix_bounds(prefix: str) -> tuple[str, str]:
-    p = handle_key(prefix)
-    return p + "/", p + "0"
+SCHEMA_VERSION = migrations("postgresql")[-1][0]
 
 
 class _Raced(Exception):
@@ -209,7 +162,7 @@ class PostgresStore(HandleStore):
             raise StoreUnavailable(f"PostgreSQL read failed: {exc}") from exc
         if not rows:
             return None
-        values = tuple(_value_from_row(r) for r in rows if r["idx"] is not None)
+        values = tuple(value_from_row(tuple(r)[1:]) for r in rows if r["idx"] is not None)
         return Handle(rows[0]["handle"], values)
 
     async def count_handles(self, prefix: str) -> int:
@@ -224,7 +177,7 @@ class PostgresStore(HandleStore):
     async def iter_handles(
         self, prefix: str, *, offset: int = 0, limit: int | None = None, batch: int = 10_000
     ) -> AsyncIterator[list[str]]:
-        low, high = _prefix_bounds(prefix)
+        low, high = prefix_bounds(prefix)
         remaining = limit
         last: str | None = None
         while remaining is None or remaining > 0:
@@ -291,9 +244,9 @@ async def _load(conn: asyncpg.Connection, key: str) -> Handle | None:
     if name is None:
         return None
     rows = await conn.fetch(
-        f"SELECT {_VALUE_COLUMNS} FROM handle_values WHERE key = $1 ORDER BY idx", key
+        f"SELECT {VALUE_COLUMNS} FROM handle_values WHERE key = $1 ORDER BY idx", key
     )
-    return Handle(name, tuple(_value_from_row(r) for r in rows))
+    return Handle(name, tuple(value_from_row(r) for r in rows))
 
 
 async def _apply(
@@ -329,10 +282,10 @@ async def _apply(
 
 
 async def _write_values(conn: asyncpg.Connection, key: str, values: Iterable[HandleValue]) -> None:
-    rows = [_value_row(key, v) for v in values]
+    rows = [value_row(key, v) for v in values]
     if rows:
         await conn.executemany(
-            f"INSERT INTO handle_values (key, {_VALUE_COLUMNS})"
+            f"INSERT INTO handle_values (key, {VALUE_COLUMNS})"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             " ON CONFLICT (key, idx) DO UPDATE SET type = EXCLUDED.type, data = EXCLUDED.data,"
             " ttl_type = EXCLUDED.ttl_type, ttl = EXCLUDED.ttl, timestamp = EXCLUDED.timestamp,"
@@ -371,7 +324,7 @@ async def _migrate(conn: asyncpg.Connection, *, migrate: bool) -> None:
         if version == 0:
             await conn.execute(f"CREATE TABLE {_VERSION_TABLE} (version INTEGER NOT NULL)")
             await conn.execute(f"INSERT INTO {_VERSION_TABLE} VALUES (0)")
-        for number, script in _migrations():
+        for number, script in migrations("postgresql"):
             if number > version:
                 await conn.execute(script)
                 await conn.execute(f"UPDATE {_VERSION_TABLE} SET version = $1", number)

@@ -9,35 +9,23 @@ own write lock); a separate reader connection serves lookups and never blocks th
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
-from importlib import resources
 from pathlib import Path
 
 import aiosqlite
 
 from .base import Change, HandleStore
 from .errors import SchemaMismatch, StoreUnavailable
-from .model import Handle, HandleValue, TTLType, ValueReference, handle_key, prefix_of
+from .model import Handle, HandleValue, handle_key, prefix_of
+from .rows import VALUE_COLUMNS, migrations, prefix_bounds, value_from_row, value_row
 
 __all__ = ["SQLiteStore"]
 
-_VALUE_COLUMNS = "idx, type, data, ttl_type, ttl, timestamp, permissions, refs"
 _BUSY_TIMEOUT_MS = 10_000
 
 
-def _migrations() -> list[tuple[int, str]]:
-    """The versioned schema scripts, ``NNN_name.sql``, in order."""
-    folder = resources.files("storage") / "schema" / "sqlite"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            found.append((int(entry.name.split("_", 1)[0]), entry.read_text("utf-8")))
-    return sorted(found)
-
-
-SCHEMA_VERSION = _migrations()[-1][0]
+SCHEMA_VERSION = migrations("sqlite")[-1][0]
 
 
 def _statements(script: str) -> list[str]:
@@ -53,43 +41,6 @@ def _statements(script: str) -> list[str]:
     ):
         raise ValueError(f"unterminated statement in schema script: {pending.strip()[:60]}")
     return statements
-
-
-def _value_from_row(row: sqlite3.Row | tuple) -> HandleValue:
-    idx, type_, data, ttl_type, ttl, timestamp, permissions, refs = row
-    references = tuple(ValueReference(h, i) for h, i in json.loads(refs)) if refs else ()
-    return HandleValue(
-        index=idx,
-        type=type_,
-        data=bytes(data),
-        ttl=ttl,
-        ttl_type=TTLType(ttl_type),
-        timestamp=timestamp,
-        references=references,
-        **HandleValue.flags_from_bits(permissions),
-    )
-
-
-def _value_row(key: str, v: HandleValue) -> tuple:
-    refs = json.dumps([[r.handle, r.index] for r in v.references]) if v.references else ""
-    return (
-        key,
-        v.index,
-        v.type,
-        v.data,
-        int(v.ttl_type),
-        v.ttl,
-        v.timestamp,
-        v.permission_bits,
-        refs,
-    )
-
-
-def _prefix_bounds(prefix: str) -> tuple[str, str]:
-    """Keys of handles under ``prefix`` are exactly those in [``P/``, ``P0``), as ``0``
-    follows ``/``."""
-    p = handle_key(prefix)
-    return p + "/", p + "0"
 
 
 class SQLiteStore(HandleStore):
@@ -136,7 +87,7 @@ class SQLiteStore(HandleStore):
                     f"{path} has schema version {version}, but this server knows versions up to "
                     f"{SCHEMA_VERSION}: upgrade handle-server"
                 )
-            for number, script in _migrations():
+            for number, script in migrations("sqlite"):
                 if number > version:
                     for statement in _statements(script):
                         await db.execute(statement)
@@ -168,7 +119,7 @@ class SQLiteStore(HandleStore):
         if not rows:
             return None
         name = rows[0][0]
-        values = tuple(_value_from_row(row[1:]) for row in rows if row[1] is not None)
+        values = tuple(value_from_row(row[1:]) for row in rows if row[1] is not None)
         return Handle(name, values)
 
     async def count_handles(self, prefix: str) -> int:
@@ -184,7 +135,7 @@ class SQLiteStore(HandleStore):
     async def iter_handles(
         self, prefix: str, *, offset: int = 0, limit: int | None = None, batch: int = 10_000
     ) -> AsyncIterator[list[str]]:
-        low, high = _prefix_bounds(prefix)
+        low, high = prefix_bounds(prefix)
         remaining = limit
         skip = offset
         last: str | None = None
@@ -253,9 +204,9 @@ class SQLiteStore(HandleStore):
         if row is None:
             return None
         async with db.execute(
-            f"SELECT {_VALUE_COLUMNS} FROM handle_values WHERE key = ? ORDER BY idx", (key,)
+            f"SELECT {VALUE_COLUMNS} FROM handle_values WHERE key = ? ORDER BY idx", (key,)
         ) as cur:
-            values = tuple(_value_from_row(r) for r in await cur.fetchall())
+            values = tuple(value_from_row(r) for r in await cur.fetchall())
         return Handle(row[0], values)
 
     @staticmethod
@@ -291,10 +242,10 @@ class SQLiteStore(HandleStore):
 
 
 async def _write_values(db: aiosqlite.Connection, key: str, values: Iterable[HandleValue]) -> None:
-    rows = [_value_row(key, v) for v in values]
+    rows = [value_row(key, v) for v in values]
     if rows:
         await db.executemany(
-            f"INSERT OR REPLACE INTO handle_values (key, {_VALUE_COLUMNS})"
+            f"INSERT OR REPLACE INTO handle_values (key, {VALUE_COLUMNS})"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )

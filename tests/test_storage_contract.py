@@ -15,6 +15,7 @@ from storage import (
     TTLType,
     ValueReference,
 )
+from storage.postgres import PostgresStore
 from storage.sqlite import SQLiteStore
 
 
@@ -183,3 +184,19 @@ async def test_sqlite_refuses_a_newer_schema(tmp_path: Path):
         db.execute("PRAGMA user_version = 999")
     with pytest.raises(SchemaMismatch, match="999"):
         await SQLiteStore.open(path)
+
+
+async def test_postgres_data_survives_reopen_and_a_newer_schema_is_refused(pg_dsn: str):
+    s = await PostgresStore.open(pg_dsn)
+    await s.update("TEST/p", put(rec("TEST/p", (1, b"kept"))))
+    await s.close()
+    s = await PostgresStore.open(pg_dsn)
+    try:
+        assert (await s.get("TEST/p")).values[0].data == b"kept"
+        assert await s.count_handles("TEST") == 1
+        async with s._pool.acquire() as conn:
+            await conn.execute("UPDATE handle_server_schema SET version = 999")
+    finally:
+        await s.close()
+    with pytest.raises(SchemaMismatch, match="999"):
+        await PostgresStore.open(pg_dsn)
