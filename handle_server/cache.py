@@ -128,6 +128,7 @@ class ResolutionCache:
         """The public view of ``handle``: from the cache, or (on a miss, or ``refresh``, which
         is what ``auth=true`` asks for) from the store, storing the result."""
         key = handle_key(handle)
+        await self._store.catch_up()  # what other processes changed is forgotten first
         if not refresh:
             cached = self._entries.get(key)
             if cached is not None:

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import ipaddress
 import logging
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 from aiohttp import web
 
-from storage import SchemaMismatch
+import storage
+from storage import HandleStore, SchemaMismatch, StoreUnavailable
 
 from . import __version__
 from .app import create_app
 from .config import Config, ConfigError, load_config
+from .transfer import ImportFailed, export_store, export_to_path, import_file
+from .workers import run_workers
 
 __all__ = ["main"]
 
@@ -34,7 +39,50 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", metavar="FILE", help="TOML configuration (default: built-in)")
     serve.add_argument("--host", help="address to listen on (overrides [server] host)")
     serve.add_argument("--port", type=int, help="port to listen on (overrides [server] port)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="server processes sharing the port (default 1)",
+    )
+
+    def with_config(name: str, help: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help, description=help)
+        command.add_argument("--config", metavar="FILE", help="TOML configuration")
+        return command
+
+    migrate = with_config("migrate", "bring the store's schema up to this version's")
+    migrate.add_argument(
+        "--check",
+        action="store_true",
+        help="only tell whether a migration is needed (exit code 1 if it is); an empty "
+        "database is given the schema",
+    )
+    export = with_config("export", "write every handle record as JSON Lines")
+    export.add_argument(
+        "-o", "--output", metavar="FILE", help="file to write (default: standard output)"
+    )
+    export.add_argument("--batch", type=_positive, default=1000, help="records per read")
+    load = with_config("import", "store the records of a JSON Lines export")
+    load.add_argument("file", metavar="FILE", type=Path, help="an export (handle-server export)")
+    load.add_argument("--batch", type=_positive, default=1000, help="records per transaction")
+    load.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace handles stored with other values (default: stop at the first)",
+    )
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
 
 
 def _load(path: str | None, host: str | None, port: int | None) -> Config:
@@ -96,13 +144,34 @@ def _tls_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-def serve(config: Config) -> int:
+def serve(config: Config, workers: int = 1) -> int:
     _warn_about(config)
     try:
         tls = _tls_context(config)
     except ConfigError as exc:
         print(f"handle-server: {exc}", file=sys.stderr)
         return 2
+    if workers > 1:
+        # The schema is checked (or an empty database given one) once, before any worker.
+        status = _with_store(config, lambda _store: _nothing(), migrate=False)
+        if status != 0:
+            return status
+        return run_workers(config, workers, _worker)
+    return _serve_here(config, tls)
+
+
+async def _nothing() -> int:
+    return 0
+
+
+def _worker(config: Config, number: int) -> int:
+    """One of ``serve --workers N``'s processes (started anew: logging is set up here)."""
+    _setup_logging(config, f"[worker {number}] ")
+    status = _serve_here(config, _tls_context(config), reuse_port=True)
+    sys.exit(status)
+
+
+def _serve_here(config: Config, tls: ssl.SSLContext | None, *, reuse_port: bool = False) -> int:
     app = create_app(config)
     host, port = config.server.host, config.server.port
     scheme = "https" if tls else "http"
@@ -121,10 +190,14 @@ def serve(config: Config) -> int:
                 config.storage.path,
             ),
             access_log=logging.getLogger("handle_server.access") if config.log.access else None,
+            reuse_port=reuse_port or None,
         )
     except SchemaMismatch as exc:
         print(f"handle-server: {exc}", file=sys.stderr)
         return 2
+    except StoreUnavailable as exc:
+        print(f"handle-server: {exc.message}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(
             f"handle-server: cannot serve on {host}:{port}: {exc.strerror or exc}", file=sys.stderr
@@ -133,18 +206,137 @@ def serve(config: Config) -> int:
     return 0
 
 
+def _with_store(
+    config: Config, work: Callable[[HandleStore], Awaitable[int]], *, migrate: bool
+) -> int:
+    """Open the configured store, run ``work`` on it, close it; store failures become a
+    message and an exit code."""
+
+    async def run() -> int:
+        store = await storage.open_store(
+            config.storage.backend,
+            path=config.storage.path,
+            dsn=config.storage.dsn,
+            migrate=migrate,
+        )
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except SchemaMismatch as exc:
+        print(f"handle-server: {exc}", file=sys.stderr)
+        return 2
+    except StoreUnavailable as exc:
+        print(f"handle-server: {exc.message}", file=sys.stderr)
+        return 1
+
+
+def _where(config: Config) -> str:
+    if config.storage.backend == "sqlite":
+        return config.storage.path
+    return "the PostgreSQL database"
+
+
+def migrate(config: Config, *, check: bool) -> int:
+    backend = config.storage.backend
+    latest = storage.schema_version(backend)
+    if check:
+
+        async def report(store: HandleStore) -> int:
+            print(f"{_where(config)}: schema version {latest}, up to date")
+            return 0
+
+        status = _with_store(config, report, migrate=False)
+        return 1 if status == 2 else status
+
+    async def done(store: HandleStore) -> int:
+        was = store.schema_from
+        if was == latest:
+            print(f"{_where(config)}: schema version {latest}, up to date")
+        elif was == 0:
+            print(f"{_where(config)}: created schema version {latest}")
+        else:
+            print(f"{_where(config)}: migrated schema version {was} to {latest}")
+        return 0
+
+    return _with_store(config, done, migrate=True)
+
+
+def export(config: Config, output: str | None, batch: int) -> int:
+    async def run(store: HandleStore) -> int:
+        if output is None:
+            count = await export_store(store, sys.stdout.buffer, batch=batch)
+            sys.stdout.buffer.flush()
+        else:
+            count = await export_to_path(store, Path(output), batch=batch)
+        log.info("exported %d handles", count)
+        return 0
+
+    return _with_store(config, run, migrate=False)
+
+
+def import_(config: Config, path: Path, batch: int, replace: bool) -> int:
+    if not path.is_file():
+        print(f"handle-server: {path}: no such file", file=sys.stderr)
+        return 2
+
+    async def run(store: HandleStore) -> int:
+        try:
+            summary = await import_file(store, path, batch=batch, replace=replace)
+        except ImportFailed as exc:
+            s = exc.summary
+            print(
+                f"handle-server: {exc}\n"
+                f"handle-server: lines 1-{s.lines} are stored ({s.result.created} created, "
+                f"{s.result.replaced} replaced, {s.result.unchanged} already there); fix the "
+                "line and run the same command again: what is stored is recognised and skipped",
+                file=sys.stderr,
+            )
+            return 1
+        r = summary.result
+        log.info(
+            "imported %d lines: %d handles created, %d replaced, %d already there",
+            summary.lines,
+            r.created,
+            r.replaced,
+            r.unchanged,
+        )
+        return 0
+
+    return _with_store(config, run, migrate=False)
+
+
+def _setup_logging(config: Config, tag: str = "") -> None:
+    logging.basicConfig(
+        level=config.log.level.upper(),
+        format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        config = _load(args.config, args.host, args.port)
+        config = _load(args.config, getattr(args, "host", None), getattr(args, "port", None))
     except ConfigError as exc:
         print(f"handle-server: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log.level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    _setup_logging(config)
     if args.command == "serve":
-        return serve(config)
+        if args.workers < 1:
+            print("handle-server: --workers: must be at least 1", file=sys.stderr)
+            return 2
+        return serve(config, args.workers)
+    if config.source is None:
+        print(f"handle-server {args.command}: --config is needed", file=sys.stderr)
+        return 2
+    if args.command == "migrate":
+        return migrate(config, check=args.check)
+    if args.command == "export":
+        return export(config, args.output, args.batch)
+    if args.command == "import":
+        return import_(config, args.file, args.batch, args.replace)
     return 2  # pragma: no cover - argparse refuses unknown commands

@@ -4,11 +4,12 @@ This package never imports ``handle_server`` or ``aiohttp``."""
 
 from __future__ import annotations
 
-from .base import Change, ChangeListener, HandleStore
+from .base import Change, ChangeListener, HandleStore, ImportResult
 from .errors import (
     HandleAlreadyExists,
     HandleError,
     HandleNotFound,
+    ImportConflict,
     SchemaMismatch,
     StoreUnavailable,
     ValueAlreadyExists,
@@ -26,6 +27,8 @@ __all__ = [
     "HandleNotFound",
     "HandleStore",
     "HandleValue",
+    "ImportConflict",
+    "ImportResult",
     "SchemaMismatch",
     "StoreUnavailable",
     "TTLType",
@@ -35,18 +38,29 @@ __all__ = [
     "handle_key",
     "open_store",
     "prefix_of",
+    "schema_version",
 ]
 
 
-async def open_store(backend: str, *, path: str = "", dsn: str = "") -> HandleStore:
+async def open_store(
+    backend: str, *, path: str = "", dsn: str = "", migrate: bool = False
+) -> HandleStore:
     """Open the configured backend: ``sqlite`` (the file at ``path``) or ``postgresql`` (the
-    database at ``dsn``), migrating its schema."""
+    database at ``dsn``). An empty database is given the schema; an older schema is brought
+    up to date only with ``migrate`` (else ``SchemaMismatch``), a newer one is refused."""
     if backend == "sqlite":
         from .sqlite import SQLiteStore
 
-        return await SQLiteStore.open(path)
+        return await SQLiteStore.open(path, migrate=migrate)
     if backend == "postgresql":
         from .postgres import PostgresStore
 
-        return await PostgresStore.open(dsn)
+        return await PostgresStore.open(dsn, migrate=migrate)
     raise ValueError(f"unknown storage backend {backend!r}")
+
+
+def schema_version(backend: str) -> int:
+    """The schema version this code brings ``backend`` to."""
+    from .rows import migrations
+
+    return migrations(backend)[-1][0]

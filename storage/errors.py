@@ -9,6 +9,7 @@ __all__ = [
     "HandleAlreadyExists",
     "HandleError",
     "HandleNotFound",
+    "ImportConflict",
     "SchemaMismatch",
     "StoreUnavailable",
     "ValueAlreadyExists",
@@ -47,6 +48,13 @@ class ValuesNotFound(HandleError):
         self.indexes = tuple(sorted(indexes))
         listed = ", ".join(map(str, self.indexes))
         super().__init__(handle, f"Handle {handle} has no values at index {listed}")
+
+
+class ImportConflict(HandleError):
+    """An imported record is stored already, with other content."""
+
+    def __init__(self, handle: str) -> None:
+        super().__init__(handle, f"Handle {handle} is stored already, with other values")
 
 
 class StoreUnavailable(HandleError):

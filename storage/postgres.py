@@ -14,14 +14,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 import asyncpg
 
-from .base import Change, ChangeListener, HandleStore
+from .base import Change, ChangeListener, HandleStore, ImportResult
 from .errors import SchemaMismatch, StoreUnavailable
 from .model import Handle, HandleValue, handle_key, prefix_of
-from .rows import VALUE_COLUMNS, migrations, prefix_bounds, value_from_row, value_row
+from .rows import (
+    VALUE_COLUMNS,
+    ImportPlan,
+    by_key,
+    migrations,
+    plan_import,
+    prefix_bounds,
+    records_from_rows,
+    value_from_row,
+    value_row,
+)
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
@@ -56,9 +66,10 @@ class _Raced(Exception):
 
 
 class PostgresStore(HandleStore):
-    def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, dsn: str, *, schema_from: int = SCHEMA_VERSION) -> None:
         self._pool = pool
         self.dsn = dsn
+        self.schema_from = schema_from
         self._watcher: asyncio.Task[None] | None = None
         self._listeners: list[ChangeListener] = []
         self._live = False
@@ -69,9 +80,9 @@ class PostgresStore(HandleStore):
     ) -> PostgresStore:
         """Connect to ``dsn`` and bring its schema up to date (``migrate``) or only check it.
 
-        Raises ``StoreUnavailable`` if the server cannot be reached, ``SchemaMismatch`` if the
-        database holds a schema this code does not know (newer), or an older one and
-        ``migrate`` is false."""
+        An empty database is given the schema either way. Raises ``StoreUnavailable`` if the
+        server cannot be reached, ``SchemaMismatch`` if the database holds a schema this code
+        does not know (newer), or an older one and ``migrate`` is false."""
         try:
             pool = await asyncpg.create_pool(
                 dsn,
@@ -84,11 +95,11 @@ class PostgresStore(HandleStore):
             raise StoreUnavailable(f"PostgreSQL is unreachable: {exc}") from exc
         try:
             async with pool.acquire() as conn:
-                await _migrate(conn, migrate=migrate)
+                schema_from = await _migrate(conn, migrate=migrate)
         except BaseException:
             await pool.close()
             raise
-        return cls(pool, dsn)
+        return cls(pool, dsn, schema_from=schema_from)
 
     async def close(self) -> None:
         if self._watcher is not None:
@@ -211,7 +222,69 @@ class PostgresStore(HandleStore):
             if remaining is not None:
                 remaining -= len(rows)
 
+    async def iter_records(
+        self, *, after: str = "", batch: int = 1000
+    ) -> AsyncIterator[list[Handle]]:
+        try:
+            async with (
+                self._pool.acquire() as conn,
+                conn.transaction(isolation="repeatable_read", readonly=True),
+            ):
+                last = after
+                while True:
+                    names = await conn.fetch(
+                        "SELECT key, handle FROM handles WHERE key > $1 ORDER BY key LIMIT $2",
+                        last,
+                        batch,
+                    )
+                    if not names:
+                        return
+                    high = names[-1]["key"]
+                    rows = await conn.fetch(
+                        f"SELECT key, {VALUE_COLUMNS} FROM handle_values"
+                        " WHERE key > $1 AND key <= $2 ORDER BY key, idx",
+                        last,
+                        high,
+                    )
+                    yield list(records_from_rows(names, rows).values())
+                    last = high
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL read failed: {exc}") from exc
+
     # writes
+
+    async def import_records(
+        self, records: Sequence[Handle], *, replace: bool = False
+    ) -> ImportResult:
+        keyed = by_key(records)
+        if not keyed:
+            return ImportResult()
+        return await asyncio.shield(self._import(keyed, replace))
+
+    async def _import(self, keyed: dict[str, Handle], replace: bool) -> ImportResult:
+        keys = sorted(keyed)  # rows locked in one order: concurrent imports cannot deadlock
+        for attempt in range(_RACE_ATTEMPTS):
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    names = await conn.fetch(
+                        "SELECT key, handle FROM handles WHERE key = ANY($1::text[])"
+                        " ORDER BY key FOR UPDATE",
+                        keys,
+                    )
+                    rows = await conn.fetch(
+                        f"SELECT key, {VALUE_COLUMNS} FROM handle_values"
+                        " WHERE key = ANY($1::text[]) ORDER BY key, idx",
+                        [r["key"] for r in names],
+                    )
+                    plan = plan_import(keyed, records_from_rows(names, rows), replace=replace)
+                    if plan.written:
+                        await _write_imported(conn, plan)
+                return plan.result
+            except _RETRY:
+                await asyncio.sleep(0.001 * attempt)
+            except _UNAVAILABLE as exc:
+                raise StoreUnavailable(f"PostgreSQL write failed: {exc}") from exc
+        raise StoreUnavailable("the imported handles kept changing during this write; try again")
 
     async def update(self, handle: str, change: Change) -> tuple[Handle | None, Handle | None]:
         # Shielded, as in the SQLite store: a started transaction ends (commit or rollback)
@@ -281,6 +354,34 @@ async def _apply(
     await _write_values(conn, key, [v for v in after.values if old.get(v.index) != v])
 
 
+async def _write_imported(conn: asyncpg.Connection, plan: ImportPlan) -> None:
+    await conn.execute("SELECT pg_notify($1, '')", CHANNEL)  # other nodes forget everything
+    if plan.replaced:
+        await conn.execute(
+            "DELETE FROM handle_values WHERE key = ANY($1::text[])",
+            [r.key for r in plan.replaced],
+        )
+        await conn.executemany(
+            "UPDATE handles SET handle = $1 WHERE key = $2",
+            [(r.handle, r.key) for r in plan.replaced],
+        )
+    if plan.created:
+        await conn.executemany(
+            "INSERT INTO handles (key, handle) VALUES ($1, $2)",
+            [(r.key, r.handle) for r in plan.created],
+        )
+        await conn.executemany(
+            "INSERT INTO prefix_counts (prefix, count) VALUES ($1, $2)"
+            " ON CONFLICT (prefix) DO UPDATE SET count = prefix_counts.count + EXCLUDED.count",
+            plan.new_per_prefix(),
+        )
+    await conn.copy_records_to_table(
+        "handle_values",
+        records=[value_row(r.key, v) for r in plan.written for v in r.values],
+        columns=["key", *(c.strip() for c in VALUE_COLUMNS.split(","))],
+    )
+
+
 async def _write_values(conn: asyncpg.Connection, key: str, values: Iterable[HandleValue]) -> None:
     rows = [value_row(key, v) for v in values]
     if rows:
@@ -302,9 +403,10 @@ async def schema_version(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval(f"SELECT version FROM {_VERSION_TABLE}"))
 
 
-async def _migrate(conn: asyncpg.Connection, *, migrate: bool) -> None:
+async def _migrate(conn: asyncpg.Connection, *, migrate: bool) -> int:
     """Apply the migrations the database lacks, each with its version, in one transaction
-    that holds an advisory lock (nodes starting together do not run them twice)."""
+    that holds an advisory lock (nodes starting together do not run them twice); returns the
+    version it had. An empty database is always given the schema."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
         version = await schema_version(conn)
@@ -315,11 +417,11 @@ async def _migrate(conn: asyncpg.Connection, *, migrate: bool) -> None:
                 f"{SCHEMA_VERSION}: upgrade handle-server"
             )
         if version == SCHEMA_VERSION:
-            return
-        if not migrate:
+            return version
+        if version > 0 and not migrate:
             raise SchemaMismatch(
                 f"{where} has schema version {version}, this server needs {SCHEMA_VERSION}: "
-                "run handle-server migrate"
+                "back it up, then run handle-server migrate"
             )
         if version == 0:
             await conn.execute(f"CREATE TABLE {_VERSION_TABLE} (version INTEGER NOT NULL)")
@@ -328,3 +430,4 @@ async def _migrate(conn: asyncpg.Connection, *, migrate: bool) -> None:
             if number > version:
                 await conn.execute(script)
                 await conn.execute(f"UPDATE {_VERSION_TABLE} SET version = $1", number)
+    return version

@@ -4,13 +4,25 @@ columns in SQLite and PostgreSQL), the key range of a prefix, and the schema scr
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
-from .model import HandleValue, TTLType, ValueReference, handle_key
+from .base import ImportResult
+from .errors import ImportConflict
+from .model import Handle, HandleValue, TTLType, ValueReference, handle_key, prefix_of
 
-__all__ = ["VALUE_COLUMNS", "migrations", "prefix_bounds", "value_from_row", "value_row"]
+__all__ = [
+    "VALUE_COLUMNS",
+    "ImportPlan",
+    "by_key",
+    "migrations",
+    "plan_import",
+    "prefix_bounds",
+    "records_from_rows",
+    "value_from_row",
+    "value_row",
+]
 
 VALUE_COLUMNS = "idx, type, data, ttl_type, ttl, timestamp, permissions, refs"
 
@@ -63,3 +75,63 @@ def prefix_bounds(prefix: str) -> tuple[str, str]:
     follows ``/``."""
     p = handle_key(prefix)
     return p + "/", p + "0"
+
+
+def records_from_rows(
+    names: Iterable[Sequence[Any]], value_rows: Iterable[Sequence[Any]]
+) -> dict[str, Handle]:
+    """Records from ``(key, handle)`` rows and ``(key, *VALUE_COLUMNS)`` rows, by key."""
+    values: dict[str, list[HandleValue]] = {}
+    for row in value_rows:
+        values.setdefault(row[0], []).append(value_from_row(tuple(row)[1:]))
+    return {key: Handle(name, tuple(values.get(key, ()))) for key, name in names}
+
+
+def by_key(records: Iterable[Handle]) -> dict[str, Handle]:
+    """``records`` by ``handle_key``; a handle given twice is a ``ValueError``."""
+    keyed: dict[str, Handle] = {}
+    for record in records:
+        if record.key in keyed:
+            raise ValueError(f"handle {record.handle} is given twice")
+        keyed[record.key] = record
+    return keyed
+
+
+class ImportPlan:
+    """What an import of some records does, given what is stored under their keys."""
+
+    def __init__(self) -> None:
+        self.created: list[Handle] = []
+        self.replaced: list[Handle] = []
+        self.result = ImportResult()
+
+    @property
+    def written(self) -> list[Handle]:
+        return self.created + self.replaced
+
+    def new_per_prefix(self) -> list[tuple[str, int]]:
+        """(prefix key, handles created under it)."""
+        counts: dict[str, int] = {}
+        for record in self.created:
+            prefix = handle_key(prefix_of(record.key))
+            counts[prefix] = counts.get(prefix, 0) + 1
+        return sorted(counts.items())
+
+
+def plan_import(
+    keyed: Mapping[str, Handle], stored: Mapping[str, Handle], *, replace: bool
+) -> ImportPlan:
+    plan = ImportPlan()
+    for key, record in keyed.items():
+        old = stored.get(key)
+        if old is None:
+            plan.created.append(record)
+        elif old == record:
+            plan.result.unchanged += 1
+        elif replace:
+            plan.replaced.append(record)
+        else:
+            raise ImportConflict(record.handle)
+    plan.result.created = len(plan.created)
+    plan.result.replaced = len(plan.replaced)
+    return plan

@@ -9,20 +9,35 @@ own write lock); a separate reader connection serves lookups and never blocks th
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import mmap
+import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+import struct
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 
 import aiosqlite
 
-from .base import Change, HandleStore
+from .base import Change, ChangeListener, HandleStore, ImportResult
 from .errors import SchemaMismatch, StoreUnavailable
 from .model import Handle, HandleValue, handle_key, prefix_of
-from .rows import VALUE_COLUMNS, migrations, prefix_bounds, value_from_row, value_row
+from .rows import (
+    VALUE_COLUMNS,
+    by_key,
+    migrations,
+    plan_import,
+    prefix_bounds,
+    records_from_rows,
+    value_from_row,
+    value_row,
+)
 
 __all__ = ["SQLiteStore"]
 
 _BUSY_TIMEOUT_MS = 10_000
+_SIGNAL = struct.Struct("<q")
+_CHANGES_KEPT = 10_000  # rows of handle_changes kept for processes that fell behind
 
 
 SCHEMA_VERSION = migrations("sqlite")[-1][0]
@@ -43,29 +58,84 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
-class SQLiteStore(HandleStore):
-    def __init__(self, path: str, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+class _ChangeSignal:
+    """A counter shared by every process that serves one SQLite file: the highest
+    ``handle_changes.seq`` committed, kept in ``<file>-changes`` (8 bytes, memory-mapped). A
+    writer raises it after each commit; a reader compares it with what it last saw, which costs
+    no system call. It only says *that* something changed: what changed is read from the
+    database."""
+
+    def __init__(self, path: str) -> None:
         self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(self._fd).st_size < _SIGNAL.size:
+                os.ftruncate(self._fd, _SIGNAL.size)
+            self._map = mmap.mmap(self._fd, _SIGNAL.size)
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def value(self) -> int:
+        return _SIGNAL.unpack_from(self._map)[0]
+
+    def raise_to(self, seq: int, *, reset: bool = False) -> None:
+        """Set the counter to ``seq`` if that is higher (any ``seq`` with ``reset``)."""
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            if reset or seq > self.value():
+                _SIGNAL.pack_into(self._map, 0, seq)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        self._map.close()
+        os.close(self._fd)
+
+
+class SQLiteStore(HandleStore):
+    def __init__(
+        self,
+        path: str,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        *,
+        last_change: int,
+        schema_from: int,
+    ):
+        self.path = path
+        self.schema_from = schema_from
         self._writer = writer
         self._reader = reader
         self._write_lock = asyncio.Lock()
+        self._signal = _ChangeSignal(f"{path}-changes") if path != ":memory:" else None
+        if self._signal is not None and self._signal.value() > last_change:
+            self._signal.raise_to(last_change, reset=True)  # a file made anew under an old one
+        self._seen = last_change  # the last change the listeners were told of
+        self._seen_signal = self._signal.value() if self._signal else 0
+        self._catching_up = asyncio.Lock()
+        self._listeners: list[ChangeListener] = []
 
     @classmethod
-    async def open(cls, path: str | Path) -> SQLiteStore:
-        """Open (creating the file and its folder if needed) and migrate the database at ``path``.
+    async def open(cls, path: str | Path, *, migrate: bool = True) -> SQLiteStore:
+        """Open the database at ``path``, creating the file, its folder and the schema if
+        needed; bring an older schema up to date if ``migrate``.
 
-        Raises ``SchemaMismatch`` if the file holds a newer schema than this code knows."""
+        Raises ``SchemaMismatch`` if the file holds a newer schema than this code knows, or an
+        older one and ``migrate`` is false."""
         path = str(path)
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         writer = await cls._connect(path)
         try:
-            await cls._migrate(writer, path)
+            schema_from = await cls._migrate(writer, path, migrate=migrate)
+            async with writer.execute("SELECT COALESCE(MAX(seq), 0) FROM handle_changes") as cur:
+                (last_change,) = await cur.fetchone()
             reader = await cls._connect(path)
         except BaseException:
             await writer.close()
             raise
-        return cls(path, writer, reader)
+        return cls(path, writer, reader, last_change=last_change, schema_from=schema_from)
 
     @staticmethod
     async def _connect(path: str) -> aiosqlite.Connection:
@@ -77,7 +147,9 @@ class SQLiteStore(HandleStore):
         return db
 
     @staticmethod
-    async def _migrate(db: aiosqlite.Connection, path: str) -> None:
+    async def _migrate(db: aiosqlite.Connection, path: str, *, migrate: bool) -> int:
+        """Apply the migrations the file lacks; returns the version it had. An empty file is
+        always given the schema (that is creating it, not migrating it)."""
         await db.execute("BEGIN IMMEDIATE")
         try:
             async with db.execute("PRAGMA user_version") as cur:
@@ -86,6 +158,11 @@ class SQLiteStore(HandleStore):
                 raise SchemaMismatch(
                     f"{path} has schema version {version}, but this server knows versions up to "
                     f"{SCHEMA_VERSION}: upgrade handle-server"
+                )
+            if 0 < version < SCHEMA_VERSION and not migrate:
+                raise SchemaMismatch(
+                    f"{path} has schema version {version}, this server needs {SCHEMA_VERSION}: "
+                    "back it up, then run handle-server migrate"
                 )
             for number, script in migrations("sqlite"):
                 if number > version:
@@ -96,11 +173,51 @@ class SQLiteStore(HandleStore):
         except BaseException:
             await db.execute("ROLLBACK")
             raise
+        return version
 
     async def close(self) -> None:
         async with self._write_lock:
             await self._reader.close()
             await self._writer.close()
+            if self._signal is not None:
+                self._signal.close()
+
+    # changes made by other processes
+
+    async def watch(self, listener: ChangeListener) -> bool:
+        """Every write logs its handle's key in ``handle_changes`` and raises the shared
+        counter; ``catch_up`` reads what other processes logged."""
+        self._listeners.append(listener)
+        listener.watching(True)
+        return True
+
+    async def catch_up(self) -> None:
+        if self._signal is None or not self._listeners:
+            return
+        if self._signal.value() == self._seen_signal:
+            return
+        async with self._catching_up:
+            signal = self._signal.value()
+            if signal == self._seen_signal:
+                return  # a concurrent caller caught up
+            seen = self._seen
+            try:
+                async with self._reader.execute(
+                    "SELECT seq, key FROM handle_changes WHERE seq > ? ORDER BY seq", (seen,)
+                ) as cur:
+                    rows = await cur.fetchall()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
+            if rows and rows[0][0] != seen + 1:
+                keys: list[str | None] = [None]  # pruned before this process read them
+            else:
+                keys = list(dict.fromkeys(key for _, key in rows))
+            for key in keys:
+                for listener in self._listeners:
+                    listener.changed(key)
+            if rows:
+                self._seen = max(self._seen, rows[-1][0])
+            self._seen_signal = signal
 
     # reads
 
@@ -166,7 +283,129 @@ class SQLiteStore(HandleStore):
             if remaining is not None:
                 remaining -= len(rows)
 
+    async def iter_records(
+        self, *, after: str = "", batch: int = 1000
+    ) -> AsyncIterator[list[Handle]]:
+        # A connection of its own, in one read transaction: a WAL snapshot that writers do
+        # not disturb (and that does not hold up the reads of the serving connection).
+        own = self.path != ":memory:"
+        db = await self._connect(self.path) if own else self._reader
+        try:
+            await db.execute("BEGIN")
+            try:
+                last = after
+                while True:
+                    async with db.execute(
+                        "SELECT key, handle FROM handles WHERE key > ? ORDER BY key LIMIT ?",
+                        (last, batch),
+                    ) as cur:
+                        names = await cur.fetchall()
+                    if not names:
+                        return
+                    high = names[-1][0]
+                    async with db.execute(
+                        f"SELECT key, {VALUE_COLUMNS} FROM handle_values"
+                        " WHERE key > ? AND key <= ? ORDER BY key, idx",
+                        (last, high),
+                    ) as cur:
+                        rows = await cur.fetchall()
+                    yield list(records_from_rows(names, rows).values())
+                    last = high
+            finally:
+                await db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
+        finally:
+            if own:
+                await db.close()
+
     # writes
+
+    async def import_records(
+        self, records: Sequence[Handle], *, replace: bool = False
+    ) -> ImportResult:
+        keyed = by_key(records)
+        if not keyed:
+            return ImportResult()
+        return await asyncio.shield(self._import(keyed, replace))
+
+    async def _import(self, keyed: dict[str, Handle], replace: bool) -> ImportResult:
+        async with self._write_lock:
+            db = self._writer
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"SQLite could not start a write: {exc}") from exc
+            try:
+                plan = plan_import(keyed, await self._load_many(db, list(keyed)), replace=replace)
+                seq = None
+                if plan.written:
+                    await self._write_imported(db, plan)
+                    async with db.execute("SELECT MAX(seq) FROM handle_changes") as cur:
+                        (seq,) = await cur.fetchone()
+                    await db.execute(
+                        "DELETE FROM handle_changes WHERE seq <= ?", (seq - _CHANGES_KEPT,)
+                    )
+                await db.execute("COMMIT")
+            except BaseException as exc:
+                try:
+                    await db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreUnavailable(f"SQLite write failed: {exc}") from exc
+                raise
+            if seq is not None and self._signal is not None:
+                # Not marked seen: this process's own listeners learn of it like the others.
+                self._signal.raise_to(seq)
+        return plan.result
+
+    @staticmethod
+    async def _load_many(db: aiosqlite.Connection, keys: list[str]) -> dict[str, Handle]:
+        found: dict[str, Handle] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            async with db.execute(
+                f"SELECT key, handle FROM handles WHERE key IN ({marks})", chunk
+            ) as cur:
+                names = await cur.fetchall()
+            async with db.execute(
+                f"SELECT key, {VALUE_COLUMNS} FROM handle_values WHERE key IN ({marks})"
+                " ORDER BY key, idx",
+                chunk,
+            ) as cur:
+                rows = await cur.fetchall()
+            found.update(records_from_rows(names, rows))
+        return found
+
+    @staticmethod
+    async def _write_imported(db: aiosqlite.Connection, plan) -> None:
+        if plan.replaced:
+            await db.executemany(
+                "DELETE FROM handle_values WHERE key = ?", [(r.key,) for r in plan.replaced]
+            )
+            await db.executemany(
+                "UPDATE handles SET handle = ? WHERE key = ?",
+                [(r.handle, r.key) for r in plan.replaced],
+            )
+        if plan.created:
+            await db.executemany(
+                "INSERT INTO handles (key, handle) VALUES (?, ?)",
+                [(r.key, r.handle) for r in plan.created],
+            )
+            await db.executemany(
+                "INSERT INTO prefix_counts (prefix, count) VALUES (?, ?)"
+                " ON CONFLICT (prefix) DO UPDATE SET count = count + excluded.count",
+                plan.new_per_prefix(),
+            )
+        await db.executemany(
+            f"INSERT INTO handle_values (key, {VALUE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [value_row(r.key, v) for r in plan.written for v in r.values],
+        )
+        await db.executemany(
+            "INSERT INTO handle_changes (key) VALUES (?)", [(r.key,) for r in plan.written]
+        )
 
     async def update(self, handle: str, change: Change) -> tuple[Handle | None, Handle | None]:
         # Shielded: once started, a transaction commits or rolls back even if the request that
@@ -185,7 +424,7 @@ class SQLiteStore(HandleStore):
                 after = change(before)
                 if after is not None and handle_key(after.handle) != key:
                     raise ValueError(f"a change of {key!r} returned a record for {after.handle!r}")
-                await self._apply(db, key, before, after)
+                seq = await self._apply(db, key, before, after)
                 await db.execute("COMMIT")
             except BaseException as exc:
                 try:
@@ -195,7 +434,21 @@ class SQLiteStore(HandleStore):
                 if isinstance(exc, sqlite3.Error):
                     raise StoreUnavailable(f"SQLite write failed: {exc}") from exc
                 raise
+            if seq is not None:
+                self._published(seq)
         return before, after
+
+    def _published(self, seq: int) -> None:
+        """After the commit of change ``seq``: tell the other processes."""
+        if self._signal is None:
+            return
+        self._signal.raise_to(seq)
+        if seq == self._seen + 1:
+            # Nothing committed in between, and this process's cache already forgot its own
+            # change: no need to read it back.
+            self._seen = seq
+            if self._signal.value() == seq:
+                self._seen_signal = seq
 
     @staticmethod
     async def _load(db: aiosqlite.Connection, key: str) -> Handle | None:
@@ -209,8 +462,22 @@ class SQLiteStore(HandleStore):
             values = tuple(value_from_row(r) for r in await cur.fetchall())
         return Handle(row[0], values)
 
-    @staticmethod
+    @classmethod
     async def _apply(
+        cls, db: aiosqlite.Connection, key: str, before: Handle | None, after: Handle | None
+    ) -> int | None:
+        """Write the change; returns its ``handle_changes.seq`` (``None``: nothing changed)."""
+        if before is None and after is None:
+            return None
+        await cls._write(db, key, before, after)
+        async with db.execute("INSERT INTO handle_changes (key) VALUES (?)", (key,)) as cur:
+            seq = cur.lastrowid
+        if seq % 1000 == 0:
+            await db.execute("DELETE FROM handle_changes WHERE seq <= ?", (seq - _CHANGES_KEPT,))
+        return seq
+
+    @staticmethod
+    async def _write(
         db: aiosqlite.Connection, key: str, before: Handle | None, after: Handle | None
     ) -> None:
         prefix = handle_key(prefix_of(key))

@@ -200,3 +200,69 @@ async def test_postgres_data_survives_reopen_and_a_newer_schema_is_refused(pg_ds
         await s.close()
     with pytest.raises(SchemaMismatch, match="999"):
         await PostgresStore.open(pg_dsn)
+
+
+# -- export and import -------------------------------------------------------------------------
+
+
+async def _all_records(store, **kw) -> list[Handle]:
+    return [r async for batch in store.iter_records(**kw) for r in batch]
+
+
+async def test_iter_records_yields_every_record_in_key_order_in_batches(store):
+    names = ["TEST/b", "10.5555/z", "Test/A", "TEST/c/d", "TEST/é"]
+    for n, name in enumerate(names):
+        await store.update(name, put(rec(name, (1, f"v{n}".encode()), (2, b"\x00"))))
+    await store.update("TEST/novalues", put(Handle("TEST/novalues")))
+    batches = [batch async for batch in store.iter_records(batch=2)]
+    assert [len(b) for b in batches] == [2, 2, 2]
+    got = [r for b in batches for r in b]
+    assert [r.key for r in got] == sorted(r.key for r in got)
+    assert {r.handle for r in got} == {*names, "TEST/novalues"}
+    for record in got:
+        assert record == await store.get(record.handle)  # names, values, every field
+    after = await _all_records(store, after=got[2].key)
+    assert after == got[3:]
+
+
+async def test_iter_records_is_one_snapshot(store):
+    for n in range(6):
+        await store.update(f"TEST/s{n}", put(rec(f"TEST/s{n}", (1, b"old"))))
+    records = store.iter_records(batch=2)
+    first = await anext(records)
+    # Written while the export runs: neither the change nor the new handle is seen.
+    await store.update("TEST/s5", put(rec("TEST/s5", (1, b"new"))))
+    await store.update("TEST/s9", put(rec("TEST/s9", (1, b"new"))))
+    rest = [r async for batch in records for r in batch]
+    seen = first + rest
+    assert [r.handle for r in seen] == [f"TEST/s{n}" for n in range(6)]
+    assert all(r.values[0].data == b"old" for r in seen)
+
+
+async def test_import_creates_keeps_and_refuses_or_replaces(store):
+    from storage import ImportConflict
+
+    a = rec("TEST/a", (1, b"a"))
+    b = Handle("Test/B", (HandleValue(5, "X", b"\xff", timestamp=99, public_read=False),))
+    result = await store.import_records([a, b])
+    assert (result.created, result.replaced, result.unchanged) == (2, 0, 0)
+    assert await store.get("TEST/b") == b  # stored exactly: name, timestamp, flags
+    assert await store.count_handles("TEST") == 2
+
+    again = await store.import_records([a, b])  # an import run twice changes nothing
+    assert (again.created, again.replaced, again.unchanged) == (0, 0, 2)
+
+    changed = rec("TEST/a", (1, b"other"))
+    with pytest.raises(ImportConflict):
+        await store.import_records([rec("TEST/new", (1, b"n")), changed])
+    assert await store.get("TEST/new") is None  # the whole batch is refused
+    assert await store.get("TEST/a") == a
+
+    result = await store.import_records([rec("TEST/new", (1, b"n")), changed], replace=True)
+    assert (result.created, result.replaced, result.unchanged) == (1, 1, 0)
+    assert await store.get("TEST/a") == changed
+    assert await store.count_handles("TEST") == 3
+
+    with pytest.raises(ValueError, match="twice"):
+        await store.import_records([rec("TEST/d", (1, b"1")), rec("test/D", (1, b"2"))])
+    assert await store.get("TEST/d") is None

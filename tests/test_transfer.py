@@ -1,0 +1,296 @@
+"""``handle-server migrate``, ``export`` and ``import``, run as the command runs them (its
+``main``), on real stores: SQLite files and fresh PostgreSQL schemas."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from handle_server.cli import main
+from storage import Handle, HandleValue, TTLType, ValueReference, open_store
+from storage.dump import DumpError, record_from_line, record_to_line
+from storage.rows import migrations
+
+
+def write_config(tmp_path: Path, name: str, storage_table: dict[str, str]) -> Path:
+    lines = [f'{k} = "{v}"' for k, v in storage_table.items()]  # the conftest's [storage]
+    path = tmp_path / f"{name}.toml"
+    path.write_text("[storage]\n" + "\n".join(lines) + '\n[handle]\nprefixes = ["TEST"]\n')
+    return path
+
+
+def sqlite_table(tmp_path: Path, name: str) -> dict[str, str]:
+    return {"backend": "sqlite", "path": str(tmp_path / f"{name}.sqlite3")}
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def _with(table: dict[str, str], work, *, migrate: bool = False):
+    store = await open_store(
+        table.get("backend", "sqlite"),
+        path=table.get("path", ""),
+        dsn=table.get("dsn", ""),
+        migrate=migrate,
+    )
+    try:
+        return await work(store)
+    finally:
+        await store.close()
+
+
+def sample_records(count: int) -> list[Handle]:
+    """Records with every kind of field a store keeps."""
+    records = []
+    for n in range(count):
+        values = [
+            HandleValue(1, "URL", f"https://example.org/{n}?ü".encode(), timestamp=1700000000 + n),
+            HandleValue(
+                2,
+                "BIN",
+                bytes([n % 256, 0, 255, 10]),
+                ttl=1800000000,
+                ttl_type=TTLType.ABSOLUTE,
+                timestamp=5,
+                admin_read=False,
+                public_read=False,
+                public_write=True,
+            ),
+        ]
+        if n % 3 == 0:
+            values.append(
+                HandleValue(
+                    100,
+                    "HS_VLIST",
+                    b"\x00\x00\x00\x01",
+                    references=(ValueReference("0.NA/TEST", 300), ValueReference("TEST/ü", 0)),
+                )
+            )
+        name = f"TEST/{n:05d}" if n % 5 else f"Test/Mixed-{n}/é"
+        records.append(Handle(name, tuple(values)))
+    records.append(Handle("TEST/empty"))
+    return records
+
+
+# -- the line format ---------------------------------------------------------------------------
+
+_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=20)
+_values = st.builds(
+    HandleValue,
+    index=st.integers(-(2**31), 2**31 - 1),
+    type=_text,
+    data=st.binary(max_size=40) | _text.map(str.encode),
+    ttl=st.integers(-(2**63), 2**63 - 1),
+    ttl_type=st.sampled_from(TTLType),
+    timestamp=st.integers(0, 2**63 - 1),
+    admin_read=st.booleans(),
+    admin_write=st.booleans(),
+    public_read=st.booleans(),
+    public_write=st.booleans(),
+    references=st.lists(
+        st.builds(ValueReference, _text, st.integers(-(2**31), 2**31 - 1)), max_size=3
+    ).map(tuple),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=st.tuples(_text.filter(bool), _text.filter(bool)).map(lambda p: f"{p[0]}/{p[1]}"),
+    values=st.lists(_values, max_size=5, unique_by=lambda v: v.index),
+)
+def test_a_record_survives_its_line_exactly(name, values):
+    record = Handle(name, tuple(values))
+    line = record_to_line(record)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert record_from_line(line) == record
+    assert record_to_line(record_from_line(line)) == line
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        (b"{", "not JSON"),
+        (b"[]", "a record must be"),
+        (b'{"handle": "TEST", "values": []}', "prefix/suffix"),
+        (b'{"handle": "TEST/x", "values": [1]}', "must be an object"),
+        (b'{"handle": "TEST/x", "values": [{"index": 1}]}', "missing"),
+        (
+            b'{"handle":"TEST/x","values":[{"index":1,"type":"URL","data":{"format":"hex",'
+            b'"value":"00"},"ttlType":0,"ttl":1,"timestamp":1,"permissions":"1110",'
+            b'"references":[]}]}',
+            "string or base64",
+        ),
+        (
+            b'{"handle":"TEST/x","values":[{"index":1,"type":"URL","data":{"format":"base64",'
+            b'"value":"!!"},"ttlType":0,"ttl":1,"timestamp":1,"permissions":"11x0",'
+            b'"references":[]}]}',
+            "permissions",
+        ),
+        (
+            b'{"handle":"TEST/x","values":[{"index":4294967296,"type":"URL","data":{"format":'
+            b'"string","value":""},"ttlType":0,"ttl":1,"timestamp":1,"permissions":"1110",'
+            b'"references":[]}]}',
+            "index",
+        ),
+    ],
+)
+def test_a_bad_line_is_refused_saying_why(line, says):
+    with pytest.raises(DumpError, match=says):
+        record_from_line(line)
+
+
+# -- export and import -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_table(pg_dsn: str) -> dict[str, str]:
+    return {"backend": "postgresql", "dsn": pg_dsn}
+
+
+def test_sqlite_to_postgresql_and_back_is_byte_for_byte(tmp_path, pg_table, capsys):
+    source = sqlite_table(tmp_path, "source")
+    records = sample_records(2500)
+
+    async def fill(store):
+        for start in range(0, len(records), 700):
+            await store.import_records(records[start : start + 700])
+
+    run(_with(source, fill))
+    source_config = write_config(tmp_path, "source", source)
+    pg_config = write_config(tmp_path, "pg", pg_table)
+    back_config = write_config(tmp_path, "back", sqlite_table(tmp_path, "back"))
+
+    first = tmp_path / "first.jsonl"
+    assert main(["export", "--config", str(source_config), "-o", str(first)]) == 0
+    assert first.stat().st_mode & 0o777 == 0o600  # it holds hashed secrets
+    assert not (tmp_path / "first.jsonl.partial").exists()
+    lines = first.read_bytes().splitlines(keepends=True)
+    assert len(lines) == len(records)
+    assert [record_from_line(line) for line in lines] == sorted(records, key=lambda r: r.key)
+
+    assert main(["import", "--config", str(pg_config), str(first), "--batch", "300"]) == 0
+    second = tmp_path / "second.jsonl"
+    assert main(["export", "--config", str(pg_config), "-o", str(second)]) == 0
+    assert second.read_bytes() == first.read_bytes()
+
+    assert main(["import", "--config", str(back_config), str(second)]) == 0
+    capsys.readouterr()
+    assert main(["export", "--config", str(back_config)]) == 0  # to standard output
+    assert capsys.readouterr().out.encode() == first.read_bytes()
+
+    async def counts(store):
+        return await store.count_handles("TEST")
+
+    assert run(_with(pg_table, counts)) == len(records)
+
+
+def test_an_import_cut_short_resumes_by_running_it_again(tmp_path, storage_table, capsys):
+    config = write_config(tmp_path, "target", storage_table)
+    records = sample_records(50)
+    lines = [record_to_line(r) for r in records]
+    broken = [*lines[:23], b'{"handle": "TEST/broken"}\n', *lines[23:]]
+    dump = tmp_path / "dump.jsonl"
+    dump.write_bytes(b"".join(broken))
+
+    assert main(["import", "--config", str(config), str(dump), "--batch", "10"]) == 1
+    err = capsys.readouterr().err
+    assert f"{dump}:24: a record must be" in err
+    assert "lines 1-23 are stored (23 created, 0 replaced, 0 already there)" in err
+
+    async def stored(store):
+        return [r async for batch in store.iter_records() for r in batch]
+
+    assert len(run(_with(storage_table, stored))) == 23  # 2 whole batches and 3 lines
+
+    dump.write_bytes(b"".join(lines))  # the line fixed (here: dropped)
+    assert main(["import", "--config", str(config), str(dump), "--batch", "10"]) == 0
+    assert run(_with(storage_table, stored)) == sorted(records, key=lambda r: r.key)
+
+
+def test_an_import_never_overwrites_unless_told(tmp_path, storage_table, capsys):
+    config = write_config(tmp_path, "target", storage_table)
+    old = Handle("TEST/00001", (HandleValue(1, "URL", b"https://kept.org"),))
+    run(_with(storage_table, lambda s: s.import_records([old])))
+    dump = tmp_path / "dump.jsonl"
+    dump.write_bytes(b"".join(record_to_line(r) for r in sample_records(4)))
+
+    assert main(["import", "--config", str(config), str(dump)]) == 1
+    assert "TEST/00001 is stored already, with other values" in capsys.readouterr().err
+    assert run(_with(storage_table, lambda s: s.get("TEST/00001"))) == old
+    assert run(_with(storage_table, lambda s: s.get("TEST/00002"))) is None  # same batch
+
+    assert main(["import", "--config", str(config), str(dump), "--replace"]) == 0
+    assert run(_with(storage_table, lambda s: s.get("TEST/00001"))) == sample_records(4)[1]
+
+
+def test_import_of_a_missing_file_or_without_config(tmp_path, capsys):
+    config = write_config(tmp_path, "c", sqlite_table(tmp_path, "c"))
+    assert main(["import", "--config", str(config), str(tmp_path / "nope.jsonl")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["export"]) == 2
+    assert "--config is needed" in capsys.readouterr().err
+
+
+# -- migrate -----------------------------------------------------------------------------------
+
+
+def _sqlite_at_version_1(path: Path) -> None:
+    """A database as handle-server with schema version 1 left it, holding one handle."""
+    (number, script), *_ = migrations("sqlite")
+    assert number == 1
+    with sqlite3.connect(path) as db:
+        db.executescript(script)
+        db.execute("INSERT INTO handles VALUES ('TEST/OLD', 'TEST/old')")
+        db.execute(
+            "INSERT INTO handle_values VALUES ('TEST/OLD', 1, 'URL', x'68', 0, 86400, 1, 14, '')"
+        )
+        db.execute("INSERT INTO prefix_counts VALUES ('TEST', 1)")
+        db.execute("PRAGMA user_version = 1")
+
+
+def test_serve_refuses_an_older_schema_until_migrate_brings_it_up(tmp_path, capsys):
+    table = sqlite_table(tmp_path, "old")
+    _sqlite_at_version_1(Path(table["path"]))
+    config = write_config(tmp_path, "old", table)
+
+    assert main(["serve", "--config", str(config), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "schema version 1, this server needs 2" in err and "handle-server migrate" in err
+    assert main(["migrate", "--config", str(config), "--check"]) == 1
+    capsys.readouterr()
+
+    assert main(["migrate", "--config", str(config)]) == 0
+    assert "migrated schema version 1 to 2" in capsys.readouterr().out
+    assert main(["migrate", "--config", str(config), "--check"]) == 0
+    assert "schema version 2, up to date" in capsys.readouterr().out
+    record = run(_with(table, lambda s: s.get("TEST/old")))
+    assert record == Handle("TEST/old", (HandleValue(1, "URL", b"h", timestamp=1),))
+
+
+def test_migrate_creates_an_empty_database_and_refuses_a_newer_one(tmp_path, storage_table, capsys):
+    config = write_config(tmp_path, "fresh", storage_table)
+    assert main(["migrate", "--config", str(config)]) == 0
+    assert "created schema version" in capsys.readouterr().out
+    assert main(["migrate", "--config", str(config)]) == 0
+    assert "up to date" in capsys.readouterr().out
+
+    if "path" in storage_table:
+        with sqlite3.connect(storage_table["path"]) as db:
+            db.execute("PRAGMA user_version = 99")
+    else:
+
+        async def bump(store):
+            async with store._pool.acquire() as conn:
+                await conn.execute("UPDATE handle_server_schema SET version = 99")
+
+        run(_with(storage_table, bump))
+    assert main(["migrate", "--config", str(config)]) == 2
+    assert "schema version 99" in capsys.readouterr().err
+    assert main(["serve", "--config", str(config), "--port", "0"]) == 2
+    assert "upgrade handle-server" in capsys.readouterr().err
