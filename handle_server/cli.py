@@ -7,10 +7,12 @@ import asyncio
 import dataclasses
 import ipaddress
 import logging
+import signal
 import ssl
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -27,6 +29,7 @@ __all__ = ["main"]
 
 log = logging.getLogger("handle_server")
 _EXAMPLE_SECRET = "change-me"
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -164,14 +167,20 @@ async def _nothing() -> int:
     return 0
 
 
-def _worker(config: Config, number: int) -> int:
-    """One of ``serve --workers N``'s processes (started anew: logging is set up here)."""
+def _worker(config: Config, number: int, listening: Any) -> None:
+    """One of ``serve --workers N``'s processes (started anew: logging is set up here).
+
+    SIGTERM and SIGINT wait until the worker listens: one that came while it opened its
+    store would end it with the store still open (and its connection threads waiting)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     _setup_logging(config, f"[worker {number}] ")
-    status = _serve_here(config, _tls_context(config), reuse_port=True)
+    status = _serve_here(config, _tls_context(config), listening=listening)
     sys.exit(status)
 
 
-def _serve_here(config: Config, tls: ssl.SSLContext | None, *, reuse_port: bool = False) -> int:
+def _serve_here(config: Config, tls: ssl.SSLContext | None, *, listening: Any = None) -> int:
+    """Serve in this process; ``listening``: a worker's event, set once it listens (the
+    port is then shared with the other workers)."""
     app = create_app(config)
     host, port = config.server.host, config.server.port
     scheme = "https" if tls else "http"
@@ -181,16 +190,9 @@ def _serve_here(config: Config, tls: ssl.SSLContext | None, *, reuse_port: bool 
             host=host,
             port=port,
             ssl_context=tls,
-            print=lambda _: log.info(
-                "serving on %s://%s:%d (store: %s %s)",
-                scheme,
-                host,
-                port,
-                config.storage.backend,
-                config.storage.path,
-            ),
+            print=lambda _: _listening(listening, scheme, config),
             access_log=logging.getLogger("handle_server.access") if config.log.access else None,
-            reuse_port=reuse_port or None,
+            reuse_port=listening is not None or None,
         )
     except SchemaMismatch as exc:
         print(f"handle-server: {exc}", file=sys.stderr)
@@ -314,6 +316,20 @@ def _setup_logging(config: Config, tag: str = "") -> None:
         level=config.log.level.upper(),
         format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s",
         stream=sys.stderr,
+    )
+
+
+def _listening(event: Any, scheme: str, config: Config) -> None:
+    if event is not None:
+        event.set()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # handled by aiohttp now
+        return
+    log.info(
+        "serving on %s://%s:%d (store: %s)",
+        scheme,
+        config.server.host,
+        config.server.port,
+        config.storage.path if config.storage.backend == "sqlite" else "PostgreSQL",
     )
 
 

@@ -5,8 +5,8 @@ the same address with ``SO_REUSEPORT``, so the kernel spreads connections over t
 only the store, which keeps their caches true to each other's writes (see
 ``HandleStore.watch``). The parent starts them, restarts one that dies (a crash, an OOM kill),
 and on SIGTERM or SIGINT stops them all, each finishing the requests it has. A worker that
-fails within its first seconds is a start-up problem (a port in use, a bad certificate): the
-parent then stops the others and exits, rather than restart it in a loop.
+dies before it listens has a start-up problem (a port in use, a bad certificate): the parent
+then stops the others and exits, rather than restart it in a loop.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import socket
 import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 from .config import Config
 
@@ -27,7 +28,6 @@ __all__ = ["run_workers"]
 
 log = logging.getLogger("handle_server")
 
-_START_GRACE = 5.0  # seconds: a worker that dies sooner failed to start
 _STOP_WAIT = 30.0
 
 
@@ -41,8 +41,11 @@ def _reserve_port(host: str) -> socket.socket:
     return sock
 
 
-def run_workers(config: Config, workers: int, worker_main: Callable[[Config, int], int]) -> int:
-    """Run ``worker_main(config, number)`` in ``workers`` processes until told to stop."""
+def run_workers(
+    config: Config, workers: int, worker_main: Callable[[Config, int, Any], int]
+) -> int:
+    """Run ``worker_main(config, number, listening)`` in ``workers`` processes until told to
+    stop; each sets the event ``listening`` once it listens."""
     placeholder = None
     if config.server.port == 0:
         placeholder = _reserve_port(config.server.host)
@@ -56,14 +59,17 @@ def run_workers(config: Config, workers: int, worker_main: Callable[[Config, int
         stopping = True
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    procs: dict[int, tuple[BaseProcess, float]] = {}
+    procs: dict[int, tuple[BaseProcess, Any]] = {}
 
     def start(number: int) -> None:
+        listening = context.Event()
         proc = context.Process(
-            target=worker_main, args=(config, number), name=f"handle-server worker {number}"
+            target=worker_main,
+            args=(config, number, listening),
+            name=f"handle-server worker {number}",
         )
         proc.start()
-        procs[number] = (proc, time.monotonic())
+        procs[number] = (proc, listening)
 
     status = 0
     try:
@@ -78,14 +84,14 @@ def run_workers(config: Config, workers: int, worker_main: Callable[[Config, int
         )
         while not stopping and procs:
             multiprocessing.connection.wait([p.sentinel for p, _ in procs.values()], timeout=0.5)
-            for number, (proc, started) in list(procs.items()):
+            for number, (proc, listening) in list(procs.items()):
                 if proc.is_alive() or stopping:
                     continue
                 proc.join()
                 del procs[number]
                 if proc.exitcode == 0:
                     continue  # it was asked to stop (by a signal sent to it alone)
-                if time.monotonic() - started < _START_GRACE:
+                if not listening.is_set():
                     log.error(
                         "worker %d failed to start (exit code %s); stopping", number, proc.exitcode
                     )

@@ -38,6 +38,7 @@ __all__ = ["SQLiteStore"]
 _BUSY_TIMEOUT_MS = 10_000
 _SIGNAL = struct.Struct("<q")
 _CHANGES_KEPT = 10_000  # rows of handle_changes kept for processes that fell behind
+_PRUNE_EVERY = 1000  # writes between prunings
 
 
 SCHEMA_VERSION = migrations("sqlite")[-1][0]
@@ -472,7 +473,7 @@ class SQLiteStore(HandleStore):
         await cls._write(db, key, before, after)
         async with db.execute("INSERT INTO handle_changes (key) VALUES (?)", (key,)) as cur:
             seq = cur.lastrowid
-        if seq % 1000 == 0:
+        if seq % _PRUNE_EVERY == 0:
             await db.execute("DELETE FROM handle_changes WHERE seq <= ?", (seq - _CHANGES_KEPT,))
         return seq
 

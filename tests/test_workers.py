@@ -1,0 +1,151 @@
+"""Several processes on one store: servers on one SQLite file keep their caches true to each
+other's writes at once (the change log), and ``serve --workers N`` runs, shares the port,
+restarts a worker that dies and stops cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+import storage.sqlite
+from handle_server import keys
+from handle_server.app import create_app
+
+from .conftest import ADMIN_AUTH, Api, make_config, url_value
+from .test_server_process import Server
+
+
+async def _url(api: Api, handle: str):
+    status, body = await api.get(handle)
+    return body["values"][0]["data"]["value"] if status == 200 else status
+
+
+async def test_servers_on_one_sqlite_file_see_each_others_writes_at_once(aiohttp_client, tmp_path):
+    config = make_config(tmp_path)
+    a_app, b_app = create_app(config), create_app(config)  # each opens the file itself
+    a = Api(await aiohttp_client(a_app))
+    b = Api(await aiohttp_client(b_app))
+    names = [f"TEST/x{n}" for n in range(20)]
+    for name in names:
+        assert (await a.put(name, [url_value("https://old.org")]))[0] == 201
+        assert await _url(b, name) == "https://old.org"  # cached on B for a day
+    b_cache = b_app[keys.SERVICE].cache
+    hits = b_cache.stats.hits
+    assert [await _url(b, n) for n in names] == ["https://old.org"] * 20
+    assert b_cache.stats.hits == hits + 20
+
+    for n, name in enumerate(names):
+        if n % 4:
+            assert (await a.put(name, [url_value(f"https://new{n}.org")]))[0] == 200
+        else:
+            assert (await a.delete(name))[0] == 200
+    # No waiting: the first read after the writes were answered shows them.
+    assert [await _url(b, n) for n in names] == [
+        404 if n % 4 == 0 else f"https://new{n}.org" for n in range(20)
+    ]
+    # And B's own writes reach A's cache the same way.
+    assert await _url(a, "TEST/x1") == "https://new1.org"
+    assert (await b.put("TEST/x1", [url_value("https://from-b.org")]))[0] == 200
+    assert await _url(a, "TEST/x1") == "https://from-b.org"
+
+
+async def test_a_server_that_fell_behind_the_pruned_change_log_forgets_everything(
+    aiohttp_client, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(storage.sqlite, "_CHANGES_KEPT", 3)
+    monkeypatch.setattr(storage.sqlite, "_PRUNE_EVERY", 2)
+    config = make_config(tmp_path)
+    a = Api(await aiohttp_client(create_app(config)))
+    b = Api(await aiohttp_client(create_app(config)))
+    assert (await a.put("TEST/early", [url_value("https://old.org")]))[0] == 201
+    assert await _url(b, "TEST/early") == "https://old.org"
+    assert (await a.put("TEST/early", [url_value("https://new.org")]))[0] == 200
+    for n in range(10):  # the log row of TEST/early's change is pruned meanwhile
+        assert (await a.put(f"TEST/other{n}", [url_value("https://o.org")]))[0] == 201
+    assert await _url(b, "TEST/early") == "https://new.org"
+
+
+# -- serve --workers ---------------------------------------------------------------------------
+
+
+def _workers_of(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [
+        int(c)
+        for c in children
+        if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()  # not the resource tracker
+    ]
+
+
+async def _until(condition, what: str, within: float = 20.0):
+    deadline = time.monotonic() + within
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+    return result
+
+
+@pytest.mark.slow
+async def test_serve_with_two_workers(tmp_path, storage_table):
+    config = tmp_path / "server.toml"
+    lines = [f'{k} = "{v}"' for k, v in storage_table.items()]
+    config.write_text(
+        "[storage]\n" + "\n".join(lines) + '\n[handle]\nprefixes = ["TEST"]\n'
+        '[[admins]]\nid = "300:0.NA/TEST"\nsecret = "admin-secret"\n'
+    )
+    server = Server(["--config", str(config), "--workers", "2"], tmp_path)
+    try:
+        await server.ready()
+
+        def two_workers(without: int | None = None) -> list[int] | None:
+            found = _workers_of(server.proc.pid)
+            return found if len(found) == 2 and without not in found else None
+
+        workers = await _until(two_workers, "two workers")
+        # Every request on a connection of its own: the kernel spreads them over the workers.
+        url = f"{server.base}/api/handles/TEST/w"
+        value = [{"index": 1, "type": "URL", "data": "https://one.org"}]
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True)
+        ) as session:
+
+            async def read() -> str:
+                async with session.get(url) as resp:
+                    return (await resp.json())["values"][0]["data"]["value"]
+
+            async with session.put(url, json=value, headers=ADMIN_AUTH) as resp:
+                assert resp.status == 201
+            for round_ in ("https://two.org", "https://three.org"):
+                before = [await read() for _ in range(30)]  # now cached in both workers
+                assert len(set(before)) == 1
+                value[0]["data"] = round_
+                async with session.put(url, json=value, headers=ADMIN_AUTH) as resp:
+                    assert resp.status == 200
+                if "path" in storage_table:  # one file: seen at once
+                    assert {await read() for _ in range(30)} == {round_}
+                else:  # PostgreSQL: as soon as the notification is in (well under a second)
+                    deadline = time.monotonic() + 5
+                    while {await read() for _ in range(30)} != {round_}:
+                        assert time.monotonic() < deadline
+
+        # A worker that dies is started again; the others serve meanwhile.
+        os.kill(workers[0], signal.SIGKILL)
+        replaced = await _until(lambda: two_workers(workers[0]), "the dead one replaced")
+        assert workers[1] in replaced
+        await server.ready()
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(30) == 0
+        server.stop()
+    log = server.log.read_text()
+    assert "worker 1 died (exit code -9); starting it again" in log
+    # Both workers answered reads (the access log names the worker).
+    served = re.findall(r"\[worker (\d)\] handle_server.access: .* \"GET /api/handles/TEST/w ", log)
+    assert set(served) == {"1", "2"}, log
