@@ -9,6 +9,7 @@ own write lock); a separate reader connection serves lookups and never blocks th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import mmap
 import os
@@ -331,6 +332,25 @@ class SQLiteStore(HandleStore):
         return await asyncio.shield(self._import(keyed, replace))
 
     async def _import(self, keyed: dict[str, Handle], replace: bool) -> ImportResult:
+        seq = None
+        async with self._transaction() as db:
+            plan = plan_import(keyed, await self._load_many(db, list(keyed)), replace=replace)
+            if plan.written:
+                await self._write_imported(db, plan)
+                async with db.execute("SELECT MAX(seq) FROM handle_changes") as cur:
+                    (seq,) = await cur.fetchone()
+                await db.execute(
+                    "DELETE FROM handle_changes WHERE seq <= ?", (seq - _CHANGES_KEPT,)
+                )
+        if seq is not None and self._signal is not None:
+            # Not marked seen: this process's own listeners learn of it like the others.
+            self._signal.raise_to(seq)
+        return plan.result
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A write transaction on the writer connection, under the write lock: COMMIT when
+        the body completes, ROLLBACK when it raises. SQLite failures are ``StoreUnavailable``."""
         async with self._write_lock:
             db = self._writer
             try:
@@ -338,28 +358,16 @@ class SQLiteStore(HandleStore):
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"SQLite could not start a write: {exc}") from exc
             try:
-                plan = plan_import(keyed, await self._load_many(db, list(keyed)), replace=replace)
-                seq = None
-                if plan.written:
-                    await self._write_imported(db, plan)
-                    async with db.execute("SELECT MAX(seq) FROM handle_changes") as cur:
-                        (seq,) = await cur.fetchone()
-                    await db.execute(
-                        "DELETE FROM handle_changes WHERE seq <= ?", (seq - _CHANGES_KEPT,)
-                    )
+                yield db
                 await db.execute("COMMIT")
             except BaseException as exc:
                 try:
                     await db.execute("ROLLBACK")
                 except sqlite3.Error:
-                    pass
+                    pass  # the failure already ended the transaction
                 if isinstance(exc, sqlite3.Error):
                     raise StoreUnavailable(f"SQLite write failed: {exc}") from exc
                 raise
-            if seq is not None and self._signal is not None:
-                # Not marked seen: this process's own listeners learn of it like the others.
-                self._signal.raise_to(seq)
-        return plan.result
 
     @staticmethod
     async def _load_many(db: aiosqlite.Connection, keys: list[str]) -> dict[str, Handle]:
@@ -414,29 +422,14 @@ class SQLiteStore(HandleStore):
         return await asyncio.shield(self._update(handle_key(handle), change))
 
     async def _update(self, key: str, change: Change) -> tuple[Handle | None, Handle | None]:
-        async with self._write_lock:
-            db = self._writer
-            try:
-                await db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"SQLite could not start a write: {exc}") from exc
-            try:
-                before = await self._load(db, key)
-                after = change(before)
-                if after is not None and handle_key(after.handle) != key:
-                    raise ValueError(f"a change of {key!r} returned a record for {after.handle!r}")
-                seq = await self._apply(db, key, before, after)
-                await db.execute("COMMIT")
-            except BaseException as exc:
-                try:
-                    await db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass  # the failure already ended the transaction
-                if isinstance(exc, sqlite3.Error):
-                    raise StoreUnavailable(f"SQLite write failed: {exc}") from exc
-                raise
-            if seq is not None:
-                self._published(seq)
+        async with self._transaction() as db:
+            before = await self._load(db, key)
+            after = change(before)
+            if after is not None and handle_key(after.handle) != key:
+                raise ValueError(f"a change of {key!r} returned a record for {after.handle!r}")
+            seq = await self._apply(db, key, before, after)
+        if seq is not None:
+            self._published(seq)
         return before, after
 
     def _published(self, seq: int) -> None:
