@@ -194,12 +194,8 @@ def _serve_here(config: Config, tls: ssl.SSLContext | None, *, listening: Any = 
             access_log=logging.getLogger("handle_server.access") if config.log.access else None,
             reuse_port=listening is not None or None,
         )
-    except SchemaMismatch as exc:
-        print(f"handle-server: {exc}", file=sys.stderr)
-        return 2
-    except StoreUnavailable as exc:
-        print(f"handle-server: {exc.message}", file=sys.stderr)
-        return 1
+    except (SchemaMismatch, StoreUnavailable) as exc:
+        return _store_failure(exc)
     except OSError as exc:
         print(
             f"handle-server: cannot serve on {host}:{port}: {exc.strerror or exc}", file=sys.stderr
@@ -228,12 +224,18 @@ def _with_store(
 
     try:
         return asyncio.run(run())
-    except SchemaMismatch as exc:
-        print(f"handle-server: {exc}", file=sys.stderr)
-        return 2
-    except StoreUnavailable as exc:
+    except (SchemaMismatch, StoreUnavailable) as exc:
+        return _store_failure(exc)
+
+
+def _store_failure(exc: SchemaMismatch | StoreUnavailable) -> int:
+    """The message and exit code of a store that cannot be used: 2 for a schema this server
+    will not run on (the operator must act), 1 for one it cannot reach."""
+    if isinstance(exc, StoreUnavailable):
         print(f"handle-server: {exc.message}", file=sys.stderr)
         return 1
+    print(f"handle-server: {exc}", file=sys.stderr)
+    return 2
 
 
 def _where(config: Config) -> str:
