@@ -61,6 +61,6 @@ async def open_store(
 
 def schema_version(backend: str) -> int:
     """The schema version this code brings ``backend`` to."""
-    from .rows import migrations
+    from .rows import latest_version
 
-    return migrations(backend)[-1][0]
+    return latest_version(backend)

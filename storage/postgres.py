@@ -25,6 +25,7 @@ from .rows import (
     VALUE_COLUMNS,
     ImportPlan,
     by_key,
+    latest_version,
     migrations,
     plan_import,
     prefix_bounds,
@@ -58,7 +59,7 @@ _UNAVAILABLE = (
 _RETRY = (asyncpg.UniqueViolationError, asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
 
 
-SCHEMA_VERSION = migrations("postgresql")[-1][0]
+SCHEMA_VERSION = latest_version("postgresql")
 
 
 class _Raced(Exception):

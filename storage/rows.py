@@ -16,6 +16,7 @@ __all__ = [
     "VALUE_COLUMNS",
     "ImportPlan",
     "by_key",
+    "latest_version",
     "migrations",
     "plan_import",
     "prefix_bounds",
@@ -36,6 +37,11 @@ def migrations(backend: str) -> list[tuple[int, str]]:
         if entry.name.endswith(".sql"):
             found.append((int(entry.name.split("_", 1)[0]), entry.read_text("utf-8")))
     return sorted(found)
+
+
+def latest_version(backend: str) -> int:
+    """The schema version ``backend``'s migrations bring a database to."""
+    return migrations(backend)[-1][0]
 
 
 def value_from_row(row: Sequence[Any]) -> HandleValue:

@@ -26,6 +26,7 @@ from .model import Handle, HandleValue, handle_key, prefix_of
 from .rows import (
     VALUE_COLUMNS,
     by_key,
+    latest_version,
     migrations,
     plan_import,
     prefix_bounds,
@@ -42,7 +43,7 @@ _CHANGES_KEPT = 10_000  # rows of handle_changes kept for processes that fell be
 _PRUNE_EVERY = 1000  # writes between prunings
 
 
-SCHEMA_VERSION = migrations("sqlite")[-1][0]
+SCHEMA_VERSION = latest_version("sqlite")
 
 
 def _statements(script: str) -> list[str]:
