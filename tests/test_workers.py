@@ -122,6 +122,12 @@ async def test_serve_with_two_workers(tmp_path, storage_table):
 
             async with session.put(url, json=value, headers=ADMIN_AUTH) as resp:
                 assert resp.status == 201
+            # Both workers listening and answering before the writes (the first that listens
+            # answers the readiness check; the other may still be starting).
+            deadline = time.monotonic() + 20
+            while _readers(server.log.read_text()) != {"1", "2"}:
+                assert time.monotonic() < deadline, "the second worker never answered"
+                await read()
             for round_ in ("https://two.org", "https://three.org"):
                 before = [await read() for _ in range(30)]  # now cached in both workers
                 assert len(set(before)) == 1
@@ -147,5 +153,11 @@ async def test_serve_with_two_workers(tmp_path, storage_table):
     log = server.log.read_text()
     assert "worker 1 died (exit code -9); starting it again" in log
     # Both workers answered reads (the access log names the worker).
-    served = re.findall(r"\[worker (\d)\] handle_server.access: .* \"GET /api/handles/TEST/w ", log)
-    assert set(served) == {"1", "2"}, log
+    assert _readers(log) == {"1", "2"}, log
+
+
+def _readers(log: str) -> set[str]:
+    """The workers whose access log shows a read of TEST/w."""
+    return set(
+        re.findall(r"\[worker (\d)\] handle_server.access: .* \"GET /api/handles/TEST/w ", log)
+    )
