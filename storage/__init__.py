@@ -4,7 +4,7 @@ This package never imports ``handle_server`` or ``aiohttp``."""
 
 from __future__ import annotations
 
-from .base import Change, ChangeListener, HandleStore, ImportResult
+from .base import Change, ChangeListener, HandleStore, ImportResult, SessionRecord
 from .errors import (
     HandleAlreadyExists,
     HandleError,
@@ -30,6 +30,7 @@ __all__ = [
     "ImportConflict",
     "ImportResult",
     "SchemaMismatch",
+    "SessionRecord",
     "StoreUnavailable",
     "TTLType",
     "ValueAlreadyExists",

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from .model import Handle
+from .model import Handle, ValueReference
 
-__all__ = ["Change", "ChangeListener", "HandleStore", "ImportResult"]
+__all__ = ["Change", "ChangeListener", "HandleStore", "ImportResult", "SessionRecord"]
 
 #: A change to one record: given the record as stored (``None`` when the handle does not exist),
 #: return the record to store (``None`` to delete the handle), or raise to abort. It runs while
@@ -43,6 +43,17 @@ class ImportResult:
         self.replaced += other.replaced
         self.unchanged += other.unchanged
         return self
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """What the store keeps of a session of the ``Handle`` authorization scheme: the identity
+    it proved (``None``: the session was closed) and when it expires (epoch seconds). ``key``
+    is a digest of the session id; the id itself is never stored."""
+
+    key: bytes
+    identity: ValueReference | None
+    expires: float
 
 
 class HandleStore(abc.ABC):
@@ -112,6 +123,40 @@ class HandleStore(abc.ABC):
         nothing new. Backends that push news as it happens (the default) need not do
         anything."""
         return
+
+    # -- authentication state shared by every process and node on this store -----------------
+
+    @abc.abstractmethod
+    async def get_session(self, key: bytes, *, now: float) -> SessionRecord | None:
+        """The session stored under ``key``, ``None`` if there is none or it expired."""
+
+    @abc.abstractmethod
+    async def put_session(self, session: SessionRecord, *, now: float, limit: int) -> bool:
+        """Store ``session``. A new key is added (first dropping the sessions that expired by
+        ``now`` and, when ``limit`` are stored, the ones that expire first, closed ones before
+        open ones); an open session gets ``session``'s identity (a closed one gets ``None``: it
+        is closed) and expiry. A closed session stays closed: then nothing is stored and the
+        answer is ``False``."""
+
+    @abc.abstractmethod
+    async def renew_session(self, key: bytes, *, expires: float) -> None:
+        """Move the expiry of the open session ``key`` to ``expires`` (later only)."""
+
+    @abc.abstractmethod
+    async def failures(self, keys: Sequence[str], *, since: float) -> dict[str, tuple[float, int]]:
+        """Failed authentications counted for ``keys`` whose first failure is after ``since``:
+        ``{key: (time of the first failure, failures since)}``."""
+
+    @abc.abstractmethod
+    async def add_failure(self, keys: Sequence[str], *, now: float, since: float) -> None:
+        """Count one failure at ``now`` for each of ``keys``: a key whose first failure is at
+        or before ``since`` (or that has none) starts again at one. Counts of other keys that
+        ended by ``since`` are dropped."""
+
+    @abc.abstractmethod
+    async def shared_secret(self, name: str, candidate: bytes) -> bytes:
+        """The secret called ``name``: ``candidate`` (stored now) if there was none yet, else
+        the one stored first. Every process and node on this store gets the same bytes."""
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -14,22 +14,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import TypeVar
 
 import asyncpg
 
-from .base import Change, ChangeListener, HandleStore, ImportResult
+from .base import Change, ChangeListener, HandleStore, ImportResult, SessionRecord
 from .errors import SchemaMismatch, StoreUnavailable
 from .model import Handle, HandleValue, handle_key, prefix_of
 from .rows import (
     VALUE_COLUMNS,
+    AuthSQL,
     ImportPlan,
     by_key,
     latest_version,
     migrations,
+    numbered,
     plan_import,
     prefix_bounds,
     records_from_rows,
+    session_from_row,
+    session_row,
     value_from_row,
     value_row,
 )
@@ -60,6 +65,8 @@ _RETRY = (asyncpg.UniqueViolationError, asyncpg.SerializationError, asyncpg.Dead
 
 
 SCHEMA_VERSION = latest_version("postgresql")
+
+T = TypeVar("T")
 
 
 class _Raced(Exception):
@@ -264,28 +271,24 @@ class PostgresStore(HandleStore):
 
     async def _import(self, keyed: dict[str, Handle], replace: bool) -> ImportResult:
         keys = sorted(keyed)  # rows locked in one order: concurrent imports cannot deadlock
-        for attempt in range(_RACE_ATTEMPTS):
-            try:
-                async with self._pool.acquire() as conn, conn.transaction():
-                    names = await conn.fetch(
-                        "SELECT key, handle FROM handles WHERE key = ANY($1::text[])"
-                        " ORDER BY key FOR UPDATE",
-                        keys,
-                    )
-                    rows = await conn.fetch(
-                        f"SELECT key, {VALUE_COLUMNS} FROM handle_values"
-                        " WHERE key = ANY($1::text[]) ORDER BY key, idx",
-                        [r["key"] for r in names],
-                    )
-                    plan = plan_import(keyed, records_from_rows(names, rows), replace=replace)
-                    if plan.written:
-                        await _write_imported(conn, plan)
-                return plan.result
-            except _RETRY:
-                await asyncio.sleep(0.001 * attempt)
-            except _UNAVAILABLE as exc:
-                raise StoreUnavailable(f"PostgreSQL write failed: {exc}") from exc
-        raise StoreUnavailable("the imported handles kept changing during this write; try again")
+
+        async def work(conn: asyncpg.Connection) -> ImportResult:
+            names = await conn.fetch(
+                "SELECT key, handle FROM handles WHERE key = ANY($1::text[])"
+                " ORDER BY key FOR UPDATE",
+                keys,
+            )
+            rows = await conn.fetch(
+                f"SELECT key, {VALUE_COLUMNS} FROM handle_values"
+                " WHERE key = ANY($1::text[]) ORDER BY key, idx",
+                [r["key"] for r in names],
+            )
+            plan = plan_import(keyed, records_from_rows(names, rows), replace=replace)
+            if plan.written:
+                await _write_imported(conn, plan)
+            return plan.result
+
+        return await self._transaction(work, "the imported handles")
 
     async def update(self, handle: str, change: Change) -> tuple[Handle | None, Handle | None]:
         # Shielded, as in the SQLite store: a started transaction ends (commit or rollback)
@@ -293,24 +296,94 @@ class PostgresStore(HandleStore):
         return await asyncio.shield(self._update(handle_key(handle), change))
 
     async def _update(self, key: str, change: Change) -> tuple[Handle | None, Handle | None]:
+        async def work(conn: asyncpg.Connection) -> tuple[Handle | None, Handle | None]:
+            before = await _load(conn, key)
+            after = change(before)
+            if after is not None and handle_key(after.handle) != key:
+                raise ValueError(f"a change of {key!r} returned a record for {after.handle!r}")
+            await _apply(conn, key, before, after)
+            return before, after
+
+        return await self._transaction(work, key)
+
+    async def _transaction(
+        self, work: Callable[[asyncpg.Connection], Awaitable[T]], what: str
+    ) -> T:
+        """Run ``work`` in a transaction on a pooled connection; again when it lost a race
+        (another writer created the same key first, or a deadlock was broken), so that it sees
+        the winner's rows. An unreachable server is ``StoreUnavailable``."""
         for attempt in range(_RACE_ATTEMPTS):
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
-                    before = await _load(conn, key)
-                    after = change(before)
-                    if after is not None and handle_key(after.handle) != key:
-                        raise ValueError(
-                            f"a change of {key!r} returned a record for {after.handle!r}"
-                        )
-                    await _apply(conn, key, before, after)
-                return before, after
+                    return await work(conn)
             except _RETRY:
-                # Another writer created the handle (or the prefix's count row) first: run
-                # again, and the change sees its record.
                 await asyncio.sleep(0.001 * attempt)
             except _UNAVAILABLE as exc:
                 raise StoreUnavailable(f"PostgreSQL write failed: {exc}") from exc
-        raise StoreUnavailable(f"{key} kept changing during this write; try again")
+        raise StoreUnavailable(f"{what} kept changing during this write; try again")
+
+    # authentication state
+
+    async def get_session(self, key: bytes, *, now: float) -> SessionRecord | None:
+        try:
+            row = await self._pool.fetchrow(_SQL["GET_SESSION"], key, now)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL read failed: {exc}") from exc
+        return session_from_row(tuple(row)) if row is not None else None
+
+    async def put_session(self, session: SessionRecord, *, now: float, limit: int) -> bool:
+        async def work(conn: asyncpg.Connection) -> bool:
+            if await conn.fetchval(_SQL["HAS_SESSION"], session.key) is None:
+                await conn.execute(_SQL["DROP_EXPIRED_SESSIONS"], now)
+                stored = await conn.fetchval(_SQL["COUNT_SESSIONS"])
+                if stored >= limit:
+                    await conn.execute(_SQL["EVICT_SESSIONS"], stored - limit + 1)
+            status = await conn.execute(_SQL["PUT_SESSION"], *session_row(session))
+            return not status.endswith(" 0")
+
+        return await self._transaction(work, "the session")
+
+    async def renew_session(self, key: bytes, *, expires: float) -> None:
+        try:
+            await self._pool.execute(_SQL["RENEW_SESSION"], expires, key, expires)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL write failed: {exc}") from exc
+
+    async def failures(self, keys: Sequence[str], *, since: float) -> dict[str, tuple[float, int]]:
+        if not keys:
+            return {}
+        try:
+            rows = await self._pool.fetch(numbered(AuthSQL.failures(len(keys))), *keys, since)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL read failed: {exc}") from exc
+        return {r["key"]: (r["first"], r["count"]) for r in rows}
+
+    async def add_failure(self, keys: Sequence[str], *, now: float, since: float) -> None:
+        async def work(conn: asyncpg.Connection) -> None:
+            # Keys locked in one order, old rows dropped only where no one holds them: two
+            # nodes counting failures at once do not deadlock.
+            await conn.executemany(
+                _SQL["ADD_FAILURE"], [(key, now, since, since) for key in sorted(keys)]
+            )
+            await conn.execute(_SQL["DROP_OLD_FAILURES"], since)
+
+        await self._transaction(work, "the failure counts")
+
+    async def shared_secret(self, name: str, candidate: bytes) -> bytes:
+        async def work(conn: asyncpg.Connection) -> bytes:
+            await conn.execute(_SQL["ADD_SECRET"], name, candidate)
+            return bytes(await conn.fetchval(_SQL["GET_SECRET"], name))
+
+        return await self._transaction(work, "the shared secret")
+
+
+#: ``AuthSQL``'s statements with PostgreSQL's placeholders; the deletes that tidy up skip the
+#: rows another transaction holds, so they never wait and take part in no deadlock.
+_SQL = {
+    name: numbered(sql).replace(AuthSQL.SKIP_LOCKED, "FOR UPDATE SKIP LOCKED")
+    for name, sql in vars(AuthSQL).items()
+    if name.isupper() and name != "SKIP_LOCKED"
+}
 
 
 async def _load(conn: asyncpg.Connection, key: str) -> Handle | None:

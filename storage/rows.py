@@ -1,26 +1,32 @@
 """Rows of the SQL backends: how a ``HandleValue`` is laid out in ``handle_values`` (the same
-columns in SQLite and PostgreSQL), the key range of a prefix, and the schema scripts."""
+columns in SQLite and PostgreSQL), the key range of a prefix, the schema scripts, and the
+statements on the shared authentication state, which both backends run as they are."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
-from .base import ImportResult
+from .base import ImportResult, SessionRecord
 from .errors import ImportConflict
 from .model import Handle, HandleValue, TTLType, ValueReference, handle_key, prefix_of
 
 __all__ = [
     "VALUE_COLUMNS",
+    "AuthSQL",
     "ImportPlan",
     "by_key",
     "latest_version",
     "migrations",
+    "numbered",
     "plan_import",
     "prefix_bounds",
     "records_from_rows",
+    "session_from_row",
+    "session_row",
     "value_from_row",
     "value_row",
 ]
@@ -141,3 +147,86 @@ def plan_import(
     plan.result.created = len(plan.created)
     plan.result.replaced = len(plan.replaced)
     return plan
+
+
+# -- authentication state: sessions, failed authentications, shared secrets -------------------
+
+
+class AuthSQL:
+    """Statements on the tables of ``*_shared_auth_state.sql``, with ``?`` placeholders (the
+    PostgreSQL store numbers them: ``numbered``)."""
+
+    #: Where PostgreSQL adds ``FOR UPDATE SKIP LOCKED`` (SQLite has one writer at a time).
+    SKIP_LOCKED = "/* skip locked */"
+
+    GET_SESSION = (
+        "SELECT key, identity_handle, identity_index, expires FROM auth_sessions"
+        " WHERE key = ? AND expires > ?"
+    )
+    HAS_SESSION = "SELECT 1 FROM auth_sessions WHERE key = ?"
+    DROP_EXPIRED_SESSIONS = (
+        "DELETE FROM auth_sessions WHERE key IN"
+        f" (SELECT key FROM auth_sessions WHERE expires <= ? {SKIP_LOCKED})"
+    )
+    COUNT_SESSIONS = "SELECT count(*) FROM auth_sessions"
+    #: The sessions to drop to make room: closed ones first, then those that expire first.
+    EVICT_SESSIONS = (
+        "DELETE FROM auth_sessions WHERE key IN (SELECT key FROM auth_sessions"
+        f" ORDER BY identity_handle IS NOT NULL, expires LIMIT ? {SKIP_LOCKED})"
+    )
+    #: A closed session (``identity_handle`` NULL) is never opened again.
+    PUT_SESSION = (
+        "INSERT INTO auth_sessions (key, identity_handle, identity_index, expires)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
+        " identity_handle = excluded.identity_handle, identity_index = excluded.identity_index,"
+        " expires = excluded.expires WHERE auth_sessions.identity_handle IS NOT NULL"
+    )
+    RENEW_SESSION = (
+        "UPDATE auth_sessions SET expires = ?"
+        " WHERE key = ? AND identity_handle IS NOT NULL AND expires < ?"
+    )
+    #: Parameters: key, now, since, since.
+    ADD_FAILURE = (
+        "INSERT INTO auth_failures (key, first, count) VALUES (?, ?, 1)"
+        " ON CONFLICT (key) DO UPDATE SET"
+        " count = CASE WHEN auth_failures.first <= ? THEN 1 ELSE auth_failures.count + 1 END,"
+        " first = CASE WHEN auth_failures.first <= ? THEN excluded.first"
+        " ELSE auth_failures.first END"
+    )
+    DROP_OLD_FAILURES = (
+        "DELETE FROM auth_failures WHERE key IN"
+        f" (SELECT key FROM auth_failures WHERE first <= ? {SKIP_LOCKED})"
+    )
+    ADD_SECRET = "INSERT INTO server_secrets (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING"
+    GET_SECRET = "SELECT value FROM server_secrets WHERE name = ?"
+
+    @staticmethod
+    def failures(count: int) -> str:
+        """The failures of ``count`` keys (then ``since``) that are still counted."""
+        marks = ", ".join("?" * count)
+        return f"SELECT key, first, count FROM auth_failures WHERE key IN ({marks}) AND first > ?"
+
+
+def numbered(sql: str) -> str:
+    """``?`` placeholders as PostgreSQL's ``$1``, ``$2``, ... (the statements above hold no
+    ``?`` in a literal)."""
+    counter = iter(range(1, 1_000_000))
+    return re.sub(r"\?", lambda _: f"${next(counter)}", sql)
+
+
+def session_row(session: SessionRecord) -> tuple:
+    """The ``auth_sessions`` columns of ``session``, in ``PUT_SESSION``'s order."""
+    identity = session.identity
+    return (
+        session.key,
+        identity.handle if identity is not None else None,
+        identity.index if identity is not None else None,
+        float(session.expires),
+    )
+
+
+def session_from_row(row: Sequence[Any]) -> SessionRecord:
+    """A session from ``GET_SESSION``'s columns."""
+    key, handle, index, expires = row
+    identity = ValueReference(handle, index) if handle is not None else None
+    return SessionRecord(bytes(key), identity, float(expires))

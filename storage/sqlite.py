@@ -20,17 +20,20 @@ from pathlib import Path
 
 import aiosqlite
 
-from .base import Change, ChangeListener, HandleStore, ImportResult
+from .base import Change, ChangeListener, HandleStore, ImportResult, SessionRecord
 from .errors import SchemaMismatch, StoreUnavailable
 from .model import Handle, HandleValue, handle_key, prefix_of
 from .rows import (
     VALUE_COLUMNS,
+    AuthSQL,
     by_key,
     latest_version,
     migrations,
     plan_import,
     prefix_bounds,
     records_from_rows,
+    session_from_row,
+    session_row,
     value_from_row,
     value_row,
 )
@@ -501,6 +504,55 @@ class SQLiteStore(HandleStore):
                 [(key, i) for i in sorted(removed)],
             )
         await _write_values(db, key, [v for v in after.values if old.get(v.index) != v])
+
+    # authentication state
+
+    async def _fetch(self, sql: str, params: Sequence[object]) -> list[sqlite3.Row]:
+        """The rows of a read on the reader connection."""
+        try:
+            async with self._reader.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
+
+    async def get_session(self, key: bytes, *, now: float) -> SessionRecord | None:
+        rows = await self._fetch(AuthSQL.GET_SESSION, (key, now))
+        return session_from_row(rows[0]) if rows else None
+
+    async def put_session(self, session: SessionRecord, *, now: float, limit: int) -> bool:
+        async with self._transaction() as db:
+            async with db.execute(AuthSQL.HAS_SESSION, (session.key,)) as cur:
+                new = await cur.fetchone() is None
+            if new:
+                await db.execute(AuthSQL.DROP_EXPIRED_SESSIONS, (now,))
+                async with db.execute(AuthSQL.COUNT_SESSIONS) as cur:
+                    (stored,) = await cur.fetchone()
+                if stored >= limit:
+                    await db.execute(AuthSQL.EVICT_SESSIONS, (stored - limit + 1,))
+            async with db.execute(AuthSQL.PUT_SESSION, session_row(session)) as cur:
+                return cur.rowcount > 0
+
+    async def renew_session(self, key: bytes, *, expires: float) -> None:
+        async with self._transaction() as db:
+            await db.execute(AuthSQL.RENEW_SESSION, (expires, key, expires))
+
+    async def failures(self, keys: Sequence[str], *, since: float) -> dict[str, tuple[float, int]]:
+        if not keys:
+            return {}
+        rows = await self._fetch(AuthSQL.failures(len(keys)), (*keys, since))
+        return {key: (first, count) for key, first, count in rows}
+
+    async def add_failure(self, keys: Sequence[str], *, now: float, since: float) -> None:
+        async with self._transaction() as db:
+            await db.executemany(AuthSQL.ADD_FAILURE, [(key, now, since, since) for key in keys])
+            await db.execute(AuthSQL.DROP_OLD_FAILURES, (since,))
+
+    async def shared_secret(self, name: str, candidate: bytes) -> bytes:
+        async with self._transaction() as db:
+            await db.execute(AuthSQL.ADD_SECRET, (name, candidate))
+            async with db.execute(AuthSQL.GET_SECRET, (name,)) as cur:
+                (value,) = await cur.fetchone()
+        return bytes(value)
 
 
 async def _write_values(db: aiosqlite.Connection, key: str, values: Iterable[HandleValue]) -> None:

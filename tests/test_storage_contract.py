@@ -12,6 +12,7 @@ from storage import (
     HandleAlreadyExists,
     HandleValue,
     SchemaMismatch,
+    SessionRecord,
     TTLType,
     ValueReference,
 )
@@ -266,3 +267,95 @@ async def test_import_creates_keeps_and_refuses_or_replaces(store):
     with pytest.raises(ValueError, match="twice"):
         await store.import_records([rec("TEST/d", (1, b"1")), rec("test/D", (1, b"2"))])
     assert await store.get("TEST/d") is None
+
+
+# -- authentication state shared by every node --------------------------------------------------
+
+ADMIN_ID = ValueReference("0.NA/TEST", 300)
+
+
+def session(key: bytes, expires: float, identity: ValueReference | None = ADMIN_ID):
+    return SessionRecord(key, identity, expires)
+
+
+async def test_sessions_are_stored_found_and_expire(store):
+    assert await store.get_session(b"k1", now=100) is None
+    assert await store.put_session(session(b"k1", 200), now=100, limit=10)
+    assert await store.get_session(b"k1", now=150) == session(b"k1", 200)
+    assert await store.get_session(b"k1", now=200) is None  # expired
+    # Another identity proved in the same session replaces the first.
+    other = ValueReference("TEST/user", 301)
+    assert await store.put_session(session(b"k1", 300, other), now=150, limit=10)
+    assert (await store.get_session(b"k1", now=150)).identity == other
+
+
+async def test_a_renewed_session_lives_longer_and_only_later(store):
+    await store.put_session(session(b"k", 200), now=100, limit=10)
+    await store.renew_session(b"k", expires=400)
+    await store.renew_session(b"k", expires=300)  # earlier: ignored
+    assert (await store.get_session(b"k", now=399)).expires == 400
+    await store.renew_session(b"unknown", expires=400)
+    assert await store.get_session(b"unknown", now=0) is None
+
+
+async def test_a_closed_session_stays_closed(store):
+    await store.put_session(session(b"k", 200), now=100, limit=10)
+    assert await store.put_session(session(b"k", 250, None), now=100, limit=10)
+    assert await store.get_session(b"k", now=150) == session(b"k", 250, None)
+    # Neither proving an identity again nor renewing opens it.
+    assert not await store.put_session(session(b"k", 500), now=150, limit=10)
+    await store.renew_session(b"k", expires=600)
+    assert await store.get_session(b"k", now=150) == session(b"k", 250, None)
+    # A session closed before it proved anything is stored closed, too.
+    assert await store.put_session(session(b"fresh", 250, None), now=100, limit=10)
+    assert not await store.put_session(session(b"fresh", 500), now=150, limit=10)
+
+
+async def test_sessions_beyond_the_limit_drop_expired_then_closed_then_soonest(store):
+    await store.put_session(session(b"old", 110), now=100, limit=3)
+    await store.put_session(session(b"soon", 300), now=100, limit=3)
+    await store.put_session(session(b"late", 900), now=100, limit=3)
+    # At the limit, after "old" expired: "old" goes, nothing else.
+    await store.put_session(session(b"closed", 800, None), now=120, limit=3)
+    assert await store.get_session(b"soon", now=120) is not None
+    # Full again: the closed one goes first, then the one that expires soonest.
+    await store.put_session(session(b"new1", 1000), now=130, limit=3)
+    assert await store.get_session(b"closed", now=130) is None
+    await store.put_session(session(b"new2", 1000), now=130, limit=3)
+    assert await store.get_session(b"soon", now=130) is None
+    for key in (b"late", b"new1", b"new2"):
+        assert await store.get_session(key, now=130) is not None
+    # Updating a stored session evicts nobody.
+    await store.put_session(session(b"late", 2000), now=130, limit=3)
+    for key in (b"late", b"new1", b"new2"):
+        assert await store.get_session(key, now=130) is not None
+
+
+async def test_failures_count_within_their_window(store):
+    keys = ["identity 300:0.NA/TEST", "client 192.0.2.1"]
+    assert await store.failures(keys, since=0) == {}
+    await store.add_failure(keys, now=100, since=40)
+    await store.add_failure(keys[1:], now=110, since=50)
+    assert await store.failures(keys, since=50) == {keys[0]: (100, 1), keys[1]: (100, 2)}
+    assert await store.failures(keys[:1], since=50) == {keys[0]: (100, 1)}
+    # After the window of the first failure, counting starts again.
+    assert await store.failures(keys, since=100) == {}
+    await store.add_failure(keys[1:], now=170, since=110)
+    assert await store.failures(keys, since=110) == {keys[1]: (170, 1)}
+    # The identity's old count was dropped when the client failed again.
+    assert await store.failures(keys, since=0) == {keys[1]: (170, 1)}
+
+
+async def test_concurrent_failures_are_all_counted(store):
+    keys = [f"client 192.0.2.{i}" for i in range(3)]
+    await asyncio.gather(
+        *(store.add_failure([keys[i % 3], keys[(i + 1) % 3]], now=100, since=0) for i in range(30))
+    )
+    assert await store.failures(keys, since=0) == {key: (100, 20) for key in keys}
+
+
+async def test_a_shared_secret_is_made_once(store):
+    first = await store.shared_secret("sessions", b"a" * 32)
+    assert first == b"a" * 32
+    assert await store.shared_secret("sessions", b"b" * 32) == first
+    assert await store.shared_secret("other", b"c" * 32) == b"c" * 32
