@@ -1,6 +1,8 @@
 """What authorization costs a write and a private read, in one run: the same requests made as a
 configured admin (no HS_ADMIN lookup: the baseline), as an identity an HS_ADMIN value names
-directly, and as one it reaches through two nested HS_VLIST groups.
+directly, and as one it reaches through two nested HS_VLIST groups; and, on a second server with
+throttling off (``failure_limit = 0``), as the configured admin again, which shows what looking
+up the failure counts in the store costs each authenticated request.
 
 Real HTTP against the app on a local port (aiohttp's test server), a fresh SQLite file, one
 connection, requests one after another, so the figures are latencies, not throughput.
@@ -62,48 +64,57 @@ async def timed(client: TestClient, n: int, method: str, path: str, headers, bod
     return statistics.mean(samples) * 1e3, statistics.quantiles(samples, n=100)[98] * 1e3
 
 
+async def measure(n: int, tmp: str, auth: dict, only_admin: bool) -> list[tuple]:
+    config = parse_config(
+        {
+            "storage": {"path": str(Path(tmp) / f"bench-{len(auth)}.sqlite3")},
+            "handle": {"prefixes": ["BENCH"]},
+            "admins": [{"id": ADMIN[0], "secret": ADMIN[1]}],
+            "log": {"access": False},
+            "auth": auth,
+        }
+    )
+    client = TestClient(TestServer(create_app(config)))
+    await client.start_server()
+    rows = []
+    try:
+        root = basic(*ADMIN)
+        secret = hash_secret(USER[1].encode(), iterations=1000).decode()
+        seckey = {"index": 300, "type": "HS_SECKEY", "data": secret, "permissions": "1100"}
+        await client.put("/api/handles/BENCH/USERS", json=[seckey], headers=root)
+        groups = [vlist(200, "BENCH/USERS", 300), vlist(201, "BENCH/GROUPS", 200)]
+        await client.put("/api/handles/BENCH/GROUPS", json=groups, headers=root)
+        private = {"index": 2, "type": "NOTE", "data": "private", "permissions": "1100"}
+        url = {"index": 1, "type": "URL", "data": "https://example.org/"}
+        cases = {
+            "configured admin (baseline)": ("BENCH/as-admin", ("BENCH/USERS", 999), root),
+            "HS_ADMIN names the identity": ("BENCH/direct", ("BENCH/USERS", 300), None),
+            "through 2 nested groups": ("BENCH/nested", ("BENCH/GROUPS", 201), None),
+        }
+        if only_admin:
+            cases = {"configured admin, no throttle": cases["configured admin (baseline)"]}
+        user = basic(*USER)
+        for name, (handle, grant, headers) in cases.items():
+            record = [url, private, admin_value(*grant)]
+            await client.put(f"/api/handles/{handle}", json=record, headers=root)
+            who = headers or user
+            await timed(client, 20, "GET", f"/api/handles/{handle}", who)  # warm up
+
+            def body(i: int) -> list[dict]:
+                return [{"index": 1000 + i, "type": "X", "data": str(i)}]
+
+            write = await timed(client, n, "PUT", f"/api/handles/{handle}", who, body)
+            read = await timed(client, n, "GET", f"/api/handles/{handle}", who)
+            rows.append((name, write, read))
+    finally:
+        await client.close()
+    return rows
+
+
 async def main(n: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        config = parse_config(
-            {
-                "storage": {"path": str(Path(tmp) / "bench.sqlite3")},
-                "handle": {"prefixes": ["BENCH"]},
-                "admins": [{"id": ADMIN[0], "secret": ADMIN[1]}],
-                "log": {"access": False},
-            }
-        )
-        client = TestClient(TestServer(create_app(config)))
-        await client.start_server()
-        try:
-            root = basic(*ADMIN)
-            secret = hash_secret(USER[1].encode(), iterations=1000).decode()
-            seckey = {"index": 300, "type": "HS_SECKEY", "data": secret, "permissions": "1100"}
-            await client.put("/api/handles/BENCH/USERS", json=[seckey], headers=root)
-            groups = [vlist(200, "BENCH/USERS", 300), vlist(201, "BENCH/GROUPS", 200)]
-            await client.put("/api/handles/BENCH/GROUPS", json=groups, headers=root)
-            private = {"index": 2, "type": "NOTE", "data": "private", "permissions": "1100"}
-            url = {"index": 1, "type": "URL", "data": "https://example.org/"}
-            cases = {
-                "configured admin (baseline)": ("BENCH/as-admin", ("BENCH/USERS", 999), root),
-                "HS_ADMIN names the identity": ("BENCH/direct", ("BENCH/USERS", 300), None),
-                "through 2 nested groups": ("BENCH/nested", ("BENCH/GROUPS", 201), None),
-            }
-            user = basic(*USER)
-            rows = []
-            for name, (handle, grant, headers) in cases.items():
-                record = [url, private, admin_value(*grant)]
-                await client.put(f"/api/handles/{handle}", json=record, headers=root)
-                who = headers or user
-                await timed(client, 20, "GET", f"/api/handles/{handle}", who)  # warm up
-
-                def body(i: int) -> list[dict]:
-                    return [{"index": 1000 + i, "type": "X", "data": str(i)}]
-
-                write = await timed(client, n, "PUT", f"/api/handles/{handle}", who, body)
-                read = await timed(client, n, "GET", f"/api/handles/{handle}", who)
-                rows.append((name, write, read))
-        finally:
-            await client.close()
+        rows = await measure(n, tmp, {}, only_admin=False)
+        rows += await measure(n, tmp, {"failure_limit": 0}, only_admin=True)
     base_write, base_read = rows[0][1][0], rows[0][2][0]
     print(f"{n} sequential requests each, one connection, mean / p99 in ms")
     print(f"{'caller':32} {'PUT ?index= (add)':>26} {'GET publicOnly=false':>26}")

@@ -44,8 +44,7 @@ def create_app(
 
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
         service = HandleService(app[keys.STORE], config, clock=clock)
-        await service.home_prefixes()
-        await service.watch_store()
+        await service.start()
         app[keys.SERVICE] = service
         app[keys.ONEZONE] = OnezoneService(service, config.onezone, service.authenticator)
         yield

@@ -8,7 +8,8 @@ identities, created through the API like any other value. Two ways to prove one:
   session id alone.
 A verified Basic secret is remembered (keyed by the stored hash, so a changed secret is checked
 afresh) to keep the slow hash off every request. Failures are counted per identity and per
-client address (``throttle.py``).
+client address (``throttle.py``). Sessions and failure counts live in the store, shared by
+every process and node on it.
 
 Authorization, as the reference server decides it (``HandleServer.adminHasPermission`` and
 ``isAdminInGroup``): an identity holds permissions on a record if one HS_ADMIN value of that
@@ -28,7 +29,10 @@ import hashlib
 import hmac
 import logging
 import os
+import time
 from collections import deque
+from collections.abc import Callable
+from typing import NoReturn
 from urllib.parse import unquote
 
 from cachetools import LRUCache
@@ -97,10 +101,13 @@ class Authenticator:
         throttle: FailureThrottle | None = None,
         sessions: SessionStore | None = None,
         remembered: int = 10_000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
-        self.throttle = throttle or FailureThrottle(0, 0)
-        self.sessions = sessions or SessionStore(idle_timeout=1800, max_sessions=10_000)
+        self.throttle = throttle or FailureThrottle(store, 0, 0, clock=clock)
+        self.sessions = sessions or SessionStore(
+            store, idle_timeout=1800, max_sessions=10_000, clock=clock
+        )
         self._verified: LRUCache[tuple[tuple[int, str], bytes], bytes] = LRUCache(remembered)
         self._pepper = os.urandom(32)  # process-local: the cache holds no usable secret
 
@@ -114,16 +121,16 @@ class Authenticator:
     # -- throttling --------------------------------------------------------------------------
 
     @staticmethod
-    def _keys(identity: Identity | None, client: str | None) -> list[tuple[str, object]]:
-        keys: list[tuple[str, object]] = []
+    def _keys(identity: Identity | None, client: str | None) -> list[str]:
+        keys: list[str] = []
         if identity is not None:
-            keys.append(("identity", identity.key))
+            keys.append(f"identity {identity.index}:{handle_key(identity.handle)}")
         if client:
-            keys.append(("client", client))
+            keys.append(f"client {client}")
         return keys
 
-    def _check_throttle(self, identity: Identity | None, client: str | None) -> None:
-        wait = self.throttle.retry_after(self._keys(identity, client))
+    async def _check_throttle(self, identity: Identity | None, client: str | None) -> None:
+        wait = await self.throttle.retry_after(self._keys(identity, client))
         if wait is not None:
             raise TooManyFailures(
                 None,
@@ -133,9 +140,15 @@ class Authenticator:
                 retry_after=wait,
             )
 
-    def _fail(self, identity: Identity | None, client: str | None, message: str) -> None:
-        self.throttle.failed(self._keys(identity, client))
+    async def _fail(self, identity: Identity | None, client: str | None, message: str) -> NoReturn:
+        await self.throttle.failed(self._keys(identity, client))
         raise AuthenticationFailed(None, message)
+
+    async def _refuse(self, client: str | None, message: str) -> NoReturn:
+        """Fail a request that names no identity: throttled first, so that a throttled
+        client learns only that."""
+        await self._check_throttle(None, client)
+        await self._fail(None, client, message)
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -154,38 +167,30 @@ class Authenticator:
         if scheme.lower() == "handle":
             params = parse_handle_authorization(rest)
             if params is None:
-                self._check_throttle(None, client)
-                self._fail(None, client, "Malformed Authorization: Handle header")
-            assert params is not None
+                await self._refuse(client, "Malformed Authorization: Handle header")
             if params.session_id is None:
-                self._fail(
-                    None,
+                await self._refuse(
                     client,
                     "Authorization: Handle needs a sessionId (open one with POST /api/sessions)",
                 )
-            session = self.sessions.get(params.session_id or "")
+            session = await self.sessions.get(params.session_id)
             if session is None:
-                self._check_throttle(None, client)
-                self._fail(None, client, "Unknown or expired session")
-            assert session is not None
+                await self._refuse(client, "Unknown or expired session")
             if params.authenticating:
                 return await self.prove(session, params, client=client)
             return session.identity
-        self._check_throttle(None, client)
-        self._fail(
-            None, client, f"Unsupported authorization scheme {scheme!r}: use Basic or Handle"
+        await self._refuse(
+            client, f"Unsupported authorization scheme {scheme!r}: use Basic or Handle"
         )
-        return None  # pragma: no cover - _fail raises
 
     async def _basic(self, token: str, client: str | None) -> Identity:
-        self._check_throttle(None, client)
         try:
             decoded = base64.b64decode(token.strip(), validate=True)
         except (binascii.Error, ValueError):
-            self._fail(None, client, "Malformed Basic credentials")
+            await self._refuse(client, "Malformed Basic credentials")
         user, sep, secret = decoded.partition(b":")
         if not sep:
-            self._fail(None, client, "Malformed Basic credentials")
+            await self._refuse(client, "Malformed Basic credentials")
         try:
             name = user.decode("utf-8")
         except UnicodeDecodeError:
@@ -196,14 +201,14 @@ class Authenticator:
         """The identity ``user`` (``index:handle``, percent-encoded or not) if ``secret`` is
         its secret key; raises as ``authenticate``. HTTP Basic comes through here, and so do
         credentials carried in a request body (the Onezone handle-proxy contract)."""
-        self._check_throttle(None, client)
         try:
             identity = parse_identity(unquote(user, errors="strict"))
         except (UnicodeDecodeError, ValueError):
-            self._fail(
-                None, client, "The user name must be a percent-encoded identity index:handle"
+            await self._refuse(
+                client, "The user name must be a percent-encoded identity index:handle"
             )
-        self._check_throttle(identity, client)
+        # One look at the counts for both keys: an authenticated request costs one store read.
+        await self._check_throttle(identity, client)
         stored = await self.stored_secret(identity)
         if stored is not None:
             known = self._verified.get((identity.key, stored))
@@ -212,28 +217,29 @@ class Authenticator:
             if await asyncio.to_thread(verify_secret, secret, stored):
                 self.remember(identity, stored, secret)
                 return identity
-        self._fail(identity, client, f"Authentication failed for {identity}")
-        raise AssertionError  # pragma: no cover - _fail raises
+        await self._fail(identity, client, f"Authentication failed for {identity}")
 
     async def prove(
         self, session: Session, params: HandleAuthorization, *, client: str | None
     ) -> Identity:
         """Check a challenge-response in ``session``; on success the session holds the
-        identity from then on."""
+        identity from then on, on every node."""
         if params.version not in (None, "0"):
-            self._fail(None, client, f"Unknown version {params.version!r} in Authorization: Handle")
+            await self._refuse(
+                client, f"Unknown version {params.version!r} in Authorization: Handle"
+            )
         missing = params.incomplete
         if missing:
-            self._fail(None, client, f"Missing fields in authentication data: {missing}")
+            await self._refuse(client, f"Missing fields in authentication data: {missing}")
         try:
             identity = parse_identity(params.id or "")
         except ValueError as exc:
-            self._fail(None, client, str(exc))
-        self._check_throttle(identity, client)
+            await self._refuse(client, str(exc))
+        await self._check_throttle(identity, client)
         if (params.type or "").upper() != SECKEY_TYPE:
-            self._fail(identity, client, f"Unsupported type {params.type!r}: only HS_SECKEY")
+            await self._fail(identity, client, f"Unsupported type {params.type!r}: only HS_SECKEY")
         if not same_alg(params.alg or "", KEY_DERIVATION_ALG):
-            self._fail(
+            await self._fail(
                 identity,
                 client,
                 f"Unsupported alg {params.alg!r}: this server keeps secret keys hashed and "
@@ -243,14 +249,14 @@ class Authenticator:
             cnonce = b64decode(params.cnonce or "")
             signature = b64decode(params.signature or "")
         except ValueError:
-            self._fail(identity, client, "cnonce and signature must be base64")
+            await self._fail(identity, client, "cnonce and signature must be base64")
         if not cnonce:
-            self._fail(identity, client, "cnonce must not be empty")
+            await self._fail(identity, client, "cnonce must not be empty")
         stored = await self.stored_secret(identity)
         expected = expected_signature(stored, session.nonce, cnonce) if stored else None
         if expected is None or not hmac.compare_digest(expected, signature):
-            self._fail(identity, client, f"Authentication failed for {identity}")
-        session.identity = identity
+            await self._fail(identity, client, f"Authentication failed for {identity}")
+        await self.sessions.sign_in(session, identity)
         return identity
 
     async def stored_secret(self, identity: Identity) -> bytes | None:

@@ -120,11 +120,16 @@ class HandleService:
         self.config = config
         self.authenticator = authenticator or Authenticator(
             store,
-            throttle=FailureThrottle(config.auth.failure_limit, config.auth.failure_window),
+            throttle=FailureThrottle(
+                store, config.auth.failure_limit, config.auth.failure_window, clock=clock
+            ),
             sessions=SessionStore(
+                store,
                 idle_timeout=config.auth.session_idle_timeout,
                 max_sessions=config.auth.max_sessions,
+                clock=clock,
             ),
+            clock=clock,
         )
         self.authorizer = authorizer or Authorizer(store, config)
         self.cache = cache or ResolutionCache(store, config.cache, clock=clock)
@@ -493,6 +498,13 @@ class HandleService:
         await self._write(handle, identity, plan)
 
     # -- start-up --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Before the first request: home the prefixes, fetch the sessions' shared key, and
+        start following other nodes' writes."""
+        await self.home_prefixes()
+        await self.authenticator.sessions.start()
+        await self.watch_store()
 
     async def watch_store(self) -> None:
         """Keep the cache true to writes made by other nodes on the same store: each one the

@@ -88,7 +88,8 @@ async def _authenticate_in(
     header = request.headers.get("Authorization", "")
     try:
         if header.strip().lower().startswith("basic"):
-            session.identity = await authenticator.authenticate(header, client=request.remote)
+            identity = await authenticator.authenticate(header, client=request.remote)
+            await authenticator.sessions.sign_in(session, identity)
         elif params.authenticating:
             await authenticator.prove(session, params, client=request.remote)
     except AuthenticationFailed as exc:
@@ -125,7 +126,7 @@ async def session_this(request: web.Request) -> web.Response:
     """GET, PUT or POST /api/sessions/this: look at the session, or prove an identity in it."""
     params = await _params(request)
     sessions = request.app[keys.SERVICE].authenticator.sessions
-    session = sessions.get(params.session_id) if params.session_id else None
+    session = await sessions.get(params.session_id) if params.session_id else None
     if session is None:
         return _no_session(request)
     error = await _authenticate_in(request, session, params)
@@ -137,6 +138,6 @@ async def end_session(request: web.Request) -> web.Response:
     """DELETE /api/sessions/this"""
     params = await _params(request)
     sessions = request.app[keys.SERVICE].authenticator.sessions
-    if not params.session_id or not sessions.close(params.session_id):
+    if not params.session_id or not await sessions.close(params.session_id):
         return _no_session(request)
     return web.Response(status=204)

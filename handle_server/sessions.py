@@ -18,8 +18,19 @@ session; the answer carries ``keyDerivation``. Then::
     key       = PBKDF2-HMAC-SHA256(secret, salt, iterations, 32 bytes)
     signature = HMAC-SHA256(key, nonce || cnonce)
 
-Sessions live in this process's memory: they end after ``[auth] session_idle_timeout`` seconds
-unused, on ``DELETE /api/sessions/this``, or when the server restarts.
+Sessions are shared by every process and node on one store, so a client may send each request
+to any of them. A session id is signed: random bytes and the time the session was opened, with
+an HMAC of both under a key the store keeps for all nodes (``HandleStore.shared_secret``), and
+its nonce is derived from the id under that key too. Opening a session therefore stores nothing,
+and any node can check an id and recompute its nonce. The store keeps the sessions that proved
+an identity, by a digest of their id (the id, a bearer credential, is not stored), and the ones
+that were closed, until they would have expired anyway.
+
+A session that has not proved an identity ends ``[auth] session_idle_timeout`` seconds after it
+was opened; one that has, that long after it was last used (the expiry moves on at most once a
+minute, so a busy session is not a write per request). ``DELETE /api/sessions/this`` ends a
+session at once; a restart ends none. At most ``[auth] max_sessions`` proved or closed sessions
+are kept: beyond that the closed ones and then those that would expire first are dropped.
 """
 
 from __future__ import annotations
@@ -31,15 +42,13 @@ import hashlib
 import hmac
 import os
 import re
-import secrets
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from cachetools import TTLCache
-
-from storage import ValueReference
+from storage import HandleStore, SessionRecord, ValueReference
 
 from .seckey import ITERATIONS, parse_hashed
 
@@ -182,52 +191,133 @@ def expected_signature(stored: bytes, nonce: bytes, cnonce: bytes) -> bytes | No
     return hmac.new(key, nonce + cnonce, hashlib.sha256).digest()
 
 
+#: A session id: 16 random bytes and the time it was opened, then the first 16 bytes of their
+#: HMAC-SHA256; in URL-safe base64 without padding.
+_ID_BODY = struct.Struct(">16sd")
+_ID_TAG = 16
+_ID_LENGTH = _ID_BODY.size + _ID_TAG
+
+
 @dataclass(slots=True)
 class Session:
     id: str
     nonce: bytes
+    opened: float
     identity: ValueReference | None = None
+
+    @property
+    def key(self) -> bytes:
+        """What the store knows the session by."""
+        return hashlib.sha256(self.id.encode("ascii")).digest()
+
+
+def _derive(secret: bytes, purpose: bytes) -> bytes:
+    return hmac.new(secret, purpose, hashlib.sha256).digest()
 
 
 class SessionStore:
-    """Open sessions, by id; each expires ``idle_timeout`` seconds after it was last used."""
+    """The sessions of every node on ``store`` (see the module's docstring). ``start`` must
+    have run before the first session is opened."""
 
     def __init__(
         self,
+        store: HandleStore,
         *,
         idle_timeout: float,
         max_sessions: int,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self._sessions: TTLCache[str, Session] = TTLCache(
-            maxsize=max(max_sessions, 1), ttl=max(idle_timeout, 1e-3), timer=clock
-        )
-        self._pepper = os.urandom(32)
+        self._store = store
+        self.idle_timeout = max(idle_timeout, 1e-3)
+        self.max_sessions = max(max_sessions, 1)
+        self._renew_after = min(60.0, self.idle_timeout / 10)
+        self._clock = clock
+        self._id_key = self._nonce_key = self._salt_key = b""
+
+    async def start(self) -> None:
+        """Fetch the key every node signs with (made now by the first node to start)."""
+        secret = await self._store.shared_secret("sessions", os.urandom(32))
+        self._id_key = _derive(secret, b"session id")
+        self._nonce_key = _derive(secret, b"session nonce")
+        self._salt_key = _derive(secret, b"made-up salt")
+
+    def _tag(self, body: bytes) -> bytes:
+        if not self._id_key:
+            raise RuntimeError("SessionStore.start has not run")
+        return hmac.new(self._id_key, body, hashlib.sha256).digest()[:_ID_TAG]
+
+    def _session(self, token: bytes, opened: float) -> Session:
+        session_id = base64.urlsafe_b64encode(token).rstrip(b"=").decode("ascii")
+        nonce = hmac.new(self._nonce_key, token, hashlib.sha256).digest()
+        return Session(session_id, nonce, opened)
 
     def open(self) -> Session:
-        session = Session(secrets.token_urlsafe(24), os.urandom(32))
-        self._sessions[session.id] = session
+        """A new session: nothing is stored until it proves an identity."""
+        opened = self._clock()
+        body = _ID_BODY.pack(os.urandom(16), opened)
+        return self._session(body + self._tag(body), opened)
+
+    def _parse(self, session_id: str) -> Session | None:
+        """The session ``session_id`` names, if this server's nodes signed it."""
+        if len(session_id) > 2 * _ID_LENGTH:
+            return None
+        try:
+            token = b64decode(session_id)
+        except ValueError:
+            return None
+        if len(token) != _ID_LENGTH:
+            return None
+        body, tag = token[: _ID_BODY.size], token[_ID_BODY.size :]
+        if not hmac.compare_digest(tag, self._tag(body)):
+            return None
+        _, opened = _ID_BODY.unpack(body)
+        return self._session(token, opened)
+
+    async def get(self, session_id: str) -> Session | None:
+        """The open session ``session_id``, with the identity it proved; ``None`` if the id is
+        not one of ours, or the session expired or was closed. Using a session that proved an
+        identity moves its expiry on."""
+        session = self._parse(session_id)
+        if session is None:
+            return None
+        now = self._clock()
+        record = await self._store.get_session(session.key, now=now)
+        if record is None:
+            # Never proved anything (or its record expired, which is later than this).
+            return session if now < session.opened + self.idle_timeout else None
+        if record.identity is None:
+            return None  # closed
+        session.identity = record.identity
+        if record.expires < now + self.idle_timeout - self._renew_after:
+            await self._store.renew_session(session.key, expires=now + self.idle_timeout)
         return session
 
-    def get(self, session_id: str) -> Session | None:
-        session = self._sessions.get(session_id)
-        if session is not None:
-            self._sessions[session_id] = session  # used: its idle time starts again
-        return session
+    async def sign_in(self, session: Session, identity: ValueReference) -> None:
+        """Note that ``session`` proved ``identity``: every node knows it from now on (unless
+        the session was closed meanwhile)."""
+        now = self._clock()
+        record = SessionRecord(session.key, identity, now + self.idle_timeout)
+        if await self._store.put_session(record, now=now, limit=self.max_sessions):
+            session.identity = identity
 
-    def close(self, session_id: str) -> bool:
-        return self._sessions.pop(session_id, None) is not None
-
-    def __len__(self) -> int:
-        return len(self._sessions)
+    async def close(self, session_id: str) -> bool:
+        """End the session ``session_id``; ``False`` if it was not open."""
+        session = await self.get(session_id)
+        if session is None:
+            return False
+        # Kept as closed until the id would have expired unused: after that it is refused
+        # anyway.
+        closed = SessionRecord(session.key, None, session.opened + self.idle_timeout)
+        await self._store.put_session(closed, now=self._clock(), limit=self.max_sessions)
+        return True
 
     def key_derivation(self, identity: ValueReference, stored: bytes | None) -> dict:
         """The salt and iteration count a client needs to sign as ``identity``. An identity
-        without a hashed secret gets a made-up salt that stays the same for it, so the answer
-        does not tell which identities exist."""
+        without a hashed secret gets a made-up salt that stays the same for it on every node,
+        so the answer does not tell which identities exist."""
         parsed = parse_hashed(stored) if stored is not None else None
         if parsed is None:
-            salt = hmac.new(self._pepper, str(identity).encode(), hashlib.sha256).digest()[:16]
+            salt = hmac.new(self._salt_key, str(identity).encode(), hashlib.sha256).digest()[:16]
             iterations = ITERATIONS
         else:
             iterations, salt, _ = parsed

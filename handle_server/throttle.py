@@ -3,15 +3,17 @@ key (an identity, or a client address), that key is refused until the window has
 
 Keys are counted separately, so guessing the secret of one identity from one address slows
 down only that identity and that address; other identities and other clients are untouched.
-The check runs before any secret is hashed, so a throttled guesser costs no CPU either.
+The counts live in the store, so every process and node on it counts together: spreading the
+guesses over the nodes of a cluster does not buy more of them. The check runs before any secret
+is hashed, so a throttled guesser costs no CPU either.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Sequence
 
-from cachetools import TTLCache
+from storage import HandleStore
 
 __all__ = ["FailureThrottle"]
 
@@ -19,44 +21,32 @@ __all__ = ["FailureThrottle"]
 class FailureThrottle:
     def __init__(
         self,
+        store: HandleStore,
         limit: int,
         window: float,
         *,
-        max_keys: int = 100_000,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self._store = store
         self.limit = limit
         self.window = window
         self._clock = clock
-        # key -> [first failure time, failures]; an entry lives one window after its first
-        # failure, and the table holds at most ``max_keys`` (the oldest go first).
-        self._failures: TTLCache[Hashable, list] = TTLCache(
-            maxsize=max_keys, ttl=max(window, 1e-3), timer=clock
-        )
 
     @property
     def enabled(self) -> bool:
         return self.limit > 0
 
-    def retry_after(self, keys: Iterable[Hashable]) -> float | None:
+    async def retry_after(self, keys: Sequence[str]) -> float | None:
         """Seconds until the first of ``keys`` that is throttled may try again, or ``None``."""
-        if not self.enabled:
+        if not self.enabled or not keys:
             return None
         now = self._clock()
-        waits = []
-        for key in keys:
-            entry = self._failures.get(key)
-            if entry is not None and entry[1] >= self.limit:
-                waits.append(entry[0] + self.window - now)
+        counted = await self._store.failures(keys, since=now - self.window)
+        waits = [first + self.window - now for first, n in counted.values() if n >= self.limit]
         return max(waits) if waits else None
 
-    def failed(self, keys: Iterable[Hashable]) -> None:
-        if not self.enabled:
+    async def failed(self, keys: Sequence[str]) -> None:
+        if not self.enabled or not keys:
             return
         now = self._clock()
-        for key in keys:
-            entry = self._failures.get(key)
-            if entry is None:
-                self._failures[key] = [now, 1]
-            else:
-                entry[1] += 1
+        await self._store.add_failure(keys, now=now, since=now - self.window)

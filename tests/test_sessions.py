@@ -186,3 +186,107 @@ async def test_throttling_one_client_leaves_others_alone(aiohttp_client, tmp_pat
     with pytest.raises(TooManyFailures):
         await auth.authenticate(basic(ADMIN, SECRET)["Authorization"], client="192.0.2.3")
     assert (await api.get("0.NA/TEST"))[0] == 200
+
+
+# -- sessions and throttling shared by every node on one store ---------------------------------
+
+
+@pytest.fixture
+async def two_nodes(aiohttp_client, tmp_path, storage_table) -> tuple[Api, Api]:
+    """Two servers on one store, as two processes or two machines would be."""
+    config = make_config(tmp_path, storage=storage_table, auth={"failure_limit": 3})
+    return (
+        Api(await aiohttp_client(create_app(config))),
+        Api(await aiohttp_client(create_app(config))),
+    )
+
+
+async def test_a_session_opened_on_one_node_is_known_on_every_other(two_nodes):
+    a, b = two_nodes
+    session = await open_session(a, ADMIN)
+    only_session = handle_header(session["sessionId"])
+    # Anonymous on both, with the same nonce.
+    status, body = await b._call("GET", "/api/sessions/this", headers=only_session)
+    assert status == 200 and body["nonce"] == session["nonce"] and not body["authenticated"]
+    # Proved on B, used on A.
+    assert (await prove(b, session, ADMIN, SECRET))[0] == 200
+    assert (await a.put("TEST/n", [url_value("https://n.org")], headers=only_session))[0] == 201
+    # Closed on A, refused on B.
+    assert (await a._call("DELETE", "/api/sessions/this", headers=only_session))[0] == 204
+    status, body = await b.put("TEST/n", [url_value("https://m.org")], headers=only_session)
+    assert (status, body["responseCode"]) == (401, 403)
+    assert (await b._call("GET", "/api/sessions/this", headers=only_session))[0] == 403
+
+
+async def test_key_derivation_of_an_unknown_identity_is_the_same_on_every_node(two_nodes):
+    a, b = two_nodes
+    on_a = (await open_session(a, "300:TEST/nobody"))["keyDerivation"]
+    assert (await open_session(b, "300:TEST/nobody"))["keyDerivation"] == on_a
+
+
+async def test_failures_on_one_node_throttle_on_every_other(two_nodes):
+    a, b = two_nodes
+    wrong = basic(ADMIN, "guess")
+    for node in (a, b, a):
+        status, _ = await node.put("TEST/t", [url_value("https://t.org")], headers=wrong)
+        assert status == 401
+    for node in (a, b):
+        status, body = await node.put("TEST/t", [url_value("https://t.org")])
+        assert status == 429 and body["responseCode"] == 3
+
+
+async def test_a_session_outlives_a_restart(aiohttp_client, tmp_path, storage_table):
+    config = make_config(tmp_path, storage=storage_table)
+    first = create_app(config)
+    api = Api(await aiohttp_client(first))
+    session = await open_session(api, ADMIN)
+    assert (await prove(api, session, ADMIN, SECRET))[0] == 200
+    await api.client.close()
+    again = Api(await aiohttp_client(create_app(config)))
+    status, body = await again._call(
+        "GET", "/api/sessions/this", headers=handle_header(session["sessionId"])
+    )
+    assert status == 200 and body["id"] == ADMIN
+
+
+async def test_session_ids_are_signed_and_never_stored(api: Api, tmp_path):
+    session = await open_session(api, ADMIN)
+    assert (await prove(api, session, ADMIN, SECRET))[0] == 200
+    sid = session["sessionId"]
+    # Any change to the id makes it another, unknown session.
+    for forged in (sid[:-2] + ("AA" if sid[-2:] != "AA" else "BB"), sid[:10], sid + "A", "x" * 54):
+        status, body = await api.get("TEST/x", headers=handle_header(forged))
+        assert (status, body["responseCode"]) == (401, 403)
+    # The store knows the session by a digest: the id, a bearer credential, is nowhere in it.
+    db = tmp_path / "handles.sqlite3"
+    if db.exists():
+        stored = b"".join(p.read_bytes() for p in tmp_path.glob("handles.sqlite3*"))
+        assert hashlib.sha256(sid.encode()).digest() in stored
+        assert sid.encode() not in stored and base64.urlsafe_b64decode(sid + "==") not in stored
+
+
+async def test_sessions_expire_when_idle(aiohttp_client, tmp_path, storage_table):
+    now = [1_800_000_000.0]
+    config = make_config(tmp_path, storage=storage_table, auth={"session_idle_timeout": 600})
+    api = Api(await aiohttp_client(create_app(config, clock=lambda: now[0])))
+
+    async def looks(session: dict) -> int:
+        headers = handle_header(session["sessionId"])
+        return (await api._call("GET", "/api/sessions/this", headers=headers))[0]
+
+    # An anonymous session ends idle_timeout after it was opened.
+    anonymous = await open_session(api, ADMIN)
+    proved = await open_session(api, ADMIN)
+    assert (await prove(api, proved, ADMIN, SECRET))[0] == 200
+    now[0] += 300
+    assert await looks(anonymous) == 200 and await looks(proved) == 200
+    now[0] += 301
+    assert await looks(anonymous) == 403
+    assert (await prove(api, anonymous, ADMIN, SECRET))[0] == 403
+    # A proved one lives on while it is used (its expiry moves at most once a minute)...
+    for _ in range(5):
+        assert await looks(proved) == 200
+        now[0] += 500
+    # ... and ends once it was not used for idle_timeout.
+    now[0] += 601
+    assert await looks(proved) == 403

@@ -12,9 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from handle_server.cli import main
-from storage import Handle, HandleValue, TTLType, ValueReference, open_store
+from storage import Handle, HandleValue, TTLType, ValueReference, open_store, schema_version
 from storage.dump import DumpError, record_from_line, record_to_line
 from storage.rows import migrations
+
+from .conftest import _pg_execute
 
 
 def write_config(tmp_path: Path, name: str, storage_table: dict[str, str]) -> Path:
@@ -242,37 +244,55 @@ def test_import_of_a_missing_file_or_without_config(tmp_path, capsys):
 # -- migrate -----------------------------------------------------------------------------------
 
 
-def _sqlite_at_version_1(path: Path) -> None:
+_OLD_ROWS = [
+    "INSERT INTO handles VALUES ('TEST/OLD', 'TEST/old')",
+    "INSERT INTO handle_values VALUES ('TEST/OLD', 1, 'URL', 'h', 0, 86400, 1, 14, '')",
+    "INSERT INTO prefix_counts VALUES ('TEST', 1)",
+]
+
+
+def _at_version_1(table: dict[str, str]) -> None:
     """A database as handle-server with schema version 1 left it, holding one handle."""
-    (number, script), *_ = migrations("sqlite")
+    backend = table.get("backend", "sqlite")
+    (number, script), *_ = migrations(backend)
     assert number == 1
-    with sqlite3.connect(path) as db:
-        db.executescript(script)
-        db.execute("INSERT INTO handles VALUES ('TEST/OLD', 'TEST/old')")
-        db.execute(
-            "INSERT INTO handle_values VALUES ('TEST/OLD', 1, 'URL', x'68', 0, 86400, 1, 14, '')"
-        )
-        db.execute("INSERT INTO prefix_counts VALUES ('TEST', 1)")
-        db.execute("PRAGMA user_version = 1")
+    if backend == "sqlite":
+        with sqlite3.connect(table["path"]) as db:
+            db.executescript(script)
+            for statement in _OLD_ROWS:
+                db.execute(statement.replace("'h'", "x'68'"))
+            db.execute("PRAGMA user_version = 1")
+    else:
+        statements = [
+            script,
+            "CREATE TABLE handle_server_schema (version INTEGER NOT NULL)",
+            "INSERT INTO handle_server_schema VALUES (1)",
+            *(s.replace("'h'", "'\\x68'::bytea") for s in _OLD_ROWS),
+        ]
+        _pg_execute(table["dsn"], ";\n".join(statements))
 
 
-def test_serve_refuses_an_older_schema_until_migrate_brings_it_up(tmp_path, capsys):
-    table = sqlite_table(tmp_path, "old")
-    _sqlite_at_version_1(Path(table["path"]))
-    config = write_config(tmp_path, "old", table)
+def test_serve_refuses_an_older_schema_until_migrate_brings_it_up(tmp_path, capsys, storage_table):
+    _at_version_1(storage_table)
+    config = write_config(tmp_path, "old", storage_table)
+    latest = schema_version(storage_table.get("backend", "sqlite"))
 
     assert main(["serve", "--config", str(config), "--port", "0"]) == 2
     err = capsys.readouterr().err
-    assert "schema version 1, this server needs 2" in err and "handle-server migrate" in err
+    assert f"schema version 1, this server needs {latest}" in err
+    assert "handle-server migrate" in err
     assert main(["migrate", "--config", str(config), "--check"]) == 1
     capsys.readouterr()
 
     assert main(["migrate", "--config", str(config)]) == 0
-    assert "migrated schema version 1 to 2" in capsys.readouterr().out
+    assert f"migrated schema version 1 to {latest}" in capsys.readouterr().out
     assert main(["migrate", "--config", str(config), "--check"]) == 0
-    assert "schema version 2, up to date" in capsys.readouterr().out
-    record = run(_with(table, lambda s: s.get("TEST/old")))
+    assert f"schema version {latest}, up to date" in capsys.readouterr().out
+    record = run(_with(storage_table, lambda s: s.get("TEST/old")))
     assert record == Handle("TEST/old", (HandleValue(1, "URL", b"h", timestamp=1),))
+    # The tables of later versions are there and work.
+    secret = run(_with(storage_table, lambda s: s.shared_secret("sessions", b"k" * 32)))
+    assert secret == b"k" * 32
 
 
 def test_migrate_creates_an_empty_database_and_refuses_a_newer_one(tmp_path, storage_table, capsys):

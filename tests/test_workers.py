@@ -20,6 +20,7 @@ from handle_server.app import create_app
 
 from .conftest import ADMIN_AUTH, Api, make_config, url_value
 from .test_server_process import Server
+from .test_sessions import handle_header, sign
 
 
 async def _url(api: Api, handle: str):
@@ -141,6 +142,27 @@ async def test_serve_with_two_workers(tmp_path, storage_table):
                     while {await read() for _ in range(30)} != {round_}:
                         assert time.monotonic() < deadline
 
+            # A session opened and proved on one worker is known on the other.
+            sessions = f"{server.base}/api/sessions"
+            async with session.post(sessions, json={"id": "300:0.NA/TEST"}) as resp:
+                opened = await resp.json()
+            cnonce, signature = sign("admin-secret", opened["keyDerivation"], opened["nonce"])
+            proof = handle_header(
+                opened["sessionId"], id="300%3A0.NA%2FTEST", type="HS_SECKEY",
+                alg="PBKDF2-HMAC-SHA256", cnonce=cnonce, signature=signature,
+            )  # fmt: skip
+            async with session.put(sessions + "/this", headers=proof) as resp:
+                assert resp.status == 200
+            only_session = handle_header(opened["sessionId"])
+            for _ in range(20):
+                async with session.get(sessions + "/this", headers=only_session) as resp:
+                    assert resp.status == 200 and (await resp.json())["authenticated"]
+            async with session.delete(sessions + "/this", headers=only_session) as resp:
+                assert resp.status == 204
+            for _ in range(20):
+                async with session.get(sessions + "/this", headers=only_session) as resp:
+                    assert resp.status == 403
+
         # A worker that dies is started again; the others serve meanwhile.
         os.kill(workers[0], signal.SIGKILL)
         replaced = await _until(lambda: two_workers(workers[0]), "the dead one replaced")
@@ -152,12 +174,13 @@ async def test_serve_with_two_workers(tmp_path, storage_table):
         server.stop()
     log = server.log.read_text()
     assert "worker 1 died (exit code -9); starting it again" in log
-    # Both workers answered reads (the access log names the worker).
+    # Both workers answered reads and looked at the session (the access log names the worker).
     assert _readers(log) == {"1", "2"}, log
+    assert _readers(log, "/api/sessions/this") == {"1", "2"}, log
 
 
-def _readers(log: str) -> set[str]:
-    """The workers whose access log shows a read of TEST/w."""
+def _readers(log: str, path: str = "/api/handles/TEST/w") -> set[str]:
+    """The workers whose access log shows a GET of ``path``."""
     return set(
-        re.findall(r"\[worker (\d)\] handle_server.access: .* \"GET /api/handles/TEST/w ", log)
+        re.findall(rf"\[worker (\d)\] handle_server.access: .* \"GET {re.escape(path)} ", log)
     )
