@@ -13,6 +13,7 @@ import storage
 
 from . import keys, proxy
 from .config import Config
+from .metrics import Metrics, MetricsStore, metrics_middleware
 from .middlewares import error_middleware
 from .onezone import OnezoneService
 from .routes import setup_routes
@@ -32,9 +33,11 @@ def create_app(
     """Build the application for ``config``. Without ``store`` the configured one is opened on
     start-up and closed on clean-up; a given ``store`` belongs to the caller."""
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=config.server.max_body_bytes
+        middlewares=[metrics_middleware, error_middleware],
+        client_max_size=config.server.max_body_bytes,
     )
     app[keys.CONFIG] = config
+    app[keys.METRICS] = metrics = Metrics()
     app[proxy.RNG] = random.Random()
     app.on_response_prepare.append(proxy.vary_on_accept)
     if store is None:
@@ -43,7 +46,8 @@ def create_app(
         app[keys.STORE] = store
 
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
-        service = HandleService(app[keys.STORE], config, clock=clock)
+        service = HandleService(MetricsStore(app[keys.STORE], metrics), config, clock=clock)
+        service.cache.on_event = metrics.cache_event
         await service.start()
         app[keys.SERVICE] = service
         app[keys.ONEZONE] = OnezoneService(service, config.onezone, service.authenticator)

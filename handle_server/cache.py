@@ -9,7 +9,8 @@
 - ``invalidate`` is called by every write before it is answered. It drops the entry and marks
   any read already in flight as stale, so that read's (possibly old) result is handed to its
   own waiters but never stored: read-your-write holds under concurrent readers.
-- Hit and miss counts live in ``stats``, for the metrics endpoint.
+- Hit and miss counts live in ``stats``; ``on_event``, when set, is told of each (the
+  metrics endpoint counts them).
 """
 
 from __future__ import annotations
@@ -106,6 +107,21 @@ class ResolutionCache:
         self._flights: dict[str, _Flight] = {}
         self._suspended = False
         self.stats = CacheStats()
+        #: Told of each "hit", "miss", "load" and "invalidation".
+        self.on_event: Callable[[str], None] | None = None
+
+    def _count(self, event: str) -> None:
+        stats = self.stats
+        if event == "hit":
+            stats.hits += 1
+        elif event == "miss":
+            stats.misses += 1
+        elif event == "load":
+            stats.loads += 1
+        else:
+            stats.invalidations += 1
+        if self.on_event is not None:
+            self.on_event(event)
 
     @property
     def enabled(self) -> bool:
@@ -132,13 +148,13 @@ class ResolutionCache:
         if not refresh:
             cached = self._entries.get(key)
             if cached is not None:
-                self.stats.hits += 1
+                self._count("hit")
                 return cached
             flight = self._flights.get(key)
             if flight is not None and flight.task is not None:
-                self.stats.misses += 1
+                self._count("miss")
                 return await asyncio.shield(flight.task)
-        self.stats.misses += 1
+        self._count("miss")
         flight = _Flight()
         self._flights[key] = flight
         # The read runs as its own task: a cancelled caller does not strand the others.
@@ -147,7 +163,7 @@ class ResolutionCache:
 
     async def _load(self, key: str, handle: str, flight: _Flight) -> Lookup:
         try:
-            self.stats.loads += 1
+            self._count("load")
             record = public_view(await self._store.get(handle))
             now = self._clock()
             if record is None:
@@ -176,7 +192,7 @@ class ResolutionCache:
 
     def forget_key(self, key: str) -> None:
         """``invalidate`` by ``handle_key`` (as the store tells of other nodes' writes)."""
-        self.stats.invalidations += 1
+        self._count("invalidation")
         self._entries.pop(key, None)
         flight = self._flights.pop(key, None)
         if flight is not None:

@@ -20,6 +20,7 @@ import storage
 from storage import HandleStore, SchemaMismatch, StoreUnavailable
 
 from . import __version__
+from .access_log import access_log_options
 from .app import create_app
 from .config import Config, ConfigError, load_config
 from .transfer import ImportFailed, export_store, export_to_path, import_file
@@ -174,11 +175,17 @@ def _worker(config: Config, number: int, listening: Any) -> None:
     store would end it with the store still open (and its connection threads waiting)."""
     signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     _setup_logging(config, f"[worker {number}] ")
-    status = _serve_here(config, _tls_context(config), listening=listening)
+    status = _serve_here(config, _tls_context(config), listening=listening, worker=number)
     sys.exit(status)
 
 
-def _serve_here(config: Config, tls: ssl.SSLContext | None, *, listening: Any = None) -> int:
+def _serve_here(
+    config: Config,
+    tls: ssl.SSLContext | None,
+    *,
+    listening: Any = None,
+    worker: int | None = None,
+) -> int:
     """Serve in this process; ``listening``: a worker's event, set once it listens (the
     port is then shared with the other workers)."""
     app = create_app(config)
@@ -191,7 +198,7 @@ def _serve_here(config: Config, tls: ssl.SSLContext | None, *, listening: Any = 
             port=port,
             ssl_context=tls,
             print=lambda _: _listening(listening, scheme, config),
-            access_log=logging.getLogger("handle_server.access") if config.log.access else None,
+            **access_log_options(config, worker),
             reuse_port=listening is not None or None,
         )
     except (SchemaMismatch, StoreUnavailable) as exc:

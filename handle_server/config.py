@@ -27,6 +27,7 @@ __all__ = [
 PREFIX_HANDLE_AUTHORITY = "0.NA"
 _PREFIX_RE = re.compile(r"^[^\s/\x00-\x1f\x7f]+$")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+_ACCESS_FORMATS = ("combined", "common", "json")
 
 
 class ConfigError(Exception):
@@ -96,6 +97,7 @@ class AuthConfig:
 class LogConfig:
     level: str = "info"
     access: bool = True
+    access_format: str = "combined"
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +331,11 @@ def _check(config: Config, source: str) -> None:
     _check_onezone(config, seen, fail)
     if config.log.level not in _LOG_LEVELS:
         fail("[log] level", f"must be one of {', '.join(_LOG_LEVELS)}, got {config.log.level!r}")
+    if config.log.access_format not in _ACCESS_FORMATS:
+        fail(
+            "[log] access_format",
+            f"must be one of {', '.join(_ACCESS_FORMATS)}, got {config.log.access_format!r}",
+        )
 
 
 _ONEZONE_BASE = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import keys, onezone_views, proxy, session_views, views
+from . import keys, metrics, onezone_views, proxy, session_views, views
 
 __all__ = ["setup_routes"]
 
@@ -38,6 +38,9 @@ def setup_routes(app: web.Application) -> None:
     r.add_post(session_views.SESSION_THIS, session_views.session_this)
     r.add_delete(session_views.SESSION_THIS, session_views.end_session)
     r.add_route("*", "/api/{tail:(?s:.*)}", _unknown_api)
+    r.add_get("/metrics", metrics.metrics)
+    r.add_get("/healthz", metrics.healthz)
+    r.add_get("/readyz", metrics.readyz)
     r.add_get("/", proxy.lookup)
     r.add_get("/favicon.ico", proxy.favicon)
     r.add_get("/{handle:(?s:.+)}", proxy.resolve)

@@ -7,6 +7,10 @@ only the store, which keeps their caches true to each other's writes (see
 and on SIGTERM or SIGINT stops them all, each finishing the requests it has. A worker that
 dies before it listens has a start-up problem (a port in use, a bad certificate): the parent
 then stops the others and exits, rather than restart it in a loop.
+
+Metrics: the parent gives the workers a fresh folder in ``PROMETHEUS_MULTIPROC_DIR`` (unless it
+is set already; then it is the operator's, and must be emptied before a start), so that
+``/metrics`` on any worker reports all of them (see ``metrics.py``).
 """
 
 from __future__ import annotations
@@ -15,14 +19,20 @@ import dataclasses
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from prometheus_client import multiprocess
+
 from .config import Config
+from .metrics import MULTIPROCESS_DIR
 
 __all__ = ["run_workers"]
 
@@ -51,6 +61,10 @@ def run_workers(
         placeholder = _reserve_port(config.server.host)
         port = placeholder.getsockname()[1]
         config = config.replace(server=dataclasses.replace(config.server, port=port))
+    metrics_dir = None
+    if not os.environ.get(MULTIPROCESS_DIR):
+        metrics_dir = tempfile.mkdtemp(prefix="handle-server-metrics-")
+        os.environ[MULTIPROCESS_DIR] = metrics_dir  # inherited by the workers
     context = multiprocessing.get_context("spawn")
     stopping = False
 
@@ -89,6 +103,7 @@ def run_workers(
                     continue
                 proc.join()
                 del procs[number]
+                _forget_metrics_of(proc.pid)
                 if proc.exitcode == 0:
                     continue  # it was asked to stop (by a signal sent to it alone)
                 if not listening.is_set():
@@ -116,5 +131,14 @@ def run_workers(
             signal.signal(signum, handler)
         if placeholder is not None:
             placeholder.close()
+        if metrics_dir is not None:
+            del os.environ[MULTIPROCESS_DIR]
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     log.info("all workers stopped")
     return status
+
+
+def _forget_metrics_of(pid: int | None) -> None:
+    """A dead worker's gauges stop counting (its counters still do: totals never go down)."""
+    if pid is not None:
+        multiprocess.mark_process_dead(pid)

@@ -154,6 +154,10 @@ async def test_a_node_that_loses_the_database_answers_503_and_recovers(
     }
     status, body = await b.put("TEST/r2", [url_value("https://x.org")])
     assert status == 503 and body["responseCode"] == 3
+    # Its readiness check says so (a load balancer takes it out); it is alive all the same.
+    status, body = await b._call("GET", "/readyz")
+    assert status == 503 and body["status"] == "unavailable" and body["store"]
+    assert (await b._call("GET", "/healthz"))[0] == 200
     # Meanwhile A changes the record; B cannot hear of it.
     assert (await a.put("TEST/r", [url_value("https://after.org")]))[0] == 200
 
@@ -164,4 +168,5 @@ async def test_a_node_that_loses_the_database_answers_503_and_recovers(
         await asyncio.sleep(0.05)
     assert got == (200, "https://after.org")
     assert (await b.put("TEST/r2", [url_value("https://x.org")]))[0] == 201
+    assert (await b._call("GET", "/readyz"))[0] == 200
     await _until(lambda: b_cache.enabled, "B to cache again")

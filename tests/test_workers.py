@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 import storage.sqlite
 from handle_server import keys
@@ -116,8 +117,11 @@ async def test_serve_with_two_workers(tmp_path, storage_table):
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(force_close=True)
         ) as session:
+            reads = 0
 
             async def read() -> str:
+                nonlocal reads
+                reads += 1
                 async with session.get(url) as resp:
                     return (await resp.json())["values"][0]["data"]["value"]
 
@@ -163,11 +167,21 @@ async def test_serve_with_two_workers(tmp_path, storage_table):
                 async with session.get(sessions + "/this", headers=only_session) as resp:
                     assert resp.status == 403
 
+            # /metrics, from whichever worker answers, counts the reads of both.
+            answered = await _handle_gets(session, server.base)
+            assert answered >= reads
+
         # A worker that dies is started again; the others serve meanwhile.
         os.kill(workers[0], signal.SIGKILL)
         replaced = await _until(lambda: two_workers(workers[0]), "the dead one replaced")
         assert workers[1] in replaced
         await server.ready()
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True)
+        ) as session:
+            # What the dead worker counted still counts.
+            for _ in range(10):
+                assert await _handle_gets(session, server.base) >= answered
     finally:
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(30) == 0
@@ -177,6 +191,19 @@ async def test_serve_with_two_workers(tmp_path, storage_table):
     # Both workers answered reads and looked at the session (the access log names the worker).
     assert _readers(log) == {"1", "2"}, log
     assert _readers(log, "/api/sessions/this") == {"1", "2"}, log
+
+
+async def _handle_gets(session: aiohttp.ClientSession, base: str) -> float:
+    """The GETs of /api/handles/{handle} answered 200, as /metrics reports them."""
+    async with session.get(f"{base}/metrics") as resp:
+        text = await resp.text()
+    wanted = {"route": "/api/handles/{handle}", "method": "GET", "status": "200"}
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "handle_server_requests_total" and s.labels == wanted
+    )
 
 
 def _readers(log: str, path: str = "/api/handles/TEST/w") -> set[str]:

@@ -1,0 +1,75 @@
+"""The access log: one line per answered request on the ``handle_server.access`` logger, in the
+format ``[log] access_format`` names:
+
+- ``combined`` (the default): the Apache/NCSA combined format,
+  ``127.0.0.1 - - [23/Nov/2026:14:00:00 +0000] "GET /api/handles/TEST/1 HTTP/1.1" 200 312 "-"
+  "curl/8.5.0"``;
+- ``common``: the common log format, the same without referer and user agent;
+- ``json``: one JSON object per line, alone on it (no logging prefix), for log shippers:
+  ``{"time": ..., "remote": ..., "method": ..., "path": ..., "status": ..., "bytes": ...,
+  "duration_s": ..., "referer": ..., "user_agent": ..., "worker": ...}``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import sys
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from .config import Config
+
+__all__ = ["ACCESS_FORMATS", "JSONAccessLogger", "access_log_options"]
+
+LOGGER = "handle_server.access"
+
+#: aiohttp's access log format strings, by name.
+ACCESS_FORMATS = {
+    "combined": '%a - - %t "%r" %s %b "%{Referer}i" "%{User-Agent}i"',
+    "common": '%a - - %t "%r" %s %b',
+    "json": "",
+}
+
+
+class JSONAccessLogger(AbstractAccessLogger):
+    """Each request as one JSON object. ``log_format`` carries the worker's number ("" for a
+    single process)."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        entry: dict[str, Any] = {
+            "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
+            "remote": request.remote,
+            "method": request.method,
+            "path": request.path_qs,
+            "status": response.status,
+            "bytes": response.body_length,
+            "duration_s": round(time, 6),
+            "referer": request.headers.get("Referer"),
+            "user_agent": request.headers.get("User-Agent"),
+        }
+        if self.log_format:
+            entry["worker"] = int(self.log_format)
+        self.logger.info(orjson.dumps(entry).decode())
+
+
+def access_log_options(config: Config, worker: int | None = None) -> dict[str, Any]:
+    """The access-log arguments of ``web.run_app`` for ``config``."""
+    if not config.log.access:
+        return {"access_log": None}
+    logger = logging.getLogger(LOGGER)
+    if config.log.access_format != "json":
+        return {"access_log": logger, "access_log_format": ACCESS_FORMATS[config.log.access_format]}
+    # Lines of JSON alone: a handler of its own that writes only the message.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    return {
+        "access_log": logger,
+        "access_log_class": JSONAccessLogger,
+        "access_log_format": str(worker or ""),
+    }

@@ -1,0 +1,107 @@
+"""/metrics (parsed by prometheus-client's own parser), /healthz, /readyz and the access log
+formats."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from handle_server.config import ConfigError, parse_config
+
+from .conftest import Api, url_value
+from .test_server_process import Server
+
+
+async def scrape(api: Api) -> dict[tuple[str, tuple], float]:
+    """Every sample of /metrics: (name, sorted labels) -> value."""
+    resp = await api.client.get("/metrics")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain; version=")
+    samples = {}
+    for family in text_string_to_metric_families(await resp.text()):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def requests(samples, route: str, method: str, status: int) -> float:
+    labels = (("method", method), ("route", route), ("status", str(status)))
+    return samples.get(("handle_server_requests_total", labels), 0)
+
+
+async def test_health_and_readiness(api: Api):
+    assert await api._call("GET", "/healthz") == (200, {"status": "ok"})
+    assert await api._call("GET", "/readyz") == (200, {"status": "ok"})
+
+
+async def test_metrics_count_requests_cache_and_store(api: Api):
+    route = "/api/handles/{handle}"
+    assert (await api.put("TEST/m1", [url_value("https://m.org")]))[0] == 201
+    for _ in range(3):
+        assert (await api.get("TEST/m1"))[0] == 200
+    assert (await api.get("TEST/none"))[0] == 404
+    assert (await api.get("TEST/m1", headers={"Authorization": "Basic !!"}))[0] == 401
+    resp = await api.client.get("/TEST/none", allow_redirects=False)  # the resolver's route
+    assert resp.status == 404
+
+    samples = await scrape(api)
+    assert requests(samples, route, "GET", 200) == 3
+    assert requests(samples, route, "GET", 404) == 1
+    assert requests(samples, route, "GET", 401) == 1
+    assert requests(samples, route, "PUT", 201) == 1
+    count = samples[
+        ("handle_server_request_duration_seconds_count", (("method", "GET"), ("route", route)))
+    ]
+    assert count == 5
+    hits = samples[("handle_server_cache_lookups_total", (("result", "hit"),))]
+    misses = samples[("handle_server_cache_lookups_total", (("result", "miss"),))]
+    assert hits >= 2 and misses >= 2  # TEST/m1 after the write, TEST/none
+    for operation in ("get", "update", "count_handles"):
+        key = ("handle_server_store_duration_seconds_count", (("operation", operation),))
+        assert samples[key] >= 1, operation
+    assert samples[("handle_server_handles", (("prefix", "TEST"),))] == 1
+    assert samples[("handle_server_handles", (("prefix", "10.5555"),))] == 0
+    assert requests(samples, "/{handle}", "GET", 404) == 1
+    # The scrape itself is counted by the next one.
+    again = await scrape(api)
+    assert requests(again, "/metrics", "GET", 200) == 1
+
+
+def test_an_unknown_access_format_is_refused():
+    with pytest.raises(ConfigError, match=r"\[log\] access_format"):
+        parse_config({"log": {"access_format": "xml"}})
+
+
+@pytest.mark.parametrize("access_format", ["json", "common"])
+async def test_access_log_formats(tmp_path, access_format):
+    config = tmp_path / "server.toml"
+    config.write_text(
+        f'[storage]\npath = "{tmp_path / "h.sqlite3"}"\n[handle]\nprefixes = ["TEST"]\n'
+        f'[[admins]]\nid = "300:0.NA/TEST"\nsecret = "s3cret"\n'
+        f'[log]\naccess_format = "{access_format}"\n'
+    )
+    server = Server(["--config", str(config)], tmp_path)
+    try:
+        await server.ready()
+        async with aiohttp.ClientSession() as session:
+            url = f"{server.base}/api/handles/TEST/a?index=1"
+            async with session.get(url, headers={"User-Agent": "probe/1"}) as resp:
+                assert resp.status == 404
+    finally:
+        server.stop()
+    lines = [ln for ln in server.log.read_text().splitlines() if "TEST/a" in ln]
+    assert len(lines) == 1, server.log.read_text()
+    if access_format == "json":
+        entry = json.loads(lines[0])  # the whole line is the object
+        assert entry["method"] == "GET" and entry["path"] == "/api/handles/TEST/a?index=1"
+        assert entry["status"] == 404 and entry["user_agent"] == "probe/1"
+        assert entry["remote"] == "127.0.0.1" and entry["duration_s"] >= 0
+        assert entry["time"].endswith("+00:00") and "worker" not in entry
+    else:
+        assert "127.0.0.1 - - [" in lines[0]
+        request, size = '"GET /api/handles/TEST/a?index=1 HTTP/1.1" 404 ', lines[0].split()[-1]
+        assert lines[0].endswith(request + size) and size.isdigit()
+        assert "probe/1" not in lines[0]
