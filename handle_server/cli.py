@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--config", metavar="FILE", help="TOML configuration")
         return command
 
+    with_config(
+        "check-config",
+        "check the configuration, its TLS files and the store, without serving",
+    )
     migrate = with_config("migrate", "bring the store's schema up to this version's")
     migrate.add_argument(
         "--check",
@@ -276,6 +280,33 @@ def migrate(config: Config, *, check: bool) -> int:
     return _with_store(config, done, migrate=True)
 
 
+def check_config(config: Config) -> int:
+    """What ``serve`` would check before it listens, and a summary. Exit code 0 when it would
+    start, 2 for a mistake in the configuration or a schema it will not run on, 1 when the
+    store cannot be reached."""
+    _warn_about(config)  # warnings go to the log (stderr) as when serving
+    try:
+        tls = _tls_context(config)
+    except ConfigError as exc:
+        print(f"handle-server: {exc}", file=sys.stderr)
+        return 2
+    s = config.server
+    print(f"{config.source}: configuration is valid")
+    print(f"  listens on {s.host}:{s.port} ({'HTTPS' if tls else 'plain HTTP'})")
+    print(f"  prefixes: {', '.join(config.handle.prefixes) or '(none)'}")
+    print(f"  admins: {', '.join(a.id for a in config.admins) or '(none)'}")
+    latest = storage.schema_version(config.storage.backend)
+    if config.storage.backend == "sqlite" and not Path(config.storage.path).exists():
+        print(f"  store: {config.storage.path} does not exist yet; serve creates it")
+        return 0
+
+    async def report(store: HandleStore) -> int:
+        print(f"  store: {_where(config)}, schema version {latest}, up to date")
+        return 0
+
+    return _with_store(config, report, migrate=False)
+
+
 def export(config: Config, output: str | None, batch: int) -> int:
     async def run(store: HandleStore) -> int:
         if output is None:
@@ -358,6 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.source is None:
         print(f"handle-server {args.command}: --config is needed", file=sys.stderr)
         return 2
+    if args.command == "check-config":
+        return check_config(config)
     if args.command == "migrate":
         return migrate(config, check=args.check)
     if args.command == "export":
