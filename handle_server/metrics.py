@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -213,6 +213,22 @@ class MetricsStore(HandleStore):
 
     async def catch_up(self) -> None:
         await self.inner.catch_up()
+
+    async def search(
+        self,
+        conditions: Sequence[tuple[str, str]],
+        *,
+        prefix: str | None = None,
+        readable: Collection[str] = (),
+        offset: int = 0,
+        limit: int = 1000,
+    ) -> list[str]:
+        return await self._timed(
+            "search",
+            self.inner.search(
+                conditions, prefix=prefix, readable=readable, offset=offset, limit=limit
+            ),
+        )
 
     async def get_session(self, key: bytes, *, now: float) -> SessionRecord | None:
         return await self._timed("get_session", self.inner.get_session(key, now=now))

@@ -71,9 +71,13 @@ def status_and_code(exc: HandleError) -> tuple[int, int]:
     return 500, RC_ERROR
 
 
+#: Paths whose answers are JSON whoever asks (the resolver's pages are HTML for browsers).
+_JSON_PATHS = ("/api/", "/hrls/")
+
+
 def _wants_page(request: web.Request) -> bool:
     """The resolver answers browsers with HTML; the API, and clients asking for JSON, get JSON."""
-    return not request.path.startswith("/api/") and not wants_json(request)
+    return not request.path.startswith(_JSON_PATHS) and not wants_json(request)
 
 
 @web.middleware
@@ -104,7 +108,7 @@ async def error_middleware(
             request, error_body(code, handle, message), status=status, headers=headers
         )
     except web.HTTPException as exc:
-        if not request.path.startswith("/api/") or exc.status < 400:
+        if not request.path.startswith(_JSON_PATHS) or exc.status < 400:
             raise
         if exc.status == 413:
             message = (

@@ -38,6 +38,8 @@ def setup_routes(app: web.Application) -> None:
     r.add_post(session_views.SESSION_THIS, session_views.session_this)
     r.add_delete(session_views.SESSION_THIS, session_views.end_session)
     r.add_route("*", "/api/{tail:(?s:.*)}", _unknown_api)
+    r.add_get(views.REVERSE_LOOKUP, views.reverse_lookup)
+    r.add_get(views.REVERSE_LOOKUP + "/", views.reverse_lookup)
     r.add_get("/metrics", metrics.metrics)
     r.add_get("/healthz", metrics.healthz)
     r.add_get("/readyz", metrics.readyz)

@@ -44,6 +44,7 @@ from .errors import (
     InvalidAdmin,
     InvalidHandle,
     InvalidValue,
+    ProtocolError,
     ServerNotResponsible,
 )
 from .locks import KeyedLocks
@@ -250,6 +251,31 @@ class HandleService:
         if handle_key(name) not in self._prefixes:
             raise ServerNotResponsible(None, f"Prefix {name} is not homed on this server")
         return name
+
+    async def search(
+        self,
+        conditions: Sequence[tuple[str, str]],
+        *,
+        prefix: str | None,
+        identity: Identity | None,
+        offset: int,
+        limit: int,
+    ) -> list[str]:
+        """Reverse lookup (``HandleStore.search``) over the homed prefixes. Values without
+        public read count only for the configured admins of their prefix: deciding per record
+        through HS_ADMIN would mean reading every match."""
+        name = self.listing_prefix(prefix) if prefix is not None else None
+        readable = [
+            p
+            for p in self.config.handle.prefixes
+            if self.authorizer.is_config_admin(identity, f"{p}/")
+        ]
+        try:
+            return await self.store.search(
+                conditions, prefix=name, readable=readable, offset=offset, limit=limit
+            )
+        except ValueError as exc:
+            raise ProtocolError(None, f"Cannot search: {exc}") from None
 
     # -- writes ----------------------------------------------------------------------------
 

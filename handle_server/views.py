@@ -20,6 +20,7 @@ from .serializers import value_to_json, values_from_body
 
 __all__ = [
     "API_HANDLES",
+    "REVERSE_LOOKUP",
     "delete_handle",
     "flag",
     "get_handle",
@@ -29,9 +30,14 @@ __all__ = [
     "path_handle",
     "put_handle",
     "resolve_json",
+    "reverse_lookup",
 ]
 
 API_HANDLES = "/api/handles"
+#: Where the reference server's reverse-lookup servlet answers (pyhandle's ``search_handle``).
+REVERSE_LOOKUP = "/hrls/handles"
+_SEARCH_OPTIONS = frozenset({"prefix", "limit", "page"})
+_SEARCH_MAX_LIMIT = 10_000
 _INT = re.compile(r"[+-]?[0-9]{1,18}")
 _TRUE = frozenset({"", "true", "yes", "1"})
 _FALSE = frozenset({"false", "no", "0"})
@@ -234,3 +240,29 @@ async def list_handles(request: web.Request) -> web.StreamResponse:
     await response.write(b"]}")
     await response.write_eof()
     return response
+
+
+async def reverse_lookup(request: web.Request) -> web.Response:
+    """GET /hrls/handles/?URL=*example.org*&CHECKSUM=md5:...[&prefix=P][&limit=N][&page=K]: the
+    handles whose values match every TYPE=pattern (any type; ``*`` is the wildcard), as a JSON
+    array of names, ``limit`` (default 1000, at most 10,000) per page, pages counted from 0.
+    Anyone may search public values; a prefix's configured admins search its private ones too."""
+    conditions = [(k, v) for k, v in request.query.items() if k.lower() not in _SEARCH_OPTIONS]
+    if not conditions:
+        raise ProtocolError(None, "Give at least one TYPE=pattern to search for, e.g. ?URL=*x.org*")
+    limit = int_param(request, "limit", 1000)
+    page = int_param(request, "page", 0)
+    if not 1 <= limit <= _SEARCH_MAX_LIMIT:
+        raise ProtocolError(None, f"limit must be between 1 and {_SEARCH_MAX_LIMIT}, got {limit}")
+    if page < 0:
+        raise ProtocolError(None, f"page must not be negative, got {page}")
+    prefixes = request.query.getall("prefix", [])
+    identity = await _identity(request)
+    names = await request.app[keys.SERVICE].search(
+        conditions,
+        prefix=prefixes[-1] if prefixes else None,
+        identity=identity,
+        offset=page * limit,
+        limit=limit,
+    )
+    return json_response(request, names)

@@ -4,7 +4,7 @@ backend implements it and passes ``tests/test_storage_contract.py``."""
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -123,6 +123,29 @@ class HandleStore(abc.ABC):
         nothing new. Backends that push news as it happens (the default) need not do
         anything."""
         return
+
+    @abc.abstractmethod
+    async def search(
+        self,
+        conditions: Sequence[tuple[str, str]],
+        *,
+        prefix: str | None = None,
+        readable: Collection[str] = (),
+        offset: int = 0,
+        limit: int = 1000,
+    ) -> list[str]:
+        """Reverse lookup: the names of the handles that hold, for each ``(type, pattern)`` of
+        ``conditions``, a value of that type (compared case-insensitively) whose data, as
+        text, matches ``pattern`` (``*`` matches any run of characters; every other character
+        only itself, case-sensitively). Only handles under ``prefix`` if given; by
+        ``handle_key``, skipping ``offset``, at most ``limit``.
+
+        A value without public read counts only under a prefix in ``readable``. Values of
+        binary or secret types (HS_SECKEY, HS_ADMIN, HS_VLIST, ...: the list is in the schema)
+        and data that is not UTF-8 text are never matched. Served from an index: at least one
+        pattern must hold 3 characters in a row other than ``*`` (``rows.search_pattern_problem``),
+        else ``ValueError``; the others (``*`` alone: any value of that type) are checked on
+        the handles that one finds."""
 
     # -- authentication state shared by every process and node on this store -----------------
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from typing import TypeVar
 
 import asyncpg
@@ -33,6 +33,7 @@ from .rows import (
     plan_import,
     prefix_bounds,
     records_from_rows,
+    search_query,
     session_from_row,
     session_row,
     value_from_row,
@@ -323,6 +324,29 @@ class PostgresStore(HandleStore):
         raise StoreUnavailable(f"{what} kept changing during this write; try again")
 
     # authentication state
+
+    async def search(
+        self,
+        conditions: Sequence[tuple[str, str]],
+        *,
+        prefix: str | None = None,
+        readable: Collection[str] = (),
+        offset: int = 0,
+        limit: int = 1000,
+    ) -> list[str]:
+        sql, params = search_query(
+            conditions,
+            prefix=prefix,
+            readable=readable,
+            offset=offset,
+            limit=limit,
+            dialect="postgresql",
+        )
+        try:
+            rows = await self._pool.fetch(numbered(sql), *params)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL read failed: {exc}") from exc
+        return [r["handle"] for r in rows]
 
     async def get_session(self, key: bytes, *, now: float) -> SessionRecord | None:
         try:

@@ -15,6 +15,7 @@ from .errors import ImportConflict
 from .model import Handle, HandleValue, TTLType, ValueReference, handle_key, prefix_of
 
 __all__ = [
+    "SEARCH_MIN_RUN",
     "VALUE_COLUMNS",
     "AuthSQL",
     "ImportPlan",
@@ -25,6 +26,8 @@ __all__ = [
     "plan_import",
     "prefix_bounds",
     "records_from_rows",
+    "search_pattern_problem",
+    "search_query",
     "session_from_row",
     "session_row",
     "value_from_row",
@@ -230,3 +233,78 @@ def session_from_row(row: Sequence[Any]) -> SessionRecord:
     key, handle, index, expires = row
     identity = ValueReference(handle, index) if handle is not None else None
     return SessionRecord(bytes(key), identity, float(expires))
+
+
+# -- reverse lookup ----------------------------------------------------------------------------
+
+
+def search_query(
+    conditions: Sequence[tuple[str, str]],
+    *,
+    prefix: str | None,
+    readable: Iterable[str],
+    offset: int,
+    limit: int,
+    dialect: str,
+) -> tuple[str, list[Any]]:
+    """The statement (``?`` placeholders) and parameters of ``HandleStore.search`` on the
+    ``value_text`` table of ``*_reverse_lookup.sql``. The conditions whose pattern the trigram
+    index can find (``search_pattern_problem``) pick the candidates: SQLite matches them with
+    GLOB through its trigram full-text table, PostgreSQL with LIKE through its trigram index.
+    The others (``URL=*``: any URL) are checked on each candidate's values only."""
+    if not conditions:
+        raise ValueError("a search needs at least one type=pattern")
+    indexed = [c for c in conditions if search_pattern_problem(c[1]) is None]
+    if not indexed:
+        raise ValueError(search_pattern_problem(conditions[0][1]))
+    visible, visible_params = ["v.public"], []
+    for p in readable:
+        visible.append("(v.key >= ? AND v.key < ?)")
+        visible_params += prefix_bounds(p)
+    shown = f"({' OR '.join(visible)})"
+
+    def matched(pattern: str) -> str:
+        if dialect == "sqlite":
+            return pattern.replace("[", "[[]").replace("?", "[?]")
+        return re.sub(r"([\\%_])", r"\\\1", pattern).replace("*", "%")
+
+    compare = "GLOB" if dialect == "sqlite" else "LIKE"
+    picks, params = [], []
+    for type_, pattern in indexed:
+        if dialect == "sqlite":
+            picks.append(
+                "SELECT v.key FROM value_text_fts f JOIN value_text v ON v.id = f.rowid"
+                f" WHERE f.text GLOB ? AND v.text GLOB ? AND v.type = ? AND {shown}"
+            )
+            params += [matched(pattern), matched(pattern), type_.upper(), *visible_params]
+        else:
+            picks.append(
+                f"SELECT v.key FROM value_text v WHERE v.text LIKE ? AND v.type = ? AND {shown}"
+            )
+            params += [matched(pattern), type_.upper(), *visible_params]
+    sql = f"SELECT h.handle FROM handles h WHERE h.key IN ({' INTERSECT '.join(picks)})"
+    for type_, pattern in conditions:
+        if (type_, pattern) in indexed:
+            continue
+        sql += (
+            " AND EXISTS (SELECT 1 FROM value_text v WHERE v.key = h.key AND v.type = ?"
+            f" AND v.text {compare} ? AND {shown})"
+        )
+        params += [type_.upper(), matched(pattern), *visible_params]
+    if prefix is not None:
+        sql += " AND h.key >= ? AND h.key < ?"
+        params += prefix_bounds(prefix)
+    sql += " ORDER BY h.key LIMIT ? OFFSET ?"
+    return sql, [*params, limit, offset]
+
+
+#: Characters in a row, other than ``*``, that a search pattern needs (the trigram index
+#: finds nothing shorter).
+SEARCH_MIN_RUN = 3
+
+
+def search_pattern_problem(pattern: str) -> str | None:
+    """Why ``pattern`` cannot be searched from the index, or ``None``."""
+    if max((len(run) for run in pattern.split("*")), default=0) < SEARCH_MIN_RUN:
+        return f"the pattern {pattern!r} needs {SEARCH_MIN_RUN} characters in a row other than *"
+    return None

@@ -15,7 +15,7 @@ import mmap
 import os
 import sqlite3
 import struct
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from pathlib import Path
 
 import aiosqlite
@@ -32,6 +32,7 @@ from .rows import (
     plan_import,
     prefix_bounds,
     records_from_rows,
+    search_query,
     session_from_row,
     session_row,
     value_from_row,
@@ -62,6 +63,21 @@ def _statements(script: str) -> list[str]:
     ):
         raise ValueError(f"unterminated statement in schema script: {pending.strip()[:60]}")
     return statements
+
+
+def _text_or_none(data: bytes | str | None) -> str | None:
+    """``handle_server_text`` in SQL: a value's data as text for the search index, ``None`` if
+    it is not UTF-8 or holds NUL (as PostgreSQL, which cannot store those as text)."""
+    if isinstance(data, str):
+        text = data
+    elif isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    else:
+        return None
+    return None if "\x00" in text else text
 
 
 class _ChangeSignal:
@@ -150,6 +166,7 @@ class SQLiteStore(HandleStore):
         await db.execute("PRAGMA journal_mode = WAL")
         await db.execute("PRAGMA synchronous = FULL")
         await db.execute("PRAGMA foreign_keys = ON")
+        await db.create_function("handle_server_text", 1, _text_or_none, deterministic=True)
         return db
 
     @staticmethod
@@ -514,6 +531,25 @@ class SQLiteStore(HandleStore):
                 return list(await cur.fetchall())
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
+
+    async def search(
+        self,
+        conditions: Sequence[tuple[str, str]],
+        *,
+        prefix: str | None = None,
+        readable: Collection[str] = (),
+        offset: int = 0,
+        limit: int = 1000,
+    ) -> list[str]:
+        sql, params = search_query(
+            conditions,
+            prefix=prefix,
+            readable=readable,
+            offset=offset,
+            limit=limit,
+            dialect="sqlite",
+        )
+        return [row[0] for row in await self._fetch(sql, params)]
 
     async def get_session(self, key: bytes, *, now: float) -> SessionRecord | None:
         rows = await self._fetch(AuthSQL.GET_SESSION, (key, now))

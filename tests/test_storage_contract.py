@@ -359,3 +359,89 @@ async def test_a_shared_secret_is_made_once(store):
     assert first == b"a" * 32
     assert await store.shared_secret("sessions", b"b" * 32) == first
     assert await store.shared_secret("other", b"c" * 32) == b"c" * 32
+
+
+# -- reverse lookup -----------------------------------------------------------------------------
+
+
+def val(index: int, type_: str, data: bytes, *, public: bool = True) -> HandleValue:
+    return HandleValue(index, type_, data, timestamp=1, public_read=public)
+
+
+async def _search_fixture(store) -> None:
+    records = [
+        Handle("TEST/a", (val(1, "URL", b"https://example.org/a"), val(2, "CHECKSUM", b"md5:111"))),
+        Handle("TEST/b", (val(1, "URL", b"https://example.org/b", public=False),)),
+        Handle("TEST/c", (val(1, "url", b"https://other.net/c"), val(2, "CHECKSUM", b"md5:111"))),
+        Handle("OTHER/d", (val(1, "URL", b"https://example.org/d"),)),
+        Handle("TEST/e", (val(300, "HS_SECKEY", b"https://example.org/secret"),)),
+        Handle("TEST/f", (val(1, "URL", b"\xff\xfehttps://example.org/f"),)),
+        Handle("TEST/g", (val(1, "EUDAT/CHECKSUM", b"sha:abc*[x]?_%"),)),
+    ]
+    for record in records:
+        await store.update(record.handle, put(record))
+
+
+async def test_search_matches_type_and_pattern_from_public_values(store):
+    await _search_fixture(store)
+    assert await store.search([("URL", "*example.org*")]) == ["OTHER/d", "TEST/a"]
+    assert await store.search([("url", "https://example.org/a")]) == ["TEST/a"]
+    assert await store.search([("URL", "*EXAMPLE.ORG*")]) == []  # data is case-sensitive
+    assert await store.search([("URL", "*.net/c")]) == ["TEST/c"]  # the type is not
+    assert await store.search([("CHECKSUM", "md5:111")]) == ["TEST/a", "TEST/c"]
+    # Every condition must hold.
+    both = [("URL", "*example.org*"), ("CHECKSUM", "md5:111")]
+    assert await store.search(both) == ["TEST/a"]
+    # Any type, with characters that are wildcards to SQL taken as themselves.
+    assert await store.search([("EUDAT/CHECKSUM", "sha:abc*[x]?_%")]) == ["TEST/g"]
+    assert await store.search([("EUDAT/CHECKSUM", "*[x]?_%")]) == ["TEST/g"]
+    assert await store.search([("EUDAT/CHECKSUM", "sha:abc_x")]) == []
+
+
+async def test_search_scope_privacy_and_paging(store):
+    await _search_fixture(store)
+    pattern = [("URL", "*example.org*")]
+    assert await store.search(pattern, prefix="test") == ["TEST/a"]
+    # A private value counts only under a prefix the caller may read.
+    assert await store.search(pattern, readable=["TEST"]) == ["OTHER/d", "TEST/a", "TEST/b"]
+    assert await store.search(pattern, readable=["OTHER"]) == ["OTHER/d", "TEST/a"]
+    # Secret keys and data that is not text are never found.
+    assert await store.search(pattern, readable=["TEST", "OTHER"], prefix="TEST") == [
+        "TEST/a",
+        "TEST/b",
+    ]
+    assert await store.search([("HS_SECKEY", "*example*")], readable=["TEST"]) == []
+    assert await store.search(pattern, readable=["TEST"], offset=1, limit=1) == ["TEST/a"]
+
+
+async def test_the_search_index_follows_every_write(store):
+    await _search_fixture(store)
+    pattern = [("URL", "*example.org*")]
+    changed = Handle("TEST/a", (val(1, "URL", b"https://moved.example.net/a"),))
+    await store.update("TEST/a", put(changed))
+    await store.update("OTHER/d", lambda before: None)
+    assert await store.search(pattern) == []
+    assert await store.search([("URL", "*moved*")]) == ["TEST/a"]
+    # A value that became secret, and one that became private, are no longer found.
+    await store.update("TEST/c", put(Handle("TEST/c", (val(1, "HS_SECKEY", b"other.net"),))))
+    assert await store.search([("URL", "*other.net*")]) == []
+    assert await store.search([("HS_SECKEY", "*other.net*")], readable=["TEST"]) == []
+    # Imports are indexed like any write.
+    await store.import_records([Handle("TEST/i", (val(1, "URL", b"https://imported.org"),))])
+    assert await store.search([("URL", "*imported*")]) == ["TEST/i"]
+
+
+async def test_search_patterns_must_be_findable_from_the_index(store):
+    await _search_fixture(store)
+    for pattern in ("*", "ab", "*ab*", "a*b*c"):
+        with pytest.raises(ValueError, match="3 characters"):
+            await store.search([("URL", pattern)])
+    with pytest.raises(ValueError):
+        await store.search([])
+    # Next to one the index finds, any pattern is checked on what it found.
+    assert await store.search([("URL", "*"), ("CHECKSUM", "md5:111")]) == ["TEST/a", "TEST/c"]
+    assert await store.search([("CHECKSUM", "md5:111"), ("URL", "*.n*")]) == ["TEST/c"]
+    assert await store.search([("NOTE", "*"), ("CHECKSUM", "md5:111")]) == []
+    private = [("URL", "*"), ("URL", "https://example.org/b")]
+    assert await store.search(private) == []
+    assert await store.search(private, readable=["TEST"]) == ["TEST/b"]
