@@ -13,9 +13,10 @@ import storage
 
 from . import keys, proxy
 from .config import Config
-from .metrics import Metrics, MetricsStore, metrics_middleware
+from .metrics import Metrics, MetricsStore
 from .middlewares import error_middleware
 from .onezone import OnezoneService
+from .ops_views import metrics_middleware
 from .routes import setup_routes
 from .service import HandleService
 

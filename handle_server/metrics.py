@@ -1,4 +1,4 @@
-"""Prometheus metrics (``GET /metrics``) and health checks (``/healthz``, ``/readyz``).
+"""Prometheus metrics: what is counted and how (``ops_views.py`` serves them at ``/metrics``).
 
 What is measured:
 - ``handle_server_requests_total{route, method, status}`` and
@@ -17,15 +17,12 @@ answers, reports the sum over all of them: prometheus-client's multiprocess mode
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Collection, Sequence
 from typing import Any, TypeVar
 
-from aiohttp import web
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -41,21 +38,17 @@ from storage import (
     HandleStore,
     ImportResult,
     SessionRecord,
-    StoreUnavailable,
 )
 
-from . import keys
-from .responses import json_response
-
-__all__ = ["Metrics", "MetricsStore", "healthz", "metrics", "metrics_middleware", "readyz"]
+__all__ = ["MULTIPROCESS_DIR", "Metrics", "MetricsStore", "multiprocess_mode"]
 
 T = TypeVar("T")
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH"})
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
-_READY_TIMEOUT = 2.0
 
 
 def multiprocess_mode() -> bool:
@@ -102,11 +95,31 @@ class Metrics:
             registry=r,
             multiprocess_mode="mostrecent",
         )
-        for result in ("hit", "miss", "load", "invalidation"):
-            self.cache.labels(result)  # every result shows, at 0 until it happens
+        # Children bound to their labels once: ``labels()`` on every request costs more than
+        # the counting itself. Every cache result shows, at 0 until it happens.
+        self._cache_events = {
+            result: self.cache.labels(result) for result in ("hit", "miss", "load", "invalidation")
+        }
+        self._answered: dict[tuple[str, str, int], Any] = {}
+        self._latencies: dict[tuple[str, str], Any] = {}
 
     def cache_event(self, result: str) -> None:
-        self.cache.labels(result).inc()
+        self._cache_events[result].inc()
+
+    def answered(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answer and its latency. A method outside HTTP's usual ones counts as
+        ``other``: a client must not be able to grow the label set without end."""
+        if method not in _METHODS:
+            method = "other"
+        counter = self._answered.get((route, method, status))
+        if counter is None:
+            counter = self.requests.labels(route, method, str(status))
+            self._answered[route, method, status] = counter
+        counter.inc()
+        latency = self._latencies.get((route, method))
+        if latency is None:
+            latency = self._latencies[route, method] = self.latency.labels(route, method)
+        latency.observe(seconds)
 
     def render(self) -> bytes:
         """The text exposition format: this process's figures, or every worker's summed."""
@@ -115,60 +128,6 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
-
-
-def route_of(request: web.Request) -> str:
-    """The route template a request matched, or ``unmatched``."""
-    info = request.match_info
-    resource = info.route.resource if info.http_exception is None else None
-    return resource.canonical if resource is not None else "unmatched"
-
-
-@web.middleware
-async def metrics_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        metrics_ = request.app[keys.METRICS]
-        route = route_of(request)
-        metrics_.requests.labels(route, request.method, str(status)).inc()
-        metrics_.latency.labels(route, request.method).observe(time.perf_counter() - started)
-
-
-async def metrics(request: web.Request) -> web.Response:
-    """GET /metrics"""
-    service = request.app[keys.SERVICE]
-    registry = request.app[keys.METRICS]
-    for prefix in service.config.handle.prefixes:
-        registry.handles.labels(prefix).set(await service.store.count_handles(prefix))
-    body = await asyncio.to_thread(registry.render)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-async def healthz(request: web.Request) -> web.Response:
-    """GET /healthz: the process is up and answering."""
-    return json_response(request, {"status": "ok"})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    """GET /readyz: the store answers (a read, within 2 s); 503 while it does not."""
-    service = request.app[keys.SERVICE]
-    prefix = service.config.handle.prefixes[0] if service.config.handle.prefixes else "0.NA"
-    try:
-        await asyncio.wait_for(service.store.count_handles(prefix), _READY_TIMEOUT)
-    except (StoreUnavailable, TimeoutError) as exc:
-        reason = str(exc) or f"no answer within {_READY_TIMEOUT:g} s"
-        return json_response(request, {"status": "unavailable", "store": reason}, status=503)
-    return json_response(request, {"status": "ok"})
 
 
 class MetricsStore(HandleStore):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import keys, metrics, onezone_views, proxy, session_views, views
+from . import keys, onezone_views, ops_views, proxy, session_views, views
 
 __all__ = ["setup_routes"]
 
@@ -40,9 +40,9 @@ def setup_routes(app: web.Application) -> None:
     r.add_route("*", "/api/{tail:(?s:.*)}", _unknown_api)
     r.add_get(views.REVERSE_LOOKUP, views.reverse_lookup)
     r.add_get(views.REVERSE_LOOKUP + "/", views.reverse_lookup)
-    r.add_get("/metrics", metrics.metrics)
-    r.add_get("/healthz", metrics.healthz)
-    r.add_get("/readyz", metrics.readyz)
+    r.add_get("/metrics", ops_views.metrics)
+    r.add_get("/healthz", ops_views.healthz)
+    r.add_get("/readyz", ops_views.readyz)
     r.add_get("/", proxy.lookup)
     r.add_get("/favicon.ico", proxy.favicon)
     r.add_get("/{handle:(?s:.+)}", proxy.resolve)

@@ -65,9 +65,14 @@ async def test_metrics_count_requests_cache_and_store(api: Api):
     assert samples[("handle_server_handles", (("prefix", "TEST"),))] == 1
     assert samples[("handle_server_handles", (("prefix", "10.5555"),))] == 0
     assert requests(samples, "/{handle}", "GET", 404) == 1
+    # Made-up methods are counted together, so no client can grow the label set.
+    for method in ("PROPFIND", "PURGE"):
+        assert (await api.client.request(method, "/api/handles/TEST/m1")).status == 405
     # The scrape itself is counted by the next one.
     again = await scrape(api)
     assert requests(again, "/metrics", "GET", 200) == 1
+    assert requests(again, "/api/{tail}", "other", 405) == 2
+    assert not [k for k in again if ("method", "PURGE") in k[1]]
 
 
 def test_an_unknown_access_format_is_refused():
