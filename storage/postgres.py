@@ -23,6 +23,7 @@ from .base import Change, ChangeListener, HandleStore, ImportResult, SessionReco
 from .errors import SchemaMismatch, StoreUnavailable
 from .model import Handle, HandleValue, handle_key, prefix_of
 from .rows import (
+    SEARCH_COLUMNS,
     VALUE_COLUMNS,
     AuthSQL,
     ImportPlan,
@@ -34,6 +35,7 @@ from .rows import (
     prefix_bounds,
     records_from_rows,
     search_query,
+    search_rows,
     session_from_row,
     session_row,
     value_from_row,
@@ -430,6 +432,7 @@ async def _apply(
     if after is None:
         if before is not None:
             await conn.execute("DELETE FROM handles WHERE key = $1", key)  # values cascade
+            await conn.execute("DELETE FROM value_text WHERE key = $1", key)
             await conn.execute(
                 "UPDATE prefix_counts SET count = count - 1 WHERE prefix = $1", prefix
             )
@@ -449,16 +452,18 @@ async def _apply(
         await conn.execute(
             "DELETE FROM handle_values WHERE key = $1 AND idx = ANY($2::int[])", key, removed
         )
+        await conn.execute(
+            "DELETE FROM value_text WHERE key = $1 AND idx = ANY($2::int[])", key, removed
+        )
     await _write_values(conn, key, [v for v in after.values if old.get(v.index) != v])
 
 
 async def _write_imported(conn: asyncpg.Connection, plan: ImportPlan) -> None:
     await conn.execute("SELECT pg_notify($1, '')", CHANNEL)  # other nodes forget everything
     if plan.replaced:
-        await conn.execute(
-            "DELETE FROM handle_values WHERE key = ANY($1::text[])",
-            [r.key for r in plan.replaced],
-        )
+        replaced = [r.key for r in plan.replaced]
+        await conn.execute("DELETE FROM handle_values WHERE key = ANY($1::text[])", replaced)
+        await conn.execute("DELETE FROM value_text WHERE key = ANY($1::text[])", replaced)
         await conn.executemany(
             "UPDATE handles SET handle = $1 WHERE key = $2",
             [(r.handle, r.key) for r in plan.replaced],
@@ -478,18 +483,35 @@ async def _write_imported(conn: asyncpg.Connection, plan: ImportPlan) -> None:
         records=[value_row(r.key, v) for r in plan.written for v in r.values],
         columns=["key", *(c.strip() for c in VALUE_COLUMNS.split(","))],
     )
+    await conn.copy_records_to_table(
+        "value_text",
+        records=[row for r in plan.written for row in search_rows(r.key, r.values)],
+        columns=[c.strip() for c in SEARCH_COLUMNS.split(",")],
+    )
 
 
 async def _write_values(conn: asyncpg.Connection, key: str, values: Iterable[HandleValue]) -> None:
-    rows = [value_row(key, v) for v in values]
-    if rows:
+    """Store ``values`` of ``key`` (replacing those at their indexes), and their search text."""
+    values = list(values)
+    if not values:
+        return
+    await conn.executemany(
+        f"INSERT INTO handle_values (key, {VALUE_COLUMNS})"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        " ON CONFLICT (key, idx) DO UPDATE SET type = EXCLUDED.type, data = EXCLUDED.data,"
+        " ttl_type = EXCLUDED.ttl_type, ttl = EXCLUDED.ttl, timestamp = EXCLUDED.timestamp,"
+        " permissions = EXCLUDED.permissions, refs = EXCLUDED.refs",
+        [value_row(key, v) for v in values],
+    )
+    await conn.execute(
+        "DELETE FROM value_text WHERE key = $1 AND idx = ANY($2::int[])",
+        key,
+        [v.index for v in values],
+    )
+    searchable = search_rows(key, values)
+    if searchable:
         await conn.executemany(
-            f"INSERT INTO handle_values (key, {VALUE_COLUMNS})"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-            " ON CONFLICT (key, idx) DO UPDATE SET type = EXCLUDED.type, data = EXCLUDED.data,"
-            " ttl_type = EXCLUDED.ttl_type, ttl = EXCLUDED.ttl, timestamp = EXCLUDED.timestamp,"
-            " permissions = EXCLUDED.permissions, refs = EXCLUDED.refs",
-            rows,
+            f"INSERT INTO value_text ({SEARCH_COLUMNS}) VALUES ($1, $2, $3, $4, $5)", searchable
         )
 
 

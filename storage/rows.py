@@ -15,6 +15,8 @@ from .errors import ImportConflict
 from .model import Handle, HandleValue, TTLType, ValueReference, handle_key, prefix_of
 
 __all__ = [
+    "SEARCH_COLUMNS",
+    "SEARCH_EXCLUDED",
     "SEARCH_MIN_RUN",
     "VALUE_COLUMNS",
     "AuthSQL",
@@ -28,6 +30,7 @@ __all__ = [
     "records_from_rows",
     "search_pattern_problem",
     "search_query",
+    "search_rows",
     "session_from_row",
     "session_row",
     "value_from_row",
@@ -236,6 +239,40 @@ def session_from_row(row: Sequence[Any]) -> SessionRecord:
 
 
 # -- reverse lookup ----------------------------------------------------------------------------
+
+#: Types whose values are never searchable: secrets and the binary Handle System records (the
+#: migrations that index what was stored before them list the same).
+SEARCH_EXCLUDED = frozenset(
+    {
+        "HS_SECKEY",
+        "HS_PUBKEY",
+        "HS_ADMIN",
+        "HS_VLIST",
+        "HS_SITE",
+        "HS_SITE.PREFIX",
+        "HS_SERV",
+        "HS_CERT",
+        "HS_SIGNATURE",
+    }
+)
+SEARCH_COLUMNS = "key, idx, type, public, text"
+
+
+def search_rows(key: str, values: Iterable[HandleValue]) -> list[tuple]:
+    """The ``value_text`` rows (``SEARCH_COLUMNS``) of the searchable ones of ``values``: not
+    of an excluded type, and UTF-8 text without NUL (which PostgreSQL cannot hold as text)."""
+    rows = []
+    for v in values:
+        kind = v.type.upper()
+        if kind in SEARCH_EXCLUDED:
+            continue
+        try:
+            text = v.data.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        if "\x00" not in text:
+            rows.append((key, v.index, kind, v.public_read, text))
+    return rows
 
 
 def search_query(

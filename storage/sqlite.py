@@ -24,6 +24,7 @@ from .base import Change, ChangeListener, HandleStore, ImportResult, SessionReco
 from .errors import SchemaMismatch, StoreUnavailable
 from .model import Handle, HandleValue, handle_key, prefix_of
 from .rows import (
+    SEARCH_COLUMNS,
     VALUE_COLUMNS,
     AuthSQL,
     by_key,
@@ -33,6 +34,7 @@ from .rows import (
     prefix_bounds,
     records_from_rows,
     search_query,
+    search_rows,
     session_from_row,
     session_row,
     value_from_row,
@@ -412,9 +414,9 @@ class SQLiteStore(HandleStore):
     @staticmethod
     async def _write_imported(db: aiosqlite.Connection, plan) -> None:
         if plan.replaced:
-            await db.executemany(
-                "DELETE FROM handle_values WHERE key = ?", [(r.key,) for r in plan.replaced]
-            )
+            replaced = [(r.key,) for r in plan.replaced]
+            await db.executemany("DELETE FROM handle_values WHERE key = ?", replaced)
+            await db.executemany("DELETE FROM value_text WHERE key = ?", replaced)
             await db.executemany(
                 "UPDATE handles SET handle = ? WHERE key = ?",
                 [(r.handle, r.key) for r in plan.replaced],
@@ -433,6 +435,7 @@ class SQLiteStore(HandleStore):
             f"INSERT INTO handle_values (key, {VALUE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [value_row(r.key, v) for r in plan.written for v in r.values],
         )
+        await _index(db, [row for r in plan.written for row in search_rows(r.key, r.values)])
         await db.executemany(
             "INSERT INTO handle_changes (key) VALUES (?)", [(r.key,) for r in plan.written]
         )
@@ -499,6 +502,7 @@ class SQLiteStore(HandleStore):
         if after is None:
             if before is not None:
                 await db.execute("DELETE FROM handle_values WHERE key = ?", (key,))
+                await db.execute("DELETE FROM value_text WHERE key = ?", (key,))
                 await db.execute("DELETE FROM handles WHERE key = ?", (key,))
                 await db.execute(
                     "UPDATE prefix_counts SET count = count - 1 WHERE prefix = ?", (prefix,)
@@ -516,10 +520,9 @@ class SQLiteStore(HandleStore):
         old = {v.index: v for v in before.values}
         removed = old.keys() - after.indexes
         if removed:
-            await db.executemany(
-                "DELETE FROM handle_values WHERE key = ? AND idx = ?",
-                [(key, i) for i in sorted(removed)],
-            )
+            gone = [(key, i) for i in sorted(removed)]
+            await db.executemany("DELETE FROM handle_values WHERE key = ? AND idx = ?", gone)
+            await db.executemany("DELETE FROM value_text WHERE key = ? AND idx = ?", gone)
         await _write_values(db, key, [v for v in after.values if old.get(v.index) != v])
 
     # authentication state
@@ -592,10 +595,24 @@ class SQLiteStore(HandleStore):
 
 
 async def _write_values(db: aiosqlite.Connection, key: str, values: Iterable[HandleValue]) -> None:
-    rows = [value_row(key, v) for v in values]
+    """Store ``values`` of ``key`` (replacing those at their indexes), and their search text."""
+    values = list(values)
+    if not values:
+        return
+    await db.executemany(
+        f"INSERT OR REPLACE INTO handle_values (key, {VALUE_COLUMNS})"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [value_row(key, v) for v in values],
+    )
+    await db.executemany(
+        "DELETE FROM value_text WHERE key = ? AND idx = ?", [(key, v.index) for v in values]
+    )
+    await _index(db, search_rows(key, values))
+
+
+async def _index(db: aiosqlite.Connection, rows: list[tuple]) -> None:
+    """Add ``search_rows`` to the search index (the FTS table follows by triggers)."""
     if rows:
         await db.executemany(
-            f"INSERT OR REPLACE INTO handle_values (key, {VALUE_COLUMNS})"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
+            f"INSERT INTO value_text ({SEARCH_COLUMNS}) VALUES (?, ?, ?, ?, ?)", rows
         )

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from pathlib import Path
 
@@ -246,9 +247,16 @@ def test_import_of_a_missing_file_or_without_config(tmp_path, capsys):
 
 _OLD_ROWS = [
     "INSERT INTO handles VALUES ('TEST/OLD', 'TEST/old')",
-    "INSERT INTO handle_values VALUES ('TEST/OLD', 1, 'URL', 'h', 0, 86400, 1, 14, '')",
+    # The data: b"https://old.org" (68747470...), and bytes that are not UTF-8.
+    "INSERT INTO handle_values VALUES"
+    " ('TEST/OLD', 1, 'URL', '68747470733a2f2f6f6c642e6f7267', 0, 86400, 1, 14, ''),"
+    " ('TEST/OLD', 2, 'URL', 'ff6f6c642e6f7267', 0, 86400, 1, 14, '')",
     "INSERT INTO prefix_counts VALUES ('TEST', 1)",
 ]
+_OLD_VALUES = (
+    HandleValue(1, "URL", b"https://old.org", timestamp=1),
+    HandleValue(2, "URL", b"\xffold.org", timestamp=1),
+)
 
 
 def _at_version_1(table: dict[str, str]) -> None:
@@ -260,14 +268,14 @@ def _at_version_1(table: dict[str, str]) -> None:
         with sqlite3.connect(table["path"]) as db:
             db.executescript(script)
             for statement in _OLD_ROWS:
-                db.execute(statement.replace("'h'", "x'68'"))
+                db.execute(re.sub(r"'([0-9a-f]{8,})'", r"x'\1'", statement))
             db.execute("PRAGMA user_version = 1")
     else:
         statements = [
             script,
             "CREATE TABLE handle_server_schema (version INTEGER NOT NULL)",
             "INSERT INTO handle_server_schema VALUES (1)",
-            *(s.replace("'h'", "'\\x68'::bytea") for s in _OLD_ROWS),
+            *(re.sub(r"'([0-9a-f]{8,})'", r"'\\x\1'::bytea", s) for s in _OLD_ROWS),
         ]
         _pg_execute(table["dsn"], ";\n".join(statements))
 
@@ -289,8 +297,12 @@ def test_serve_refuses_an_older_schema_until_migrate_brings_it_up(tmp_path, caps
     assert main(["migrate", "--config", str(config), "--check"]) == 0
     assert f"schema version {latest}, up to date" in capsys.readouterr().out
     record = run(_with(storage_table, lambda s: s.get("TEST/old")))
-    assert record == Handle("TEST/old", (HandleValue(1, "URL", b"h", timestamp=1),))
-    # The tables of later versions are there and work.
+    assert record == Handle("TEST/old", _OLD_VALUES)
+    # The tables of later versions are there and work; what was stored is searchable.
+    found = run(_with(storage_table, lambda s: s.search([("URL", "https://old.org")])))
+    assert found == ["TEST/old"]
+    # (The migration skipped the value that is not text: on PostgreSQL, converting it to text
+    # fails, and the migration ran.)
     secret = run(_with(storage_table, lambda s: s.shared_secret("sessions", b"k" * 32)))
     assert secret == b"k" * 32
 

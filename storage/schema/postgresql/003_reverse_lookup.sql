@@ -1,5 +1,6 @@
--- Reverse lookup (/hrls/handles/): the text of every value that can be searched, kept by a
--- trigger in the same transaction as the value itself, with a trigram index (pg_trgm, shipped
+-- Reverse lookup (/hrls/handles/): the text of every value that can be searched, written by the
+-- store in the same transaction as the value itself (storage.rows.search_row), with a trigram
+-- index (pg_trgm, shipped
 -- with PostgreSQL; creating it needs the CREATE privilege on the database) so that a pattern
 -- like *example.org* is found from the index. Binary and secret types, and data that is not
 -- UTF-8 text, are not searchable. `type` is upper-cased; `public` is the value's public read.
@@ -15,30 +16,24 @@ CREATE TABLE value_text (
 );
 CREATE INDEX value_text_trigrams ON value_text USING gin (text public.gin_trgm_ops);
 
-CREATE FUNCTION value_text_sync() RETURNS trigger LANGUAGE plpgsql AS $$
+-- The values stored before this version (those that are UTF-8 text).
+DO $$
+DECLARE
+    r RECORD;
 BEGIN
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        DELETE FROM value_text WHERE key = OLD.key AND idx = OLD.idx;
-    END IF;
-    IF TG_OP IN ('INSERT', 'UPDATE') AND upper(NEW.type) NOT IN (
-        'HS_SECKEY', 'HS_PUBKEY', 'HS_ADMIN', 'HS_VLIST', 'HS_SITE', 'HS_SITE.PREFIX',
-        'HS_SERV', 'HS_CERT', 'HS_SIGNATURE'
-    ) THEN
+    FOR r IN SELECT key, idx, type, data, permissions FROM handle_values
+             WHERE upper(type) NOT IN ('HS_SECKEY', 'HS_PUBKEY', 'HS_ADMIN', 'HS_VLIST',
+                                       'HS_SITE', 'HS_SITE.PREFIX', 'HS_SERV', 'HS_CERT',
+                                       'HS_SIGNATURE')
+    LOOP
         BEGIN
             INSERT INTO value_text (key, idx, type, public, text) VALUES (
-                NEW.key, NEW.idx, upper(NEW.type), (NEW.permissions & 2) <> 0,
-                convert_from(NEW.data, 'UTF8')
+                r.key, r.idx, upper(r.type), (r.permissions & 2) <> 0,
+                convert_from(r.data, 'UTF8')
             );
         EXCEPTION WHEN character_not_in_repertoire OR untranslatable_character THEN
             NULL;  -- not text: not searchable
         END;
-    END IF;
-    RETURN NULL;
+    END LOOP;
 END
 $$;
-
-CREATE TRIGGER handle_values_search AFTER INSERT OR UPDATE OR DELETE ON handle_values
-    FOR EACH ROW EXECUTE FUNCTION value_text_sync();
-
--- The values stored before this version: touching each row runs the trigger on it.
-UPDATE handle_values SET type = type;
