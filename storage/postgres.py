@@ -325,7 +325,7 @@ class PostgresStore(HandleStore):
                 raise StoreUnavailable(f"PostgreSQL write failed: {exc}") from exc
         raise StoreUnavailable(f"{what} kept changing during this write; try again")
 
-    # authentication state
+    # reverse lookup
 
     async def search(
         self,
@@ -349,6 +349,8 @@ class PostgresStore(HandleStore):
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"PostgreSQL read failed: {exc}") from exc
         return [r["handle"] for r in rows]
+
+    # authentication state
 
     async def get_session(self, key: bytes, *, now: float) -> SessionRecord | None:
         try:

@@ -525,8 +525,6 @@ class SQLiteStore(HandleStore):
             await db.executemany("DELETE FROM value_text WHERE key = ? AND idx = ?", gone)
         await _write_values(db, key, [v for v in after.values if old.get(v.index) != v])
 
-    # authentication state
-
     async def _fetch(self, sql: str, params: Sequence[object]) -> list[sqlite3.Row]:
         """The rows of a read on the reader connection."""
         try:
@@ -534,6 +532,8 @@ class SQLiteStore(HandleStore):
                 return list(await cur.fetchall())
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
+
+    # reverse lookup
 
     async def search(
         self,
@@ -553,6 +553,8 @@ class SQLiteStore(HandleStore):
             dialect="sqlite",
         )
         return [row[0] for row in await self._fetch(sql, params)]
+
+    # authentication state
 
     async def get_session(self, key: bytes, *, now: float) -> SessionRecord | None:
         rows = await self._fetch(AuthSQL.GET_SESSION, (key, now))
