@@ -37,6 +37,8 @@ def setup_routes(app: web.Application) -> None:
     r.add_put(session_views.SESSION_THIS, session_views.session_this)
     r.add_post(session_views.SESSION_THIS, session_views.session_this)
     r.add_delete(session_views.SESSION_THIS, session_views.end_session)
+    r.add_get("/api/openapi.json", ops_views.openapi_json)
+    r.add_get("/api/docs", ops_views.api_docs)
     r.add_route("*", "/api/{tail:(?s:.*)}", _unknown_api)
     r.add_get(views.REVERSE_LOOKUP, views.reverse_lookup)
     r.add_get(views.REVERSE_LOOKUP + "/", views.reverse_lookup)

@@ -1,0 +1,130 @@
+"""The OpenAPI 3.1 description at /api/openapi.json: well formed, and true to real answers
+(each one is checked against the schema the description gives for its path, method and
+status); and the readable page at /api/docs."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from .conftest import ADMIN_AUTH, Api, url_value
+
+DOC_URI = "urn:handle-server:openapi"
+
+
+@pytest.fixture
+async def described(api: Api) -> tuple[Api, dict[str, Any]]:
+    status, doc = await api._call("GET", "/api/openapi.json")
+    assert status == 200 and doc["openapi"].startswith("3.1")
+    return api, doc
+
+
+def _operation(doc: dict, path: str, method: str) -> tuple[str, dict]:
+    """The described operation a concrete path falls under (the most specific template)."""
+    candidates = []
+    for template, item in doc["paths"].items():
+        pattern = re.sub(r"\\\{[^}]+\\\}", "(.+)", re.escape(template))
+        if re.fullmatch(pattern, path) and method in item:
+            candidates.append((template.count("{"), template, item[method]))
+    assert candidates, f"{method.upper()} {path} is not described"
+    _, template, op = min(candidates)
+    return template, op
+
+
+def check(doc: dict, method: str, path: str, status: int, body: Any) -> None:
+    template, op = _operation(doc, path.split("?")[0], method.lower())
+    answers = op["responses"]
+    assert str(status) in answers, f"{method} {template} answered {status}, not described"
+    content = answers[str(status)].get("content", {})
+    if "application/json" not in content:
+        return
+    registry = Registry().with_resource(DOC_URI, Resource(doc, DRAFT202012))
+    schema = dict(content["application/json"]["schema"])
+    if "$ref" in schema:
+        schema["$ref"] = DOC_URI + schema["$ref"]
+    schema = _absolute(schema)
+    Draft202012Validator(schema, registry=registry).validate(body)
+
+
+def _absolute(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: (DOC_URI + v if k == "$ref" and v.startswith("#") else _absolute(v))
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_absolute(v) for v in node]
+    return node
+
+
+def test_the_description_is_well_formed(api: Api):
+    from handle_server.openapi import describe
+
+    doc = describe()
+    for schema in doc["components"]["schemas"].values():
+        Draft202012Validator.check_schema(schema)
+    text = repr(doc)
+    for ref in re.findall(r"'#/components/schemas/(\w+)'", text):
+        assert ref in doc["components"]["schemas"], ref
+    operation_ids = [
+        op["operationId"]
+        for item in doc["paths"].values()
+        for method, op in item.items()
+        if method != "parameters"
+    ]
+    assert len(operation_ids) == len(set(operation_ids))
+
+
+async def test_real_answers_match_the_description(described):
+    api, doc = described
+    put = {"json": [url_value("https://o.org")], "headers": ADMIN_AUTH}
+    calls = [
+        ("PUT", "/api/handles/TEST/o1", put),
+        ("PUT", "/api/handles/TEST/o1", {**put, "params": {"overwrite": "false"}}),
+        ("PUT", "/api/handles/TEST/o1", {"json": {"values": "x"}, "headers": ADMIN_AUTH}),
+        ("PUT", "/api/handles/TEST/o2", {"json": [url_value("https://o.org")]}),
+        ("PUT", "/api/handles/TEST/", {"json": [url_value("https://m.org")], "headers": ADMIN_AUTH,
+                                       "params": {"mintNewSuffix": "true"}}),
+        ("GET", "/api/handles/TEST/o1", {}),
+        ("GET", "/api/handles/TEST/o1", {"params": {"type": "NOTHING"}}),
+        ("GET", "/api/handles/TEST/none", {}),
+        ("GET", "/api/handles/NOPE/x", {}),
+        ("GET", "/api/handles", {"params": {"prefix": "TEST"}, "headers": ADMIN_AUTH}),
+        ("GET", "/api/handles", {"params": {"prefix": "TEST", "page": "0", "pageSize": "1"},
+                                 "headers": ADMIN_AUTH}),
+        ("DELETE", "/api/handles/TEST/o1", {"params": {"index": "7"}, "headers": ADMIN_AUTH}),
+        ("DELETE", "/api/handles/TEST/o1", {"headers": ADMIN_AUTH}),
+        ("DELETE", "/api/handles/TEST/o1", {"headers": ADMIN_AUTH}),
+        ("POST", "/api/sessions", {"json": {"id": "300:0.NA/TEST"}}),
+        ("GET", "/api/sessions/this", {}),
+        ("GET", "/hrls/handles/", {"params": {"URL": "*m.org*"}}),
+        ("GET", "/hrls/handles/", {"params": {"URL": "*"}}),
+        ("GET", "/healthz", {}),
+        ("GET", "/readyz", {}),
+    ]  # fmt: skip
+    statuses = set()
+    for method, path, kwargs in calls:
+        async with api.client.request(method, path, **kwargs) as resp:
+            body = await resp.json() if resp.content_type == "application/json" else None
+            check(doc, method, path, resp.status, body)
+            statuses.add(resp.status)
+    assert {200, 201, 400, 401, 403, 404, 409} <= statuses
+    async with api.client.get("/metrics") as resp:
+        check(doc, "GET", "/metrics", resp.status, None)
+
+
+async def test_the_docs_page_names_every_operation_and_needs_nothing_else(described):
+    api, doc = described
+    async with api.client.get("/api/docs") as resp:
+        assert resp.status == 200 and resp.content_type == "text/html"
+        page = await resp.text()
+    for item in doc["paths"].values():
+        for method, op in item.items():
+            if method != "parameters":
+                assert f"id='{op['operationId']}'" in page
+    assert "<script" not in page and not re.search(r"(src|href)=['\"]?https?:", page)
