@@ -273,10 +273,10 @@ class SessionStore:
         _, opened = _ID_BODY.unpack(body)
         return self._session(token, opened)
 
-    async def get(self, session_id: str) -> Session | None:
+    async def get(self, session_id: str, *, renew: bool = True) -> Session | None:
         """The open session ``session_id``, with the identity it proved; ``None`` if the id is
         not one of ours, or the session expired or was closed. Using a session that proved an
-        identity moves its expiry on."""
+        identity moves its expiry on (unless not ``renew``)."""
         session = self._parse(session_id)
         if session is None:
             return None
@@ -288,7 +288,7 @@ class SessionStore:
         if record.identity is None:
             return None  # closed
         session.identity = record.identity
-        if record.expires < now + self.idle_timeout - self._renew_after:
+        if renew and record.expires < now + self.idle_timeout - self._renew_after:
             await self._store.renew_session(session.key, expires=now + self.idle_timeout)
         return session
 
@@ -302,7 +302,7 @@ class SessionStore:
 
     async def close(self, session_id: str) -> bool:
         """End the session ``session_id``; ``False`` if it was not open."""
-        session = await self.get(session_id)
+        session = await self.get(session_id, renew=False)  # its record is rewritten below
         if session is None:
             return False
         # Kept as closed until the id would have expired unused: after that it is refused

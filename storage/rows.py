@@ -313,7 +313,8 @@ def search_query(
                 "SELECT v.key FROM value_text_fts f JOIN value_text v ON v.id = f.rowid"
                 f" WHERE f.text GLOB ? AND v.text GLOB ? AND v.type = ? AND {shown}"
             )
-            params += [matched(pattern), matched(pattern), type_.upper(), *visible_params]
+            glob = matched(pattern)
+            params += [glob, glob, type_.upper(), *visible_params]
         else:
             picks.append(
                 f"SELECT v.key FROM value_text v WHERE v.text LIKE ? AND v.type = ? AND {shown}"
