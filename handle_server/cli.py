@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import getpass
 import ipaddress
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -14,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 import storage
@@ -21,6 +24,17 @@ from storage import HandleStore, SchemaMismatch, StoreUnavailable
 
 from . import __version__
 from .access_log import access_log_options
+from .admin import (
+    EXIT_USAGE,
+    AdminFailed,
+    HandleApi,
+    add_admin,
+    administered_prefix,
+    local_api,
+    parse_permissions,
+    parse_values,
+    remote_api,
+)
 from .app import create_app
 from .config import Config, ConfigError, load_config
 from .transfer import ImportFailed, export_store, export_to_path, import_file
@@ -31,6 +45,16 @@ __all__ = ["main"]
 log = logging.getLogger("handle_server")
 _EXAMPLE_SECRET = "change-me"
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+SECRET_VARIABLE = "HANDLE_SERVER_SECRET"
+_ADMIN_EPILOG = f"""\
+Where the command goes: --config FILE works on the configured store (no server needs to
+run; it acts as the first [[admins]] entry of the handle's prefix), --server URL on a running
+server as --identity, whose secret key is read from --secret-file, from ${SECRET_VARIABLE},
+or asked for on a terminal.
+
+Exit codes: 0 done; 1 the store or server could not be reached; 2 a mistake in the command,
+the configuration or the values; 3 no such handle or value; 4 the handle or value exists
+already; 5 not allowed (no credentials, wrong ones, or no right to do it)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,7 +104,75 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace handles stored with other values (default: stop at the first)",
     )
+    _admin_commands(commands)
     return parser
+
+
+def _admin_commands(commands: Any) -> None:
+    def admin(name: str, help: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(
+            name,
+            help=help,
+            description=help,
+            epilog=_ADMIN_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        where = command.add_argument_group("where the command goes")
+        where.add_argument("--config", metavar="FILE", help="work on this configuration's store")
+        where.add_argument("--server", metavar="URL", help="work through the server at URL")
+        where.add_argument("--identity", metavar="INDEX:HANDLE", help="who to act as on --server")
+        where.add_argument("--secret-file", metavar="FILE", type=Path, help="its secret key")
+        where.add_argument(
+            "--cafile", metavar="FILE", type=Path, help="CA certificates to trust for --server"
+        )
+        return command
+
+    get = admin("get", "show a handle's record as the REST API answers it (JSON)")
+    get.add_argument("handle", metavar="HANDLE")
+    get.add_argument("--index", type=int, action="append", default=[], help="only this index")
+    get.add_argument("--type", action="append", default=[], help="only values of this type")
+    get.add_argument(
+        "--public", action="store_true", help="only public values, as anyone sees them"
+    )
+
+    create = admin("create", "create a handle (a HANDLE ending in / gets a new unique suffix)")
+    create.add_argument("handle", metavar="HANDLE")
+    create.add_argument("--url", action="append", default=[], help="a URL value (repeatable)")
+    create.add_argument(
+        "--value",
+        action="append",
+        default=[],
+        metavar="[INDEX:]TYPE=DATA",
+        help="a value with text data (repeatable); without INDEX, the lowest free one",
+    )
+    create.add_argument(
+        "--json",
+        metavar="FILE",
+        help='the values as a REST PUT body (array or {"values": [...]}); - reads stdin',
+    )
+    create.add_argument(
+        "--overwrite", action="store_true", help="replace the record if the handle exists"
+    )
+
+    delete = admin("delete", "delete a handle, or only the values at --index")
+    delete.add_argument("handle", metavar="HANDLE")
+    delete.add_argument("--index", type=int, action="append", default=[], help="repeatable")
+
+    listing = admin("list", "list the handles of a prefix, one per line")
+    listing.add_argument("prefix", metavar="PREFIX")
+    listing.add_argument("--page", type=int, help="only this page (from 0)")
+    listing.add_argument("--page-size", type=_positive, default=1000, help="with --page")
+
+    add = admin("add-admin", "give an identity HS_ADMIN rights on a handle (or a prefix handle)")
+    add.add_argument("handle", metavar="HANDLE")
+    add.add_argument("admin", metavar="INDEX:HANDLE", help="the identity to make an admin")
+    add.add_argument(
+        "--permissions",
+        default="011111110011",
+        help="12 characters of 0/1, 'all', or names such as add_value,modify_value "
+        "(default 011111110011: all but listing and derived prefixes)",
+    )
+    add.add_argument("--index", type=int, help="where the HS_ADMIN goes (default: 100 or next)")
 
 
 def _positive(text: str) -> int:
@@ -351,9 +443,132 @@ def import_(config: Config, path: Path, batch: int, replace: bool) -> int:
     return _with_store(config, run, migrate=False)
 
 
-def _setup_logging(config: Config, tag: str = "") -> None:
+ADMIN_COMMANDS = frozenset({"get", "create", "delete", "list", "add-admin"})
+
+
+def admin_command(args: argparse.Namespace, config: Config) -> int:
+    """Run one of ``ADMIN_COMMANDS`` where ``args`` send it (see ``handle_server.admin``)."""
+    action = _ADMIN_ACTIONS[args.command]
+
+    async def run() -> int:
+        target = args.prefix if args.command == "list" else args.handle
+        if args.server is not None:
+            secret = _secret(args) if args.identity else None
+            where = remote_api(args.server, args.identity, secret, cafile=args.cafile)
+        else:
+            where = local_api(config, administered_prefix(target))
+        async with where as api:
+            await action(api, args)
+        return 0
+
+    try:
+        if (args.server is None) == (config.source is None):
+            raise AdminFailed("give either --config FILE or --server URL", EXIT_USAGE)
+        if args.server is None and (args.identity or args.secret_file or args.cafile):
+            raise AdminFailed("--identity, --secret-file and --cafile go with --server", EXIT_USAGE)
+        return asyncio.run(run())
+    except AdminFailed as exc:
+        print(f"handle-server {args.command}: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except (SchemaMismatch, StoreUnavailable) as exc:
+        return _store_failure(exc)
+
+
+def _secret(args: argparse.Namespace) -> str:
+    """The identity's secret key: never from the command line, where other users see it."""
+    if args.secret_file is not None:
+        try:
+            return args.secret_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AdminFailed(f"--secret-file {args.secret_file}: {exc}", EXIT_USAGE) from None
+    if SECRET_VARIABLE in os.environ:
+        return os.environ[SECRET_VARIABLE]
+    if sys.stdin.isatty():
+        return getpass.getpass(f"secret key of {args.identity}: ")
+    raise AdminFailed(
+        f"--identity {args.identity} needs its secret key: --secret-file FILE or "
+        f"${SECRET_VARIABLE}",
+        EXIT_USAGE,
+    )
+
+
+def _print_json(body: Any) -> None:
+    sys.stdout.buffer.write(orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n")
+    sys.stdout.buffer.flush()
+
+
+async def _get(api: HandleApi, args: argparse.Namespace) -> None:
+    params = [("index", str(i)) for i in args.index] + [("type", t) for t in args.type]
+    public = args.public or not api.authenticated  # anonymous callers see public values
+    params.append(("publicOnly", "true" if public else "false"))
+    params.append(("auth", "true"))  # from the store, not a cache
+    _print_json(await api.get(args.handle, params))
+
+
+def _body_of(args: argparse.Namespace) -> Any:
+    if args.json is None:
+        if not args.url and not args.value:
+            raise AdminFailed("give the values: --url, --value or --json", EXIT_USAGE)
+        return parse_values(args.value, args.url)
+    if args.url or args.value:
+        raise AdminFailed("--json gives all the values: leave out --url and --value", EXIT_USAGE)
+    try:
+        raw = sys.stdin.buffer.read() if args.json == "-" else Path(args.json).read_bytes()
+        return orjson.loads(raw)
+    except OSError as exc:
+        raise AdminFailed(f"--json {args.json}: {exc.strerror or exc}", EXIT_USAGE) from None
+    except orjson.JSONDecodeError as exc:
+        raise AdminFailed(f"--json {args.json}: not JSON: {exc}", EXIT_USAGE) from None
+
+
+async def _create(api: HandleApi, args: argparse.Namespace) -> None:
+    body = _body_of(args)
+    if args.handle.endswith("/"):
+        answer = await api.put(args.handle, body, [("mintNewSuffix", "true")])
+        print(f"created {answer.body['handle']}")
+        return
+    params = [("overwrite", "true" if args.overwrite else "false")]
+    answer = await api.put(args.handle, body, params)
+    print(f"{'created' if answer.status == 201 else 'replaced'} {args.handle}")
+
+
+async def _delete(api: HandleApi, args: argparse.Namespace) -> None:
+    await api.delete(args.handle, args.index)
+    if args.index:
+        listed = ", ".join(map(str, sorted(set(args.index))))
+        print(f"removed index {listed} of {args.handle}")
+    else:
+        print(f"deleted {args.handle}")
+
+
+async def _list(api: HandleApi, args: argparse.Namespace) -> None:
+    if args.page is not None and args.page < 0:
+        raise AdminFailed(f"--page must not be negative, got {args.page}", EXIT_USAGE)
+    body = await api.list(args.prefix, args.page, args.page_size)
+    names = body.get("handles", [])
+    if names:
+        sys.stdout.write("\n".join(names) + "\n")
+    sys.stdout.flush()
+
+
+async def _add_admin(api: HandleApi, args: argparse.Namespace) -> None:
+    permissions = parse_permissions(args.permissions)
+    done, index = await add_admin(api, args.handle, args.admin, permissions, index=args.index)
+    print(f"{done}: {args.admin} is an admin of {args.handle} at index {index} ({permissions})")
+
+
+_ADMIN_ACTIONS = {
+    "get": _get,
+    "create": _create,
+    "delete": _delete,
+    "list": _list,
+    "add-admin": _add_admin,
+}
+
+
+def _setup_logging(config: Config, tag: str = "", *, level: str | None = None) -> None:
     logging.basicConfig(
-        level=config.log.level.upper(),
+        level=(level or config.log.level).upper(),
         format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -380,6 +595,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"handle-server: {exc}", file=sys.stderr)
         return 2
+    if args.command in ADMIN_COMMANDS:
+        # The server started for the command logs its warnings, not its start-up chatter.
+        _setup_logging(config, level="debug" if config.log.level == "debug" else "warning")
+        return admin_command(args, config)
     _setup_logging(config)
     if args.command == "serve":
         if args.workers < 1:
