@@ -10,6 +10,7 @@ import html
 from typing import Any
 
 from . import __version__
+from .config import OnezoneConfig
 
 __all__ = ["describe", "docs_page"]
 
@@ -171,6 +172,106 @@ _SCHEMAS: dict[str, Any] = {
                 },
             },
             "error": {"type": "string"},
+        },
+    },
+    "OnezoneError": {
+        "type": "object",
+        "required": ["error"],
+        "additionalProperties": False,
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["id", "description"],
+                "properties": {
+                    "id": {"type": "string", "description": "e.g. badValueIdNotFound, notFound"},
+                    "description": {"type": "string"},
+                    "details": {"type": "object"},
+                },
+            }
+        },
+    },
+    "OnezoneRegistration": {
+        "type": "object",
+        "required": ["handleServiceId", "resourceType", "resourceId", "metadata"],
+        "properties": {
+            "handleServiceId": {"type": "string"},
+            "resourceType": {"type": "string", "enum": ["Share"]},
+            "resourceId": {"type": "string", "pattern": "^[A-Za-z0-9._~-]{1,255}$"},
+            "metadataPrefix": {"type": "string", "enum": ["oai_dc", "edm"]},
+            "metadata": {"type": "string", "description": "XML of the metadata prefix's form"},
+        },
+    },
+    "OnezoneHandle": {
+        "type": "object",
+        "required": [
+            "handleId",
+            "handleServiceId",
+            "handle",
+            "publicHandle",
+            "resourceType",
+            "resourceId",
+            "metadataPrefix",
+            "metadata",
+            "timestamp",
+            "creationTime",
+        ],
+        "properties": {
+            "handleId": {"type": "string"},
+            "handleServiceId": {"type": "string"},
+            "handle": {"type": "string", "description": "prefix/suffix"},
+            "publicHandle": {"type": "string", "description": "the handle as a resolver URL"},
+            "resourceType": {"type": "string"},
+            "resourceId": {"type": "string"},
+            "metadataPrefix": {"type": "string"},
+            "metadata": {"type": "string"},
+            "timestamp": {"type": "string", "format": "date-time"},
+            "creationTime": {"type": "integer"},
+            "creator": {
+                "type": "object",
+                "description": "absent from the public view",
+                "properties": {"type": {"type": "string"}, "id": {"type": "string"}},
+            },
+        },
+    },
+    "OnezoneHandleIds": {
+        "type": "object",
+        "required": ["handles"],
+        "properties": {"handles": {"type": "array", "items": {"type": "string"}}},
+    },
+    "OnezoneHandleService": {
+        "type": "object",
+        "required": ["handleServiceId", "name"],
+        "properties": {
+            "handleServiceId": {"type": "string"},
+            "name": {"type": "string"},
+            "serviceProperties": {
+                "type": "object",
+                "description": "absent from the public view",
+                "properties": {"type": {"type": "string"}, "prefix": {"type": "string"}},
+            },
+        },
+    },
+    "ProxyRequest": {
+        "type": "object",
+        "required": ["serviceProperties"],
+        "description": "What Onezone sends its handle proxy: the handle service's properties "
+        "(their username, index:handle, and password prove who registers), the share's URL "
+        "and its Dublin Core metadata.",
+        "properties": {
+            "serviceProperties": {
+                "type": "object",
+                "required": ["prefix"],
+                "properties": {
+                    "prefix": {"type": "string"},
+                    "username": {"type": "string"},
+                    "password": {"type": "string"},
+                },
+            },
+            "url": {"type": "string", "format": "uri"},
+            "metadata": {
+                "type": "object",
+                "properties": {"onedata_dc": {"type": "string"}},
+            },
         },
     },
     "Health": {
@@ -405,17 +506,244 @@ def _other_paths() -> dict[str, Any]:
     }
 
 
-def describe() -> dict[str, Any]:
-    """The OpenAPI 3.1 document."""
+def _onezone_error(description: str) -> dict:
+    return _answer(description, "OnezoneError")
+
+
+_ONEZONE_AUTH = {
+    "401": _onezone_error("No credentials, or wrong ones: unauthorized"),
+    "403": _onezone_error("The identity lacks the Handle right it needs: forbidden"),
+    "429": _onezone_error("Too many failed authentications: tooManyRequests"),
+    "503": _onezone_error("The store is unreachable: serviceUnavailable"),
+}
+
+
+def _onezone_paths(api: str, proxy: str) -> dict[str, Any]:
+    """The Onezone handle API at ``api`` and the handle-proxy contract at ``proxy`` (either
+    "" when turned off). Their errors are Onezone's shape, never the Handle API's."""
+    paths: dict[str, Any] = {}
+    security = [{"basic": []}, {"handleSession": []}]
+    hid = {"name": "hid", "in": "path", "required": True, "schema": {"type": "string"}}
+    sid = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    handle = _answer("The handle resource", "OnezoneHandle")
+    missing = _onezone_error("No such handle or handle service: notFound")
+    ids = _answer("handleIds", "OnezoneHandleIds")
+    if api:
+        register = {
+            "summary": "Onezone: register a handle for a share (DC or EDM metadata)",
+            "requestBody": {
+                "required": True,
+                "content": {_JSON: {"schema": _ref("OnezoneRegistration")}},
+            },
+            "responses": {
+                "201": {
+                    "description": "Registered; Location names the new handle resource",
+                    "headers": {"Location": {"schema": {"type": "string"}}},
+                },
+                "400": _onezone_error("A bad or missing value (badValue..., missingRequiredValue)"),
+                "409": _onezone_error("The share has a handle already: alreadyExists"),
+                **_ONEZONE_AUTH,
+            },
+            "security": security,
+        }
+        read = {"responses": {"200": handle, "404": missing, **_ONEZONE_AUTH}, "security": security}
+        paths[f"{api}/handles"] = {
+            "post": {**register, "operationId": "onezoneRegister"},
+            "get": {
+                "summary": "Onezone: the handleIds of the handle services the caller may list",
+                "operationId": "onezoneListHandles",
+                "responses": {"200": ids, **_ONEZONE_AUTH},
+                "security": security,
+            },
+        }
+        paths[f"{api}/user/handles"] = {"post": {**register, "operationId": "onezoneRegisterUser"}}
+        paths[f"{api}/handles/{{hid}}"] = {
+            "parameters": [hid],
+            "get": {**read, "summary": "Onezone: a handle resource", "operationId": "onezoneGet"},
+            "patch": {
+                "summary": "Onezone: replace a handle's metadata (nothing else may change)",
+                "operationId": "onezoneModify",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        _JSON: {
+                            "schema": {
+                                "type": "object",
+                                "required": ["metadata"],
+                                "properties": {"metadata": {"type": "string"}},
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "204": {"description": "Modified"},
+                    "400": _onezone_error("Bad metadata, or a field that cannot change"),
+                    "404": missing,
+                    **_ONEZONE_AUTH,
+                },
+                "security": security,
+            },
+            "delete": {
+                "summary": "Onezone: delete a handle resource and its handle",
+                "operationId": "onezoneDelete",
+                "responses": {"204": {"description": "Deleted"}, "404": missing, **_ONEZONE_AUTH},
+                "security": security,
+            },
+        }
+        paths[f"{api}/user/handles/{{hid}}"] = {
+            "parameters": [hid],
+            "get": {
+                **read,
+                "summary": "Onezone: a handle resource",
+                "operationId": "onezoneGetUser",
+            },
+        }
+        paths[f"{api}/handles/{{hid}}/public"] = {
+            "parameters": [hid],
+            "get": {
+                "summary": "Onezone: a handle resource's public view (no creator)",
+                "operationId": "onezoneGetPublic",
+                "responses": {"200": handle, "404": missing, "503": _ONEZONE_AUTH["503"]},
+            },
+        }
+        service = _answer("A handle service", "OnezoneHandleService")
+        paths[f"{api}/handle_services"] = {
+            "get": {
+                "summary": "Onezone: the configured handle services",
+                "operationId": "onezoneListServices",
+                "responses": {
+                    "200": _answer(
+                        "Their ids",
+                        {
+                            "type": "object",
+                            "required": ["handleServices"],
+                            "properties": {
+                                "handleServices": {"type": "array", "items": {"type": "string"}}
+                            },
+                        },
+                    ),
+                    **_ONEZONE_AUTH,
+                },
+                "security": security,
+            }
+        }
+        paths[f"{api}/handle_services/{{id}}"] = {
+            "parameters": [sid],
+            "get": {
+                "summary": "Onezone: a handle service (name and prefix)",
+                "operationId": "onezoneGetService",
+                "responses": {"200": service, "404": missing, **_ONEZONE_AUTH},
+                "security": security,
+            },
+        }
+        paths[f"{api}/handle_services/{{id}}/public"] = {
+            "parameters": [sid],
+            "get": {
+                "summary": "Onezone: a handle service's public view",
+                "operationId": "onezoneGetServicePublic",
+                "responses": {"200": service, "404": missing},
+            },
+        }
+        paths[f"{api}/handle_services/{{id}}/handles"] = {
+            "parameters": [sid],
+            "get": {
+                "summary": "Onezone: the handleIds of one handle service (needs LIST_HANDLES)",
+                "operationId": "onezoneListServiceHandles",
+                "responses": {"200": ids, "404": missing, **_ONEZONE_AUTH},
+                "security": security,
+            },
+        }
+        paths[f"{api}/handle_services/{{id}}/handles/{{hid}}"] = {
+            "parameters": [sid, hid],
+            "get": {
+                **read,
+                "summary": "Onezone: one handle of a handle service",
+                "operationId": "onezoneGetServiceHandle",
+            },
+        }
+    if proxy:
+        hndl = _query(
+            "hndl",
+            "the suffix, prefix/suffix, or the whole public handle (as Onezone sends it)",
+            {"type": "string"},
+        )
+        body = {"required": True, "content": {_JSON: {"schema": _ref("ProxyRequest")}}}
+        bad = _onezone_error("A bad or missing value")
+        paths[f"{proxy}/handle"] = {
+            "parameters": [{**hndl, "required": True}],
+            "put": {
+                "summary": "Handle proxy (called by Onezone): register a share's handle",
+                "operationId": "proxyRegister",
+                "requestBody": body,
+                "responses": {
+                    "201": _answer(
+                        "Registered: the public handle",
+                        {
+                            "type": "object",
+                            "required": ["handle"],
+                            "properties": {"handle": {"type": "string"}},
+                        },
+                    ),
+                    "400": bad,
+                    "409": _onezone_error("The handle exists already: alreadyExists"),
+                    **_ONEZONE_AUTH,
+                },
+            },
+            "patch": {
+                "summary": "Handle proxy: a new URL and/or metadata",
+                "operationId": "proxyModify",
+                "requestBody": body,
+                "responses": {
+                    "204": {"description": "Modified"},
+                    "400": bad,
+                    "404": missing,
+                    **_ONEZONE_AUTH,
+                },
+            },
+            "delete": {
+                "summary": "Handle proxy: unregister",
+                "operationId": "proxyUnregister",
+                "requestBody": body,
+                "responses": {
+                    "200": _answer(
+                        "Unregistered",
+                        {
+                            "type": "object",
+                            "required": ["message", "handle"],
+                            "properties": {
+                                "message": {"type": "string"},
+                                "handle": {"type": "string"},
+                            },
+                        },
+                    ),
+                    "400": bad,
+                    "404": missing,
+                    **_ONEZONE_AUTH,
+                },
+            },
+        }
+    return paths
+
+
+def describe(onezone: OnezoneConfig | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.1 document; with ``onezone``, its sub-applications where it mounts them."""
+    onezone = onezone or OnezoneConfig()
+    paths = {
+        **_handles_paths(),
+        **_session_paths(),
+        **_onezone_paths(onezone.api_base, onezone.proxy_base),
+        **_other_paths(),
+    }
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "handle-server",
             "version": __version__,
             "description": "The Handle.Net HTTP JSON REST API (wire-compatible with the "
-            "reference server), sessions, reverse lookup, the resolver and operator endpoints.",
+            "reference server), sessions, reverse lookup, the Onezone handle API and handle "
+            "proxy, the resolver and operator endpoints.",
         },
-        "paths": {**_handles_paths(), **_session_paths(), **_other_paths()},
+        "paths": paths,
         "components": {
             "schemas": _SCHEMAS,
             "securitySchemes": {

@@ -85,9 +85,11 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def openapi_json(request: web.Request) -> web.Response:
     """GET /api/openapi.json"""
-    return json_response(request, describe())
+    return json_response(request, describe(request.app[keys.CONFIG].onezone))
 
 
 async def api_docs(request: web.Request) -> web.Response:
     """GET /api/docs: the description as a page to read."""
-    return web.Response(text=docs_page(describe()), content_type="text/html")
+    return web.Response(
+        text=docs_page(describe(request.app[keys.CONFIG].onezone)), content_type="text/html"
+    )

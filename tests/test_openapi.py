@@ -12,7 +12,10 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from .conftest import ADMIN_AUTH, Api, url_value
+from handle_server.app import create_app
+
+from .conftest import ADMIN_AUTH, Api, make_config, url_value
+from .test_onezone import API, HID, PROXY, proxy_body, registration
 
 DOC_URI = "urn:handle-server:openapi"
 
@@ -25,12 +28,14 @@ async def described(api: Api) -> tuple[Api, dict[str, Any]]:
 
 
 def _operation(doc: dict, path: str, method: str) -> tuple[str, dict]:
-    """The described operation a concrete path falls under (the most specific template)."""
+    """The described operation a concrete path falls under: of the templates it matches, the
+    one with the most literal text (``/handles/{hid}/public`` before ``/handles/{hid}``)."""
     candidates = []
     for template, item in doc["paths"].items():
         pattern = re.sub(r"\\\{[^}]+\\\}", "(.+)", re.escape(template))
         if re.fullmatch(pattern, path) and method in item:
-            candidates.append((template.count("{"), template, item[method]))
+            literal = len(re.sub(r"\{[^}]+\}", "", template))
+            candidates.append((-literal, template, item[method]))
     assert candidates, f"{method.upper()} {path} is not described"
     _, template, op = min(candidates)
     return template, op
@@ -128,3 +133,54 @@ async def test_the_docs_page_names_every_operation_and_needs_nothing_else(descri
             if method != "parameters":
                 assert f"id='{op['operationId']}'" in page
     assert "<script" not in page and not re.search(r"(src|href)=['\"]?https?:", page)
+
+
+async def test_onezone_answers_match_the_description(aiohttp_client, tmp_path, storage_table):
+    services = [{"id": "hs-test", "name": "Test handle service", "prefix": "TEST"}]
+    config = make_config(tmp_path, storage=storage_table, onezone={"handle_services": services})
+    client = await aiohttp_client(create_app(config))
+    async with client.get("/api/openapi.json") as resp:
+        doc = await resp.json()
+    auth = {**ADMIN_AUTH, "Content-Type": "application/json"}
+    calls = [
+        ("POST", f"{API}/handles", {"json": registration(), "headers": auth}),
+        ("POST", f"{API}/handles", {"json": registration(), "headers": auth}),
+        ("POST", f"{API}/user/handles", {"json": registration(resourceId="x"), "headers": auth}),
+        ("POST", f"{API}/handles", {"json": registration(handleServiceId="no")}),
+        ("POST", f"{API}/handles", {"json": registration(handleServiceId="no"), "headers": auth}),
+        ("GET", f"{API}/handles", {"headers": auth}),
+        ("GET", f"{API}/handles/{HID}", {"headers": auth}),
+        ("GET", f"{API}/user/handles/{HID}", {"headers": auth}),
+        ("GET", f"{API}/handles/{HID}/public", {}),
+        ("GET", f"{API}/handles/nothing/public", {}),
+        ("PATCH", f"{API}/handles/{HID}", {"json": {"metadata": "<metadata/>"}, "headers": auth}),
+        ("PATCH", f"{API}/handles/{HID}", {"json": {"resourceId": "y"}, "headers": auth}),
+        ("GET", f"{API}/handle_services", {"headers": auth}),
+        ("GET", f"{API}/handle_services/hs-test", {"headers": auth}),
+        ("GET", f"{API}/handle_services/hs-test/public", {}),
+        ("GET", f"{API}/handle_services/nothing/public", {}),
+        ("GET", f"{API}/handle_services/hs-test/handles", {"headers": auth}),
+        ("GET", f"{API}/handle_services/hs-test/handles/{HID}", {"headers": auth}),
+        ("DELETE", f"{API}/handles/{HID}", {"headers": auth}),
+        ("DELETE", f"{API}/handles/{HID}", {"headers": auth}),
+        ("PUT", f"{PROXY}/handle?hndl=p1", {"json": proxy_body()}),
+        ("PUT", f"{PROXY}/handle?hndl=p1", {"json": proxy_body()}),
+        ("PUT", f"{PROXY}/handle?hndl=p2", {"json": proxy_body(password="wrong")}),
+        ("PATCH", f"{PROXY}/handle?hndl=TEST/p1", {"json": proxy_body(url="https://m.org")}),
+        ("PATCH", f"{PROXY}/handle?hndl=TEST/p1", {"json": proxy_body(url="ftp://x")}),
+        ("DELETE", f"{PROXY}/handle?hndl=p1", {"json": proxy_body()}),
+        ("DELETE", f"{PROXY}/handle?hndl=p1", {"json": proxy_body()}),
+    ]
+    statuses = set()
+    for method, path, kwargs in calls:
+        async with client.request(method, path, **kwargs) as resp:
+            body = await resp.json() if resp.content_type == "application/json" else None
+            check(doc, method, path, resp.status, body)
+            statuses.add(resp.status)
+    assert {200, 201, 204, 400, 401, 404, 409} <= statuses
+
+    config = make_config(
+        tmp_path, storage=storage_table, onezone={"api_base": "", "proxy_base": ""}
+    )
+    async with (await aiohttp_client(create_app(config))).get("/api/openapi.json") as resp:
+        assert not [p for p in (await resp.json())["paths"] if "onezone" in p or "onedata" in p]
