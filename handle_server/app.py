@@ -13,6 +13,7 @@ import storage
 
 from . import keys, proxy
 from .config import Config
+from .limits import ConcurrencyLimit
 from .metrics import Metrics, MetricsStore
 from .middlewares import error_middleware
 from .onezone import OnezoneService
@@ -33,11 +34,13 @@ def create_app(
 ) -> web.Application:
     """Build the application for ``config``. Without ``store`` the configured one is opened on
     start-up and closed on clean-up; a given ``store`` belongs to the caller."""
+    limit = ConcurrencyLimit(config.server.max_concurrent_requests)
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware],
+        middlewares=[metrics_middleware, error_middleware, limit.middleware],
         client_max_size=config.server.max_body_bytes,
     )
     app[keys.CONFIG] = config
+    app[keys.LIMIT] = limit
     app[keys.METRICS] = metrics = Metrics()
     app[proxy.RNG] = random.Random()
     app.on_response_prepare.append(proxy.vary_on_accept)

@@ -294,6 +294,7 @@ def _serve_here(
             port=port,
             ssl_context=tls,
             print=lambda _: _listening(listening, scheme, config),
+            keepalive_timeout=config.server.idle_timeout,
             **access_log_options(config, worker),
             reuse_port=listening is not None or None,
         )

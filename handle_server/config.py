@@ -39,6 +39,9 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = 1_048_576
+    max_concurrent_requests: int = 1024
+    idle_timeout: int = 75
+    body_timeout: int = 60
     tls_cert: str = ""
     tls_key: str = ""
 
@@ -54,6 +57,8 @@ class StorageConfig:
 class HandleConfig:
     prefixes: tuple[str, ...] = ()
     max_handle_length: int = 1024
+    max_values: int = 1000
+    max_value_bytes: int = 524_288
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +272,14 @@ def _check(config: Config, source: str) -> None:
         fail("[server] port", f"must be between 0 and 65535, got {s.port}")
     if s.max_body_bytes < 1024:
         fail("[server] max_body_bytes", f"must be at least 1024, got {s.max_body_bytes}")
+    if s.max_concurrent_requests < 1:
+        fail(
+            "[server] max_concurrent_requests",
+            f"must be at least 1, got {s.max_concurrent_requests}",
+        )
+    for key in ("idle_timeout", "body_timeout"):
+        if not 1 <= getattr(s, key) <= 86400:
+            fail(f"[server] {key}", f"must be between 1 and 86400 seconds, got {getattr(s, key)}")
     st = config.storage
     if st.backend not in ("sqlite", "postgresql"):
         fail("[storage] backend", f'must be "sqlite" or "postgresql", got {st.backend!r}')
@@ -278,6 +291,13 @@ def _check(config: Config, source: str) -> None:
         fail(
             "[handle] max_handle_length",
             f"must be at least 16, got {config.handle.max_handle_length}",
+        )
+    if config.handle.max_values < 1:
+        fail("[handle] max_values", f"must be at least 1, got {config.handle.max_values}")
+    if config.handle.max_value_bytes < 1024:
+        fail(
+            "[handle] max_value_bytes",
+            f"must be at least 1024, got {config.handle.max_value_bytes}",
         )
     seen: set[str] = set()
     for prefix in config.handle.prefixes:

@@ -15,7 +15,9 @@ __all__ = [
     "InvalidHandle",
     "InvalidValue",
     "ProtocolError",
+    "RequestTimeout",
     "ServerNotResponsible",
+    "ServerTooBusy",
     "TooManyFailures",
 ]
 
@@ -26,6 +28,10 @@ class ProtocolError(HandleError):
 
 class BodyTooLarge(ProtocolError):
     pass
+
+
+class RequestTimeout(ProtocolError):
+    """The client did not send its request body within ``[server] body_timeout``."""
 
 
 class InvalidHandle(HandleError):
@@ -62,3 +68,9 @@ class TooManyFailures(HandleError):
     def __init__(self, handle: str | None, message: str, *, retry_after: float) -> None:
         super().__init__(handle, message)
         self.retry_after = retry_after
+
+
+class ServerTooBusy(HandleError):
+    """More requests at once than ``[server] max_concurrent_requests``."""
+
+    retry_after = 1.0

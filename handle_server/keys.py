@@ -7,16 +7,18 @@ from aiohttp import web
 from storage import HandleStore
 
 from .config import Config
+from .limits import ConcurrencyLimit
 from .metrics import Metrics
 from .onezone import OnezoneService
 from .service import HandleService
 
-__all__ = ["CONFIG", "HANDLE", "METRICS", "ONEZONE", "SERVICE", "STORE"]
+__all__ = ["CONFIG", "HANDLE", "LIMIT", "METRICS", "ONEZONE", "SERVICE", "STORE"]
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", HandleStore)
 SERVICE = web.AppKey("service", HandleService)
 ONEZONE = web.AppKey("onezone", OnezoneService)
 METRICS = web.AppKey("metrics", Metrics)
+LIMIT = web.AppKey("limit", ConcurrencyLimit)
 #: The handle a request is about, as the client spelled it (echoed in error answers).
 HANDLE = web.RequestKey("handle", str)

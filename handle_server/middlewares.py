@@ -28,7 +28,9 @@ from .errors import (
     InvalidHandle,
     InvalidValue,
     ProtocolError,
+    RequestTimeout,
     ServerNotResponsible,
+    ServerTooBusy,
     TooManyFailures,
 )
 from .pages import error_page
@@ -45,6 +47,7 @@ RC_PROTOCOL_ERROR = 4
 #: exception class -> (HTTP status, responseCode). Looked up along the class's MRO.
 ERROR_TABLE: dict[type[HandleError], tuple[int, int]] = {
     BodyTooLarge: (413, RC_PROTOCOL_ERROR),
+    RequestTimeout: (408, RC_PROTOCOL_ERROR),
     ProtocolError: (400, RC_PROTOCOL_ERROR),
     StoreUnavailable: (503, 3),  # RC_SERVER_TOO_BUSY
     HandleNotFound: (404, 100),
@@ -59,6 +62,7 @@ ERROR_TABLE: dict[type[HandleError], tuple[int, int]] = {
     AuthenticationNeeded: (401, 402),
     AuthenticationFailed: (401, 403),  # the reference answers a wrong secret with 401 too
     TooManyFailures: (429, 3),  # RC_SERVER_TOO_BUSY; the reference has no throttling
+    ServerTooBusy: (503, 3),  # RC_SERVER_TOO_BUSY
 }
 
 _WWW_AUTHENTICATE = {"WWW-Authenticate": 'Basic realm="handle"'}
@@ -95,18 +99,22 @@ async def error_middleware(
             message = exc.message
         handle = exc.handle if exc.handle is not None else request.get(keys.HANDLE)
         headers = _WWW_AUTHENTICATE if status == 401 else None
-        if isinstance(exc, TooManyFailures):
+        if isinstance(exc, TooManyFailures | ServerTooBusy):
             headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
         if _wants_page(request):
-            return web.Response(
+            response = web.Response(
                 text=error_page(status, message, handle),
                 status=status,
                 content_type="text/html",
                 headers=headers,
             )
-        return json_response(
-            request, error_body(code, handle, message), status=status, headers=headers
-        )
+        else:
+            response = json_response(
+                request, error_body(code, handle, message), status=status, headers=headers
+            )
+        if isinstance(exc, RequestTimeout):
+            response.force_close()  # the rest of its body is not waited for
+        return response
     except web.HTTPException as exc:
         if not request.path.startswith(_JSON_PATHS) or exc.status < 400:
             raise

@@ -28,9 +28,11 @@ from .errors import (
     AuthenticationNeeded,
     InsufficientPermissions,
     InvalidAdmin,
+    ServerTooBusy,
     TooManyFailures,
 )
 from .onezone import OnezoneError, parse_registration
+from .views import read_body
 
 __all__ = ["ONEZONE_ERRORS", "onezone_api", "onezone_proxy"]
 
@@ -68,6 +70,7 @@ _FROM_HANDLE_ERRORS: dict[type[HandleError], str] = {
     InsufficientPermissions: "forbidden",
     TooManyFailures: "tooManyRequests",
     StoreUnavailable: "serviceUnavailable",
+    ServerTooBusy: "serviceUnavailable",
 }
 
 
@@ -103,7 +106,7 @@ async def onezone_errors(
     except HandleError as exc:
         if isinstance(exc, StoreUnavailable):
             log.error("store unavailable: %s", exc.message)
-        if isinstance(exc, TooManyFailures):
+        if isinstance(exc, TooManyFailures | ServerTooBusy):
             headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
         error = _onezone_error(exc)
     except web.HTTPException as exc:
@@ -148,7 +151,7 @@ def _json(body: Any, status: int = 200) -> web.Response:
 
 async def _body(request: web.Request) -> Any:
     """The JSON body (whatever the Content-Type says: Onezone's clients are not all careful)."""
-    raw = await request.read()
+    raw = await read_body(request)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -287,8 +290,9 @@ async def get_service_handle(request: web.Request) -> web.Response:
     return _json(share.to_json(_config(request).public_handle_base, public=False))
 
 
-def onezone_api() -> web.Application:
-    app = web.Application(middlewares=[onezone_errors])
+def onezone_api(*middlewares: Any) -> web.Application:
+    """The Onezone handle API; ``middlewares`` run inside its error handling."""
+    app = web.Application(middlewares=[onezone_errors, *middlewares])
     r = app.router
     r.add_post("/handles", register)
     r.add_post("/user/handles", register_user_handle)
@@ -339,8 +343,9 @@ async def proxy_patch(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def onezone_proxy() -> web.Application:
-    app = web.Application(middlewares=[onezone_errors])
+def onezone_proxy(*middlewares: Any) -> web.Application:
+    """The handle-proxy contract; ``middlewares`` run inside its error handling."""
+    app = web.Application(middlewares=[onezone_errors, *middlewares])
     app.router.add_put("/handle", proxy_put)
     app.router.add_patch("/handle", proxy_patch)
     app.router.add_delete("/handle", proxy_delete)

@@ -24,10 +24,11 @@ def setup_routes(app: web.Application) -> None:
     r = app.router
     onezone = app[keys.CONFIG].onezone
     # Sub-applications, so that their errors are Onezone's shape (see onezone_views.py).
+    limit = app[keys.LIMIT]
     if onezone.api_base:
-        app.add_subapp(onezone.api_base, onezone_views.onezone_api())
+        app.add_subapp(onezone.api_base, onezone_views.onezone_api(limit.middleware))
     if onezone.proxy_base:
-        app.add_subapp(onezone.proxy_base, onezone_views.onezone_proxy())
+        app.add_subapp(onezone.proxy_base, onezone_views.onezone_proxy(limit.middleware))
     r.add_get(views.API_HANDLES, views.list_handles)
     r.add_get(views.API_HANDLES + "/{handle:(?s:.*)}", views.get_handle)
     r.add_put(views.API_HANDLES + "/{handle:(?s:.*)}", views.put_handle)

@@ -304,6 +304,13 @@ class HandleService:
                 if isinstance(authority, str):
                     authority = await self.store.get(authority)
                 await self._authorize(identity, handle, needs, authority)
+                # After the check: the count would tell others how many values it has.
+                if after is not None and len(after.values) > self.config.handle.max_values:
+                    raise InvalidValue(
+                        handle,
+                        f"{handle} would hold {len(after.values)} values; at most "
+                        f"{self.config.handle.max_values} are kept per handle",
+                    )
 
                 def change(current: Handle | None, before=before, after=after) -> Handle | None:
                     if current != before:
@@ -350,7 +357,14 @@ class HandleService:
         """Stamp the write time and hash any secret key given in plain."""
         now = int(self._clock())
         prepared = []
+        limit = self.config.handle.max_value_bytes
         for value in values:
+            if len(value.data) > limit:
+                raise InvalidValue(
+                    None,
+                    f"The value at index {value.index} holds {len(value.data)} bytes; "
+                    f"at most {limit} are kept per value",
+                )
             changes: dict = {"timestamp": now}
             if value.type.upper() == SECKEY_TYPE and value.data != REDACTED:
                 if not value.data:

@@ -3,6 +3,7 @@ the answer. Errors are raised, never built here (see ``middlewares.py``)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import Counter
 from urllib.parse import unquote
@@ -14,7 +15,7 @@ from storage import ValueAlreadyExists, handle_key
 
 from . import keys
 from .auth import Identity
-from .errors import BodyTooLarge, InvalidHandle, InvalidValue, ProtocolError
+from .errors import BodyTooLarge, InvalidHandle, InvalidValue, ProtocolError, RequestTimeout
 from .responses import cached_response, json_bytes, json_response
 from .serializers import value_to_json, values_from_body
 
@@ -29,6 +30,7 @@ __all__ = [
     "list_handles",
     "path_handle",
     "put_handle",
+    "read_body",
     "resolve_json",
     "reverse_lookup",
 ]
@@ -92,6 +94,19 @@ async def _identity(request: web.Request) -> Identity | None:
     )
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The request body, which must arrive within ``[server] body_timeout`` seconds (a client
+    that trickles it in would hold a connection and a request slot for ever)."""
+    limit = request.config_dict[keys.CONFIG].server.body_timeout
+    try:
+        async with asyncio.timeout(limit):
+            return await request.read()
+    except TimeoutError:
+        raise RequestTimeout(
+            request.get(keys.HANDLE), f"Request body not received within {limit} seconds"
+        ) from None
+
+
 async def _json_body(request: web.Request, handle: str) -> object:
     if request.content_type != "application/json":
         raise ProtocolError(
@@ -99,7 +114,7 @@ async def _json_body(request: web.Request, handle: str) -> object:
             f"Unsupported media type {request.content_type!r}: send Content-Type: application/json",
         )
     try:
-        raw = await request.read()
+        raw = await read_body(request)
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[keys.CONFIG].server.max_body_bytes
         raise BodyTooLarge(handle, f"Request body larger than {limit} bytes") from None

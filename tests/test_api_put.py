@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 
+import orjson
 import pytest
 
 from handle_server import keys
@@ -369,6 +371,11 @@ async def test_prefix_handle_keeps_its_configured_values(api):
 
 # -- bad input: each gets its status and code, and changes nothing ------------------------------
 
+JSON = "application/json"
+MANY_VALUES = [url_value(f"https://x.org/{i}", index=i + 1) for i in range(10_000)]
+BIG_VALUE = {"index": 1, "type": "X", "data": "x" * 600_000}
+HUGE_VALUE = {"index": 1, "type": "X", "data": "x" * 10_000_000}
+
 BAD = [
     # (id, handle, params, body or raw bytes, content type, status, responseCode)
     ("malformed-json", "TEST/fixed", None, b'[{"index": 1,', "application/json", 400, 4),
@@ -639,6 +646,20 @@ BAD = [
         102,
     ),
     ("not-homed", "OTHER/x", None, [url_value("https://x.org")], "application/json", 400, 301),
+    # Hostile sizes and shapes: the limits of [server] and [handle] (defaults).
+    ("deep-nesting", "TEST/fixed", None, b"[" * 100_000 + b"]" * 100_000, JSON, 400, 4),
+    ("ten-thousand-values", "TEST/fixed", None, MANY_VALUES, JSON, 400, 202),
+    ("value-over-max-value-bytes", "TEST/fixed", None, [BIG_VALUE], JSON, 400, 202),
+    ("ten-megabyte-value", "TEST/fixed", None, [HUGE_VALUE], JSON, 413, 4),
+    (
+        "added-past-max-values",
+        "TEST/fixed",
+        {"index": "various"},
+        MANY_VALUES[1:1001],
+        JSON,
+        400,
+        202,
+    ),
 ]
 
 
@@ -654,6 +675,8 @@ async def test_bad_input_is_refused_and_changes_nothing(
     before = await api.values("TEST/fixed")
     _, listing = await api.list({"prefix": "TEST"})
     raw = body if isinstance(body, bytes) else None
+    if isinstance(body, list) and body and body[0] is HUGE_VALUE:
+        raw = io.BytesIO(orjson.dumps(body))  # aiohttp streams it, as a client would
     got_status, got = await api.put(handle, body, params=params, content_type=ctype, raw=raw)
     assert (got_status, got["responseCode"]) == (status, code), got
     assert got["message"]
