@@ -713,3 +713,24 @@ async def test_secrets_never_reach_the_log(api, caplog):
     assert logged  # the access log did record the requests
     for secret in ("admin-secret", "user-pass-02", "not-it-99"):
         assert secret not in logged
+
+
+async def test_path_tricks_name_the_handle_they_resolve_to(api):
+    """Dot segments are removed before routing (RFC 3986), so a write addresses the handle
+    the cleaned path names and is authorized for that one; %2F is a slash, and dots inside a
+    suffix are part of its name."""
+    await api.put("TEST/fixed", [url_value("https://fixed.org")])
+    prefix_before = await api.values("0.NA/TEST")
+    status, body = await api.put("TEST/../0.NA/TEST", [url_value("https://x.org")])
+    assert (status, body["handle"], body["responseCode"]) == (403, "0.NA/TEST", 401)
+    assert await api.values("0.NA/TEST") == prefix_before
+    status, body = await api.put("TEST/x/../fixed", [url_value("https://x.org")], headers=None)
+    assert (status, body["responseCode"]) == (401, 402)
+    assert [v["data"]["value"] for v in await api.values("TEST/fixed")] == ["https://fixed.org"]
+
+    status, body = await api.put("TEST%2Fencoded", [url_value("https://e.org")])
+    assert (status, body["handle"]) == (201, "TEST/encoded")
+    status, body = await api.put("TEST/..%2Fodd", [url_value("https://o.org")])
+    assert (status, body["handle"]) == (201, "TEST/../odd")
+    _, listing = await api.list({"prefix": "TEST"})
+    assert listing["handles"] == ["TEST/../odd", "TEST/encoded", "TEST/fixed"]
