@@ -23,6 +23,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from storage import handle_key
+
 from .app import create_app
 from .auth import Authorizer
 from .config import AdminConfig, Config
@@ -208,9 +210,9 @@ async def remote_api(
 
 def config_admin(config: Config, prefix: str) -> AdminConfig:
     """The first configured admin of ``prefix``: who a command on the store acts as."""
-    wanted = prefix.upper()
+    wanted = handle_key(prefix)
     for admin in config.admins:
-        if admin.prefix.upper() == wanted:
+        if handle_key(admin.prefix) == wanted:
             return admin
     raise AdminFailed(
         f"{config.source}: no [[admins]] entry administers prefix {prefix}: add one, or run "
@@ -332,9 +334,8 @@ async def add_admin(
     existing = await api.get(handle, [("type", "HS_ADMIN"), ("auth", "true")])
     for value in existing.get("values", []):
         shown = value.get("data", {}).get("value", {})
-        if shown.get("handle", "").upper() == owner.upper() and str(shown.get("index")) == str(
-            owner_index
-        ):
+        same_handle = handle_key(str(shown.get("handle", ""))) == handle_key(owner)
+        if same_handle and str(shown.get("index")) == str(int(owner_index)):
             if index is not None and index != value["index"]:
                 raise AdminFailed(
                     f"{identity} is already an admin of {handle}, at index {value['index']}",
@@ -365,8 +366,9 @@ async def _put_admin(
 ) -> Answer:
     """PUT one HS_ADMIN value at ``index``; without ``overwrite`` a taken index (HTTP 409) is
     an answer, not a failure: values the caller cannot read are not shown to it."""
+    accept = () if overwrite else (409,)
     value = {"index": index, "type": "HS_ADMIN", "data": {"format": "admin", "value": admin}}
     params = [("index", str(index)), ("overwrite", "true" if overwrite else "false")]
     return await api.call(
-        "PUT", api.handle_path(handle), params=params, body=[value], accept=(409,)
+        "PUT", api.handle_path(handle), params=params, body=[value], accept=accept
     )

@@ -444,11 +444,9 @@ def import_(config: Config, path: Path, batch: int, replace: bool) -> int:
     return _with_store(config, run, migrate=False)
 
 
-ADMIN_COMMANDS = frozenset({"get", "create", "delete", "list", "add-admin"})
-
-
 def admin_command(args: argparse.Namespace, config: Config) -> int:
-    """Run one of ``ADMIN_COMMANDS`` where ``args`` send it (see ``handle_server.admin``)."""
+    """Run one of the handle commands (``_ADMIN_ACTIONS``) where ``args`` send it (see
+    ``handle_server.admin``)."""
     action = _ADMIN_ACTIONS[args.command]
 
     async def run() -> int:
@@ -596,7 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"handle-server: {exc}", file=sys.stderr)
         return 2
-    if args.command in ADMIN_COMMANDS:
+    if args.command in _ADMIN_ACTIONS:
         # The server started for the command logs its warnings, not its start-up chatter.
         _setup_logging(config, level="debug" if config.log.level == "debug" else "warning")
         return admin_command(args, config)
