@@ -4,6 +4,8 @@ HTTP statuses and Handle response codes."""
 
 from __future__ import annotations
 
+import math
+
 from storage import HandleError
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "ServerNotResponsible",
     "ServerTooBusy",
     "TooManyFailures",
+    "TryAgainLater",
 ]
 
 
@@ -62,15 +65,21 @@ class InsufficientPermissions(HandleError):
     """The identity may not do this to these values."""
 
 
-class TooManyFailures(HandleError):
-    """Too many failed authentications for this identity or from this client address."""
+class TryAgainLater(HandleError):
+    """A refusal that ends by itself: answered with ``Retry-After`` (whole seconds, at least 1)."""
 
     def __init__(self, handle: str | None, message: str, *, retry_after: float) -> None:
         super().__init__(handle, message)
         self.retry_after = retry_after
 
+    @property
+    def retry_after_header(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
-class ServerTooBusy(HandleError):
+
+class TooManyFailures(TryAgainLater):
+    """Too many failed authentications for this identity or from this client address."""
+
+
+class ServerTooBusy(TryAgainLater):
     """More requests at once than ``[server] max_concurrent_requests``."""
-
-    retry_after = 1.0

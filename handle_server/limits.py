@@ -32,7 +32,9 @@ class ConcurrencyLimit:
         if request.match_info.apps[-1] is not request.app:
             return await handler(request)  # a sub-application's request: counted there
         if self.in_flight >= self.limit:
-            raise ServerTooBusy(None, f"More than {self.limit} requests at once; try again")
+            raise ServerTooBusy(
+                None, f"More than {self.limit} requests at once; try again", retry_after=1
+            )
         self.in_flight += 1
         try:
             return await handler(request)

@@ -4,7 +4,6 @@ responseCode), with the statuses the reference server uses for those codes."""
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -32,6 +31,7 @@ from .errors import (
     ServerNotResponsible,
     ServerTooBusy,
     TooManyFailures,
+    TryAgainLater,
 )
 from .pages import error_page
 from .responses import json_response, wants_json
@@ -99,8 +99,8 @@ async def error_middleware(
             message = exc.message
         handle = exc.handle if exc.handle is not None else request.get(keys.HANDLE)
         headers = _WWW_AUTHENTICATE if status == 401 else None
-        if isinstance(exc, TooManyFailures | ServerTooBusy):
-            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+        if isinstance(exc, TryAgainLater):
+            headers = exc.retry_after_header
         if _wants_page(request):
             response = web.Response(
                 text=error_page(status, message, handle),

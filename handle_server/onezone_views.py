@@ -5,7 +5,6 @@ Handle API's. Their one error table is ``ONEZONE_ERRORS`` below."""
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,6 +29,7 @@ from .errors import (
     InvalidAdmin,
     ServerTooBusy,
     TooManyFailures,
+    TryAgainLater,
 )
 from .onezone import OnezoneError, parse_registration
 from .views import read_body
@@ -106,8 +106,8 @@ async def onezone_errors(
     except HandleError as exc:
         if isinstance(exc, StoreUnavailable):
             log.error("store unavailable: %s", exc.message)
-        if isinstance(exc, TooManyFailures | ServerTooBusy):
-            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        if isinstance(exc, TryAgainLater):
+            headers.update(exc.retry_after_header)
         error = _onezone_error(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
