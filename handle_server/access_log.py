@@ -8,6 +8,9 @@ format ``[log] access_format`` names:
 - ``json``: one JSON object per line, alone on it (no logging prefix), for log shippers:
   ``{"time": ..., "remote": ..., "method": ..., "path": ..., "status": ..., "bytes": ...,
   "duration_s": ..., "referer": ..., "user_agent": ..., "worker": ...}``.
+
+Requests too malformed to reach the app (a NUL in a header, a line too long) are aiohttp's to
+answer; :class:`MalformedRequestFilter` logs them as one line that echoes none of the request.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .config import Config
 
-__all__ = ["ACCESS_FORMATS", "JSONAccessLogger", "access_log_options"]
+__all__ = ["ACCESS_FORMATS", "JSONAccessLogger", "MalformedRequestFilter", "access_log_options"]
 
 LOGGER = "handle_server.access"
 
@@ -54,6 +58,24 @@ class JSONAccessLogger(AbstractAccessLogger):
         if self.log_format:
             entry["worker"] = int(self.log_format)
         self.logger.info(orjson.dumps(entry).decode())
+
+
+class MalformedRequestFilter(logging.Filter):
+    """On ``aiohttp.server``: a request aiohttp refused as malformed (a 4xx it answers itself)
+    is the client's mistake, not the server's, and aiohttp's record of it is an ERROR with a
+    traceback that quotes the offending bytes, which may be a credential (a NUL inside an
+    ``Authorization`` header). Such a record becomes one INFO line naming the peer and the kind
+    of mistake; every other record passes unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500:
+            record.msg = "malformed HTTP request from %s refused with %d (%s)"
+            record.args = (*(record.args or ("?",))[:1], exc.code, type(exc).__name__)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info = record.exc_text = None
+            return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+        return True
 
 
 def access_log_options(config: Config, worker: int | None = None) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import storage
 from storage import HandleStore, SchemaMismatch, StoreUnavailable
 
 from . import __version__
-from .access_log import access_log_options
+from .access_log import MalformedRequestFilter, access_log_options
 from .admin import (
     EXIT_USAGE,
     AdminFailed,
@@ -571,6 +571,10 @@ def _setup_logging(config: Config, tag: str = "", *, level: str | None = None) -
         format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
+    # aiosqlite's debug lines carry every statement's parameters: private values, and secret
+    # hashes. Debugging this server never needs them.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 def _listening(event: Any, scheme: str, config: Config) -> None:

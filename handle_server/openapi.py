@@ -469,11 +469,17 @@ def _other_paths() -> dict[str, Any]:
             ],
             "responses": {
                 "200": {"description": "An HTML page (or JSON for Accept: application/json)"},
-                "302": {
-                    "description": "To the chosen URL",
-                    "headers": {"Location": {"schema": {"type": "string"}}},
+                **{
+                    status: {
+                        "description": "To the chosen URL (302 unless the location's http_sc "
+                        "asks for another)",
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                    }
+                    for status in ("301", "302", "303", "307", "308")
                 },
+                "400": {"description": "Not a handle name, or a bad option (HTML page, or JSON)"},
                 "404": {"description": "No such handle (HTML page, or JSON)"},
+                "503": {"description": "The store is unreachable (HTML page, or JSON)"},
             },
         }
     }

@@ -11,7 +11,9 @@ __all__ = ["setup_routes"]
 
 async def _unknown_api(request: web.Request) -> web.Response:
     path = request.path
-    if path == views.API_HANDLES or path.startswith(views.API_HANDLES + "/"):
+    if path == views.API_HANDLES:  # the listing is read-only
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
+    if path.startswith(views.API_HANDLES + "/"):
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD", "PUT", "DELETE"])
     if path.rstrip("/") == session_views.SESSIONS:
         raise web.HTTPMethodNotAllowed(request.method, ["POST"])

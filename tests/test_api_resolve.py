@@ -183,3 +183,5 @@ async def test_unknown_api_endpoint_and_method_answer_json(client):
         body = await resp.json()
         assert resp.status == 405 and body["responseCode"] == 4
         assert "PUT" in resp.headers["Allow"]
+    async with client.put("/api/handles") as resp:  # the listing: read only
+        assert resp.status == 405 and resp.headers["Allow"] == "GET,HEAD"

@@ -108,11 +108,20 @@ async def test_idle_and_half_sent_connections_are_closed_and_header_floods_refus
             answer = s.recv(65536)
         assert answer == b"" or answer.split(b" ")[1] in (b"400", b"431")
 
+        # A NUL inside a credential: aiohttp refuses it, and the log must not quote it.
+        token = ADMIN_AUTH["Authorization"].removeprefix("Basic ")
+        with socket.create_connection(("127.0.0.1", server.port), timeout=15) as s:
+            s.sendall(f"GET /healthz HTTP/1.1\r\nAuthorization: Basic {token}\0\r\n\r\n".encode())
+            assert s.recv(65536).startswith(b"HTTP/1.0 400 ")
+
         async with aiohttp.ClientSession() as session:  # still serving
             async with session.get(f"{server.base}/healthz") as resp:
                 assert resp.status == 200
     finally:
         server.stop()
+    log = server.log.read_text()
+    assert "malformed HTTP request from 127.0.0.1 refused with 400 (BadHttpMessage)" in log
+    assert token not in log and "Traceback" not in log
 
 
 @pytest.mark.parametrize(

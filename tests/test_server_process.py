@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 import trustme
 
-from .conftest import ADMIN_AUTH, SECRET
+from .conftest import ADMIN_AUTH, BACKENDS, SECRET
 
 pytestmark = pytest.mark.slow
 
@@ -118,7 +118,18 @@ async def test_serve_without_a_config_uses_the_working_directory(tmp_path, serve
     assert "no prefixes homed" in server.log.read_text()
 
 
-async def test_every_answered_write_survives_kill_9(tmp_path, config_file, servers):
+@pytest.fixture(params=BACKENDS)
+def any_backend_config(request: pytest.FixtureRequest, tmp_path: Path, config_file: Path) -> Path:
+    """The server's config file, once on SQLite and once on a fresh PostgreSQL schema."""
+    if request.param == "postgresql":
+        dsn = request.getfixturevalue("pg_dsn")
+        text = config_file.read_text().split("[handle]", 1)[1]
+        config_file.write_text(f'[storage]\nbackend = "postgresql"\ndsn = "{dsn}"\n[handle]{text}')
+    return config_file
+
+
+async def test_every_answered_write_survives_kill_9(tmp_path, any_backend_config, servers):
+    config_file = any_backend_config
     server = Server(["--config", str(config_file)], tmp_path)
     servers.append(server)
     await server.ready()
