@@ -287,9 +287,15 @@ def _serve_here(
     app = create_app(config)
     host, port = config.server.host, config.server.port
     scheme = "https" if tls else "http"
+    loop = None
+    if config.server.event_loop == "uvloop":
+        import uvloop
+
+        loop = uvloop.new_event_loop()
     try:
         web.run_app(
             app,
+            loop=loop,
             host=host,
             port=port,
             ssl_context=tls,

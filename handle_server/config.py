@@ -28,6 +28,7 @@ PREFIX_HANDLE_AUTHORITY = "0.NA"
 _PREFIX_RE = re.compile(r"^[^\s/\x00-\x1f\x7f]+$")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _ACCESS_FORMATS = ("combined", "common", "json")
+_EVENT_LOOPS = ("asyncio", "uvloop")
 
 
 class ConfigError(Exception):
@@ -44,6 +45,7 @@ class ServerConfig:
     body_timeout: int = 60
     tls_cert: str = ""
     tls_key: str = ""
+    event_loop: str = "asyncio"
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +282,8 @@ def _check(config: Config, source: str) -> None:
     for key in ("idle_timeout", "body_timeout"):
         if not 1 <= getattr(s, key) <= 86400:
             fail(f"[server] {key}", f"must be between 1 and 86400 seconds, got {getattr(s, key)}")
+    if s.event_loop not in _EVENT_LOOPS:
+        fail("[server] event_loop", f'must be "asyncio" or "uvloop", got {s.event_loop!r}')
     st = config.storage
     if st.backend not in ("sqlite", "postgresql"):
         fail("[storage] backend", f'must be "sqlite" or "postgresql", got {st.backend!r}')

@@ -58,6 +58,7 @@ def test_the_example_loads():
         ("[server]\nport = 70000", "[server] port: must be between 0 and 65535"),
         ("[server]\nmax_body_bytes = 10", "[server] max_body_bytes: must be at least 1024"),
         ("[server]\nhots = 'x'", "[server] hots: unknown key"),
+        ("[server]\nevent_loop = 'trio'", '[server] event_loop: must be "asyncio" or "uvloop"'),
         ("[storage]\nbackend = 'oracle'", '[storage] backend: must be "sqlite" or "postgresql"'),
         ("[storage]\nbackend = 'postgresql'", '[storage] dsn: must be a "postgresql://..." URL'),
         ("[storage]\npath = ''", "[storage] path: must not be empty"),

@@ -107,6 +107,25 @@ async def test_serve_with_a_config_file(tmp_path, config_file, servers):
     assert (tmp_path / "data" / "handles.sqlite3").exists()
 
 
+async def test_serve_on_uvloop(tmp_path, config_file, servers):
+    config_file.write_text(config_file.read_text() + '[server]\nevent_loop = "uvloop"\n')
+    server = Server(["--config", str(config_file)], tmp_path)
+    servers.append(server)
+    await server.ready()
+    async with aiohttp.ClientSession() as session:
+        async with session.put(
+            f"{server.base}/api/handles/TEST/uv",
+            json=[{"index": 1, "type": "URL", "data": "https://uv.org"}],
+            headers=ADMIN_AUTH,
+        ) as resp:
+            assert resp.status == 201
+        async with session.get(f"{server.base}/TEST/uv", allow_redirects=False) as resp:
+            assert resp.status == 302 and resp.headers["Location"] == "https://uv.org"
+    # uvloop is imported only when configured: its extension is mapped into the process.
+    maps = Path(f"/proc/{server.proc.pid}/maps").read_text()
+    assert "uvloop" in maps
+
+
 async def test_serve_without_a_config_uses_the_working_directory(tmp_path, servers):
     server = Server([], tmp_path)
     servers.append(server)
