@@ -161,7 +161,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     print(f"imported {n:,} handles in {figures['import_s']} s ({figures['import_per_s']:,.0f}/s)")
 
     serve = ["-m", "handle_server", "serve", "--config"]
-    with Server(serve + [str(config)], port, work / "cached.log", ready_path="/healthz") as srv:
+    with Server([*serve, str(config)], port, work / "cached.log", ready_path="/healthz") as srv:
         with urllib.request.urlopen(f"{srv.url}/api/handles/BENCH/h0") as resp:
             (work / "answer.json").write_bytes(resp.read())
         figures["answer_bytes"] = (work / "answer.json").stat().st_size
@@ -214,7 +214,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     uncached_port = free_port()
     uncached = write_config(work / "uncached.toml", db, port=uncached_port, cache="max_ttl = 0")
     with Server(
-        serve + [str(uncached)], uncached_port, work / "uncached.log", ready_path="/healthz"
+        [*serve, str(uncached)], uncached_port, work / "uncached.log", ready_path="/healthz"
     ) as srv:
         get_any = script(work, "any", _RANDOM, salt=2, path="/api/handles/BENCH/h", n=n)
         measured = wrk(srv.url, seconds=seconds, connections=connections, script=get_any)
@@ -237,7 +237,7 @@ def markdown(figures: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in figures["rows"]:
-        ratio = f"{r['ratio_to_floor']:.2f}×" if r["ratio_to_floor"] is not None else "1.00×"
+        ratio = f"{r['ratio_to_floor']:.2f}x" if r["ratio_to_floor"] is not None else "1.00x"
         lines.append(
             f"| {r['workload']} | {r['rps']:,.0f} | {ratio} | {r['p50_ms']:.2f} ms "
             f"| {r['p99_ms']:.2f} ms | {r['errors']} |"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cachetools import TLRUCache
 
@@ -31,12 +31,17 @@ __all__ = ["CacheStats", "Lookup", "ResolutionCache", "public_view", "record_ttl
 _ENTRY_OVERHEAD = 200  # bytes a cached record costs beyond its data, roughly
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Lookup:
-    """A record's public view (``None``: no such handle) and when it stops being fresh."""
+    """A record's public view (``None``: no such handle) and when it stops being fresh.
+
+    ``answers`` holds the view's finished REST answers (body and ETag, by the name as asked,
+    whose spelling the answer repeats) for the API layer to reuse: they live and die with the
+    entry, so an invalidation drops them too. Nothing else in a lookup changes."""
 
     record: Handle | None
     expires: float
+    answers: dict[str, tuple[bytes, str]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -70,12 +75,14 @@ def record_ttl(record: Handle, now: float, ceiling: float) -> float:
 
 
 def _size(record: Handle | None) -> int:
+    """About what an entry takes: the record, and the finished answer kept beside it (its JSON
+    repeats each value's data and type with about 150 bytes of fields and timestamps)."""
     if record is None:
         return _ENTRY_OVERHEAD
     return (
-        _ENTRY_OVERHEAD
-        + len(record.handle)
-        + sum(len(v.data) + len(v.type) + _ENTRY_OVERHEAD for v in record.values)
+        2 * _ENTRY_OVERHEAD
+        + 2 * len(record.handle)
+        + sum(2 * (len(v.data) + len(v.type)) + _ENTRY_OVERHEAD + 150 for v in record.values)
     )
 
 

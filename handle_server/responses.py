@@ -3,13 +3,14 @@ record's TTL, a strong ETag, 304 for a matching If-None-Match)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from email.utils import formatdate
 
 import orjson
 from aiohttp import web
 
-__all__ = ["cached_response", "json_bytes", "json_response", "wants_json"]
+__all__ = ["cached_response", "etag_of", "json_bytes", "json_response", "wants_json"]
 
 
 def json_bytes(request: web.Request, body: dict) -> bytes:
@@ -36,11 +37,17 @@ def caching_headers(expires: float | None, now: float) -> dict[str, str]:
     max_age = max(0, int(expires - now))
     return {
         "Cache-Control": f"public, max-age={max_age}",
-        "Expires": formatdate(now + max_age, usegmt=True),
+        "Expires": _http_date(int(now) + max_age),
     }
 
 
-def _etag(body: bytes) -> str:
+@functools.lru_cache(maxsize=4096)
+def _http_date(when: int) -> str:
+    return formatdate(when, usegmt=True)
+
+
+def etag_of(body: bytes) -> str:
+    """A strong ETag: a digest of the body."""
     return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
 
 
@@ -62,9 +69,11 @@ def cached_response(
     charset: str | None = None,
     expires: float | None,
     now: float,
+    etag: str | None = None,
 ) -> web.Response:
-    """A 200 answer with validators, or 304 when the client already holds this body."""
-    etag = _etag(body)
+    """A 200 answer with validators, or 304 when the client already holds this body
+    (``etag``: the body's, when the caller has it already)."""
+    etag = etag or etag_of(body)
     headers = {"ETag": etag, **caching_headers(expires, now)}
     if _matches(request.headers.get("If-None-Match"), etag):
         return web.Response(status=304, headers=headers)

@@ -78,6 +78,9 @@ class Resolution:
     handle: str
     values: tuple[HandleValue, ...]
     expires: float | None = None
+    #: Finished answers of this very view (all its public values), kept with its cache entry;
+    #: ``None`` when the values were filtered or read past the cache.
+    answers: dict[str, tuple[bytes, str]] | None = None
 
     @property
     def response_code(self) -> int:
@@ -192,6 +195,9 @@ class HandleService:
             lookup = await self.cache.lookup(handle, refresh=refresh)
             if lookup.record is None:
                 raise HandleNotFound(handle)
+            if not indexes and not types:
+                values = lookup.record.values
+                return Resolution(handle, values, lookup.expires, lookup.answers)
             chosen = select(lookup.record.values, indexes, types)
             return Resolution(handle, tuple(chosen), lookup.expires)
         record = await self.store.get(handle)

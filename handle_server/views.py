@@ -16,7 +16,7 @@ from storage import ValueAlreadyExists, handle_key
 from . import keys
 from .auth import Identity
 from .errors import BodyTooLarge, InvalidHandle, InvalidValue, ProtocolError, RequestTimeout
-from .responses import cached_response, json_bytes, json_response
+from .responses import cached_response, etag_of, json_bytes, json_response
 from .serializers import value_to_json, values_from_body
 
 __all__ = [
@@ -43,6 +43,8 @@ _SEARCH_MAX_LIMIT = 10_000
 _INT = re.compile(r"[+-]?[0-9]{1,18}")
 _TRUE = frozenset({"", "true", "yes", "1"})
 _FALSE = frozenset({"false", "no", "0"})
+#: Spellings of one handle whose answers a cache entry keeps (they differ in case only).
+_ANSWERS_PER_ENTRY = 4
 
 
 def path_handle(request: web.Request, mount: str = API_HANDLES + "/") -> str:
@@ -148,14 +150,24 @@ async def resolve_json(request: web.Request, handle: str) -> web.Response:
         identity=identity,
         refresh=refresh,
     )
-    body = {
-        "responseCode": resolution.response_code,
-        "handle": handle,
-        "values": [value_to_json(v) for v in resolution.values],
-    }
+    # A public answer of a whole cached view is built once per cache entry (a hot handle is
+    # asked for again and again); anything else, every time.
+    answers = resolution.answers if identity is None and "pretty" not in request.query else None
+    done = answers.get(handle) if answers is not None else None
+    if done is None:
+        body = {
+            "responseCode": resolution.response_code,
+            "handle": handle,
+            "values": [value_to_json(v) for v in resolution.values],
+        }
+        raw = json_bytes(request, body)
+        done = raw, etag_of(raw)
+        if answers is not None and len(answers) < _ANSWERS_PER_ENTRY:
+            answers[handle] = done
     return cached_response(
         request,
-        json_bytes(request, body),
+        done[0],
+        etag=done[1],
         content_type="application/json",
         expires=resolution.expires if identity is None else None,
         now=service.now(),

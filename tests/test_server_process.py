@@ -122,7 +122,7 @@ async def test_serve_on_uvloop(tmp_path, config_file, servers):
         async with session.get(f"{server.base}/TEST/uv", allow_redirects=False) as resp:
             assert resp.status == 302 and resp.headers["Location"] == "https://uv.org"
     # uvloop is imported only when configured: its extension is mapped into the process.
-    maps = Path(f"/proc/{server.proc.pid}/maps").read_text()
+    maps = await asyncio.to_thread(Path(f"/proc/{server.proc.pid}/maps").read_text)
     assert "uvloop" in maps
 
 
