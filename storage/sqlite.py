@@ -16,6 +16,7 @@ import os
 import sqlite3
 import struct
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
@@ -132,6 +133,10 @@ class SQLiteStore(HandleStore):
         self._writer = writer
         self._reader = reader
         self._write_lock = asyncio.Lock()
+        # Group commit: updates that arrive while a transaction commits wait here, and the next
+        # transaction takes them all (one fsync for many writes, each in its own savepoint).
+        self._queued: list[_QueuedUpdate] = []
+        self._committer: asyncio.Task[None] | None = None
         self._signal = _ChangeSignal(f"{path}-changes") if path != ":memory:" else None
         if self._signal is not None and self._signal.value() > last_change:
             self._signal.raise_to(last_change, reset=True)  # a file made anew under an old one
@@ -441,20 +446,70 @@ class SQLiteStore(HandleStore):
         )
 
     async def update(self, handle: str, change: Change) -> tuple[Handle | None, Handle | None]:
-        # Shielded: once started, a transaction commits or rolls back even if the request that
-        # asked for it is cancelled, so the connection is never left inside a transaction.
-        return await asyncio.shield(self._update(handle_key(handle), change))
+        """As the contract says; concurrent updates share transactions (group commit). Each
+        runs in a savepoint of its own, so one that raises is rolled back alone, and each is
+        answered only after the COMMIT that holds it."""
+        result = asyncio.get_running_loop().create_future()
+        queued = _QueuedUpdate(handle_key(handle), change, result)
+        self._queued.append(queued)
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.ensure_future(self._commit_queued())
+        # Shielded: a cancelled caller does not cancel the transaction the others share.
+        return await asyncio.shield(queued.result)
 
-    async def _update(self, key: str, change: Change) -> tuple[Handle | None, Handle | None]:
-        async with self._transaction() as db:
+    async def _commit_queued(self) -> None:
+        """Take every queued update into one transaction, commit, answer them; again while
+        more came meanwhile."""
+        while self._queued:
+            batch, self._queued = self._queued[:_GROUP_MAX], self._queued[_GROUP_MAX:]
+            done: list[tuple[_QueuedUpdate, tuple[Handle | None, Handle | None]]] = []
+            seqs: list[int] = []
+            try:
+                async with self._transaction() as db:
+                    for queued in batch:
+                        outcome = await self._apply_queued(db, queued)
+                        if outcome is not None:
+                            result, seq = outcome
+                            done.append((queued, result))
+                            if seq is not None:
+                                seqs.append(seq)
+            except BaseException as exc:  # nothing of the batch is stored
+                failure = exc if isinstance(exc, Exception) else StoreUnavailable(repr(exc))
+                for queued in batch:  # (those that failed alone keep their own exception)
+                    _settle(queued.result, error=failure)
+                if not isinstance(exc, Exception):
+                    for queued in self._queued:
+                        _settle(queued.result, error=failure)
+                    self._queued = []
+                    raise
+                continue
+            for seq in seqs:
+                self._published(seq)
+            for queued, result in done:
+                _settle(queued.result, value=result)
+
+    async def _apply_queued(
+        self, db: aiosqlite.Connection, queued: _QueuedUpdate
+    ) -> tuple[tuple[Handle | None, Handle | None], int | None] | None:
+        """One update in its savepoint: ``((before, after), seq)``, or ``None`` when it
+        failed (its future then holds the exception and nothing of it remains)."""
+        key = queued.key
+        await db.execute("SAVEPOINT one_update")
+        try:
             before = await self._load(db, key)
-            after = change(before)
+            after = queued.change(before)
             if after is not None and handle_key(after.handle) != key:
                 raise ValueError(f"a change of {key!r} returned a record for {after.handle!r}")
             seq = await self._apply(db, key, before, after)
-        if seq is not None:
-            self._published(seq)
-        return before, after
+        except Exception as exc:
+            await db.execute("ROLLBACK TO one_update")
+            await db.execute("RELEASE one_update")
+            if isinstance(exc, sqlite3.Error):
+                exc = StoreUnavailable(f"SQLite write failed: {exc}")
+            _settle(queued.result, error=exc)
+            return None
+        await db.execute("RELEASE one_update")
+        return (before, after), seq
 
     def _published(self, seq: int) -> None:
         """After the commit of change ``seq``: tell the other processes."""
@@ -594,6 +649,28 @@ class SQLiteStore(HandleStore):
             async with db.execute(AuthSQL.GET_SECRET, (name,)) as cur:
                 (value,) = await cur.fetchone()
         return bytes(value)
+
+
+#: Updates one group-commit transaction takes at most.
+_GROUP_MAX = 256
+
+
+@dataclass(slots=True)
+class _QueuedUpdate:
+    key: str
+    change: Change
+    result: asyncio.Future[tuple[Handle | None, Handle | None]]
+
+
+def _settle(
+    future: asyncio.Future, *, value: object = None, error: BaseException | None = None
+) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
 
 
 async def _write_values(db: aiosqlite.Connection, key: str, values: Iterable[HandleValue]) -> None:

@@ -154,6 +154,35 @@ async def test_concurrent_creates_have_one_winner(store):
     assert await store.count_handles("TEST") == 1
 
 
+async def test_concurrent_updates_fail_alone(store):
+    """Updates in flight together (SQLite commits them as a group) succeed or fail each on its
+    own: a raising change takes nothing of the others with it, nor leaves anything behind."""
+    await store.update("TEST/counter", put(rec("TEST/counter", (1, b"0"))))
+
+    def increment(before):
+        return rec(before.handle, (1, str(int(before.values[0].data) + 1).encode()))
+
+    def create_unless_odd(n):
+        def change(before):
+            if n % 2:
+                raise HandleAlreadyExists(f"TEST/g{n}")
+            return rec(f"TEST/g{n}", (1, f"https://g.org/{n}".encode()))
+
+        return change
+
+    calls = [store.update(f"TEST/g{n}", create_unless_odd(n)) for n in range(60)]
+    calls += [store.update("TEST/counter", increment) for _ in range(20)]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    failed = [n for n, r in enumerate(results[:60]) if isinstance(r, HandleAlreadyExists)]
+    assert failed == list(range(1, 60, 2))
+    assert not any(isinstance(r, Exception) for r in results[60:])
+    for n in range(60):
+        stored = await store.get(f"TEST/g{n}")
+        assert (stored is None) == bool(n % 2), n
+    assert (await store.get("TEST/counter")).values[0].data == b"20"
+    assert await store.count_handles("TEST") == 31
+
+
 async def test_a_cancelled_caller_does_not_break_the_transaction(store):
     task = asyncio.ensure_future(store.update("TEST/c1", put(rec("TEST/c1", (1, b"x")))))
     await asyncio.sleep(0)
