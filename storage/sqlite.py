@@ -9,6 +9,7 @@ own write lock); a separate reader connection serves lookups and never blocks th
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import fcntl
 import mmap
@@ -143,7 +144,8 @@ class SQLiteStore(HandleStore):
         self._seen = last_change  # the last change the listeners were told of
         self._seen_signal = self._signal.value() if self._signal else 0
         self._catching_up = asyncio.Lock()
-        self._listeners: list[ChangeListener] = []
+        self._anchors = _PageAnchors()
+        self._listeners: list[ChangeListener] = [self._anchors]
 
     @classmethod
     async def open(cls, path: str | Path, *, migrate: bool = True) -> SQLiteStore:
@@ -282,36 +284,52 @@ class SQLiteStore(HandleStore):
     async def iter_handles(
         self, prefix: str, *, offset: int = 0, limit: int | None = None, batch: int = 10_000
     ) -> AsyncIterator[list[str]]:
+        """Pages are read by key (``key > last``). A page deep in a prefix would cost a skip of
+        ``offset`` index entries; the first key of every page served is remembered instead
+        (``_PageAnchors``), so the same or a following page is an index seek."""
         low, high = prefix_bounds(prefix)
+        await self.catch_up()  # other processes' writes forget the anchors they moved
+        anchors = self._anchors
+        generation = anchors.generation(low)
         remaining = limit
-        skip = offset
+        served = 0
         last: str | None = None
+        if offset > 0:
+            start, last = anchors.nearest(low, offset)
+            skip = offset - start  # rows between the anchor and the page
+            if skip > 0:
+                # One row before the page comes too: it anchors this page for next time.
+                first = await self._page_rows(low, high, last, 1, skip - 1)
+                if not first:
+                    return
+                last = first[0][0]
+                anchors.remember(low, offset, last, generation)
         while remaining is None or remaining > 0:
             size = batch if remaining is None else min(batch, remaining)
-            if last is None:
-                sql = (
-                    "SELECT key, handle FROM handles WHERE key >= ? AND key < ?"
-                    " ORDER BY key LIMIT ? OFFSET ?"
-                )
-                params: tuple = (low, high, size, skip)
-            else:
-                sql = (
-                    "SELECT key, handle FROM handles WHERE key > ? AND key < ? ORDER BY key LIMIT ?"
-                )
-                params = (last, high, size)
-            try:
-                async with self._reader.execute(sql, params) as cur:
-                    rows = await cur.fetchall()
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
+            rows = await self._page_rows(low, high, last, size, 0)
             if not rows:
                 return
             yield [row[1] for row in rows]
+            served += len(rows)
+            last = rows[-1][0]
+            anchors.remember(low, offset + served, last, generation)
             if len(rows) < size:
                 return
-            last = rows[-1][0]
             if remaining is not None:
                 remaining -= len(rows)
+
+    async def _page_rows(
+        self, low: str, high: str, after: str | None, size: int, skip: int
+    ) -> list[sqlite3.Row]:
+        """``size`` (key, handle) rows of ``[low, high)`` after the key ``after`` (or from
+        ``low``), skipping ``skip``."""
+        if after is None:
+            sql = "SELECT key, handle FROM handles WHERE key >= ? AND key < ? ORDER BY key"
+            bound = low
+        else:
+            sql = "SELECT key, handle FROM handles WHERE key > ? AND key < ? ORDER BY key"
+            bound = after
+        return await self._fetch(sql + " LIMIT ? OFFSET ?", (bound, high, size, skip))
 
     async def iter_records(
         self, *, after: str = "", batch: int = 1000
@@ -370,6 +388,7 @@ class SQLiteStore(HandleStore):
                 await db.execute(
                     "DELETE FROM handle_changes WHERE seq <= ?", (seq - _CHANGES_KEPT,)
                 )
+        self._anchors.changed(None)
         if seq is not None and self._signal is not None:
             # Not marked seen: this process's own listeners learn of it like the others.
             self._signal.raise_to(seq)
@@ -485,6 +504,9 @@ class SQLiteStore(HandleStore):
                 continue
             for seq in seqs:
                 self._published(seq)
+            for queued, (before, after) in done:
+                if before is None or after is None:  # a handle came or went: pages moved
+                    self._anchors.changed(queued.key)
             for queued, result in done:
                 _settle(queued.result, value=result)
 
@@ -649,6 +671,58 @@ class SQLiteStore(HandleStore):
             async with db.execute(AuthSQL.GET_SECRET, (name,)) as cur:
                 (value,) = await cur.fetchone()
         return bytes(value)
+
+
+class _PageAnchors:
+    """Where listing pages start: for a prefix's lower bound and an offset, the key just before
+    the handle at that offset. Told of every change (a ``ChangeListener``), it forgets the
+    anchors of the prefix changed: a handle created or deleted moves every page after it. An
+    anchor read before such a change is not remembered after it (``generation``)."""
+
+    _MAX_PER_PREFIX = 4096
+
+    def __init__(self) -> None:
+        self._offsets: dict[str, list[int]] = {}  # sorted
+        self._keys: dict[tuple[str, int], str] = {}
+        self._generations: dict[str, int] = {}
+
+    def generation(self, low: str) -> int:
+        return self._generations.get(low, 0)
+
+    def nearest(self, low: str, offset: int) -> tuple[int, str | None]:
+        """The anchor at or before ``offset``: ``(its offset, key)``, or ``(0, None)``."""
+        offsets = self._offsets.get(low)
+        if offsets:
+            at = bisect.bisect_right(offsets, offset) - 1
+            if at >= 0:
+                return offsets[at], self._keys[(low, offsets[at])]
+        return 0, None
+
+    def remember(self, low: str, offset: int, key: str, generation: int) -> None:
+        if generation != self.generation(low) or (low, offset) in self._keys:
+            return
+        offsets = self._offsets.setdefault(low, [])
+        if len(offsets) >= self._MAX_PER_PREFIX:
+            self._forget(low)
+            offsets = self._offsets.setdefault(low, [])
+        bisect.insort(offsets, offset)
+        self._keys[(low, offset)] = key
+
+    def _forget(self, low: str) -> None:
+        for offset in self._offsets.pop(low, []):
+            del self._keys[(low, offset)]
+
+    def changed(self, key: str | None) -> None:
+        if key is None:
+            lows = set(self._offsets) | set(self._generations)
+        else:
+            lows = {prefix_bounds(prefix_of(key))[0]}
+        for low in lows:
+            self._generations[low] = self._generations.get(low, 0) + 1
+            self._forget(low)
+
+    def watching(self, live: bool) -> None:
+        self.changed(None)
 
 
 #: Updates one group-commit transaction takes at most.

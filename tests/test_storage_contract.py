@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,49 @@ async def test_listing_pages_batches_and_offsets(store):
     assert page == everything[10:20]
     assert [n async for b in store.iter_handles("TEST", offset=30, limit=5) for n in b] == []
     assert [n async for b in store.iter_handles("TEST", limit=0) for n in b] == []
+
+
+async def _page(store, offset: int, limit: int, prefix: str = "TEST") -> list[str]:
+    return [n async for b in store.iter_handles(prefix, offset=offset, limit=limit) for n in b]
+
+
+async def test_pages_stay_right_as_handles_come_and_go(store):
+    """Any page, asked again or after handles were created and deleted before it, shows the
+    handles at those positions now (SQLite remembers where pages start)."""
+    names = [f"TEST/{i:04d}" for i in range(0, 600, 2)]
+    for name in names:
+        await store.update(name, put(rec(name, (1, b"v"))))
+    await store.update("TEST2/0", put(rec("TEST2/0", (1, b"v"))))  # a neighbouring prefix
+    rng = random.Random(5)
+    for step in range(6):
+        for offset in [*rng.sample(range(0, len(names) + 20), 12), 40, 40, 80]:
+            assert await _page(store, offset, 20) == names[offset : offset + 20], (step, offset)
+        changed = f"TEST/{rng.randrange(600):04d}"
+        if changed in names:  # a deletion, then a creation, before pages already seen
+            await store.update(changed, lambda before: None)
+            names.remove(changed)
+        else:
+            await store.update(changed, put(rec(changed, (1, b"v"))))
+            names = sorted([*names, changed])
+        await store.update(names[3], put(rec(names[3], (1, b"changed"))))  # moves nothing
+    assert await _page(store, 0, 5, prefix="TEST2") == ["TEST2/0"]
+
+
+async def test_sqlite_pages_follow_another_process_writes(tmp_path: Path):
+    first = await SQLiteStore.open(tmp_path / "shared.sqlite3")
+    second = await SQLiteStore.open(tmp_path / "shared.sqlite3")
+    try:
+        names = [f"TEST/{i:03d}" for i in range(0, 200, 2)]
+        for name in names:
+            await first.update(name, put(rec(name, (1, b"v"))))
+        assert await _page(first, 50, 10) == names[50:60]
+        await second.update("TEST/001", put(rec("TEST/001", (1, b"v"))))
+        assert await _page(first, 50, 10) == sorted([*names, "TEST/001"])[50:60]
+        await second.update("TEST/000", lambda before: None)
+        assert await _page(first, 50, 10) == sorted([*names[1:], "TEST/001"])[50:60]
+    finally:
+        await first.close()
+        await second.close()
 
 
 async def test_concurrent_updates_of_one_record_are_serialised(store):
