@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cachetools import TLRUCache
 
@@ -26,22 +26,25 @@ from storage import Handle, HandleStore, TTLType, handle_key
 
 from .config import CacheConfig
 
-__all__ = ["CacheStats", "Lookup", "ResolutionCache", "public_view", "record_ttl"]
+__all__ = ["Answer", "CacheStats", "Lookup", "ResolutionCache", "public_view", "record_ttl"]
 
 _ENTRY_OVERHEAD = 200  # bytes a cached record costs beyond its data, roughly
+
+#: A finished answer: (the handle as asked, body, ETag).
+Answer = tuple[str, bytes, str]
 
 
 @dataclass(slots=True)
 class Lookup:
     """A record's public view (``None``: no such handle) and when it stops being fresh.
 
-    ``answers`` holds the view's finished REST answers (body and ETag, by the name as asked,
-    whose spelling the answer repeats) for the API layer to reuse: they live and die with the
-    entry, so an invalidation drops them too. Nothing else in a lookup changes."""
+    ``answer`` holds the view's finished REST answer (the name as asked, whose spelling the
+    answer repeats; the body; its ETag) for the API layer to reuse: it lives and dies with the
+    entry, so an invalidation drops it too. Nothing else in a lookup changes."""
 
     record: Handle | None
     expires: float
-    answers: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    answer: Answer | None = None
 
 
 @dataclass(slots=True)

@@ -35,7 +35,7 @@ from storage import (
 )
 
 from .auth import SECKEY_TYPE, Authenticator, Authorizer, Identity, describe
-from .cache import ResolutionCache
+from .cache import Lookup, ResolutionCache
 from .config import PREFIX_HANDLE_AUTHORITY, Config
 from .encoding import AdminPermission, AdminRecord, encode_admin, encode_vlist
 from .errors import (
@@ -78,9 +78,9 @@ class Resolution:
     handle: str
     values: tuple[HandleValue, ...]
     expires: float | None = None
-    #: Finished answers of this very view (all its public values), kept with its cache entry;
-    #: ``None`` when the values were filtered or read past the cache.
-    answers: dict[str, tuple[bytes, str]] | None = None
+    #: The cache entry this very view (all its public values) came from, which keeps its
+    #: finished answer; ``None`` when the values were filtered or read past the cache.
+    entry: Lookup | None = None
 
     @property
     def response_code(self) -> int:
@@ -197,7 +197,7 @@ class HandleService:
                 raise HandleNotFound(handle)
             if not indexes and not types:
                 values = lookup.record.values
-                return Resolution(handle, values, lookup.expires, lookup.answers)
+                return Resolution(handle, values, lookup.expires, lookup)
             chosen = select(lookup.record.values, indexes, types)
             return Resolution(handle, tuple(chosen), lookup.expires)
         record = await self.store.get(handle)

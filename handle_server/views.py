@@ -43,8 +43,6 @@ _SEARCH_MAX_LIMIT = 10_000
 _INT = re.compile(r"[+-]?[0-9]{1,18}")
 _TRUE = frozenset({"", "true", "yes", "1"})
 _FALSE = frozenset({"false", "no", "0"})
-#: Spellings of one handle whose answers a cache entry keeps (they differ in case only).
-_ANSWERS_PER_ENTRY = 4
 
 
 def path_handle(request: web.Request, mount: str = API_HANDLES + "/") -> str:
@@ -152,22 +150,27 @@ async def resolve_json(request: web.Request, handle: str) -> web.Response:
     )
     # A public answer of a whole cached view is built once per cache entry (a hot handle is
     # asked for again and again); anything else, every time.
-    answers = resolution.answers if identity is None and "pretty" not in request.query else None
-    done = answers.get(handle) if answers is not None else None
-    if done is None:
-        body = {
-            "responseCode": resolution.response_code,
-            "handle": handle,
-            "values": [value_to_json(v) for v in resolution.values],
-        }
-        raw = json_bytes(request, body)
-        done = raw, etag_of(raw)
-        if answers is not None and len(answers) < _ANSWERS_PER_ENTRY:
-            answers[handle] = done
+    entry = resolution.entry if identity is None and "pretty" not in request.query else None
+    answer = entry.answer if entry is not None else None
+    if answer is not None and answer[0] == handle:
+        body, etag = answer[1], answer[2]
+    else:
+        body = json_bytes(
+            request,
+            {
+                "responseCode": resolution.response_code,
+                "handle": handle,
+                "values": [value_to_json(v) for v in resolution.values],
+            },
+        )
+        etag = etag_of(body)
+        if entry is not None:
+            # A copy of exactly its size: orjson's bytes keep their (4 KiB) buffer.
+            entry.answer = handle, bytes(memoryview(body)), etag
     return cached_response(
         request,
-        done[0],
-        etag=done[1],
+        body,
+        etag=etag,
         content_type="application/json",
         expires=resolution.expires if identity is None else None,
         now=service.now(),

@@ -206,3 +206,18 @@ def test_cache_config_rejects_negatives(tmp_path):
     with pytest.raises(ConfigError, match=r"\[cache\] max_ttl: must not be negative"):
         make_config(tmp_path, cache={"max_ttl": -1})
     assert dataclasses.asdict(make_config(tmp_path).cache)["not_found_ttl"] == 5
+
+
+async def test_a_kept_answer_repeats_the_name_as_asked_and_goes_with_the_entry(api):
+    """The cache keeps a hot handle's finished answer; it is the answer for that spelling
+    only, and a write replaces it."""
+    await api.put("TEST/Kept", [url_value("https://one.org")])
+    for name in ("TEST/Kept", "test/kept", "TEST/Kept", "test/KEPT"):
+        status, body = await api.get(name)
+        assert status == 200 and body["handle"] == name
+        assert body["values"][0]["data"]["value"] == "https://one.org"
+    first = api.last.headers["ETag"]
+    await api.put("TEST/Kept", [url_value("https://two.org")])
+    status, body = await api.get("test/KEPT")
+    assert body["values"][0]["data"]["value"] == "https://two.org"
+    assert api.last.headers["ETag"] != first
