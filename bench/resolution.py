@@ -194,12 +194,16 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         measured = wrk(srv.url, seconds=seconds, connections=connections, script=update)
         rows.append(row("PUT update (?index=2)", measured, base))
 
+        # Each page at full load, and alone (one connection: the latency of one listing,
+        # without 31 others queued before it).
         last = max(0, math.ceil(n / PAGE_SIZE) - 1)
         for label, page in (("page 0", 0), (f"last page ({last})", last)):
             path = f"/api/handles?prefix=BENCH&page={page}&pageSize={PAGE_SIZE}"
             listing = script(work, f"list{page}", _FIXED, auth=AUTH, path=path)
-            measured = wrk(srv.url, seconds=seconds, connections=connections, script=listing)
-            rows.append(row(f"list {label}, pageSize {PAGE_SIZE}", measured, base))
+            for clients in (connections, 1):
+                measured = wrk(srv.url, seconds=seconds, connections=clients, script=listing)
+                name = f"list {label}, pageSize {PAGE_SIZE}, {clients} connection(s)"
+                rows.append(row(name, measured, base))
 
         # The cache full: as many distinct handles read as it holds (or all of them).
         fill = min(n, args.cache_entries)
@@ -230,7 +234,8 @@ def markdown(figures: dict[str, Any]) -> str:
         "",
         f"{m['date']}; {m['cores']} cores ({m['cpu']}); Python {m['python']}, aiohttp "
         f"{m['aiohttp']}; {m['platform']}. Server on core 0, wrk on core 1, "
-        f"{figures['seconds_per_workload']} s a workload, {figures['connections']} connections; "
+        f"{figures['seconds_per_workload']} s a workload, {figures['connections']} connections "
+        "unless a row says otherwise; "
         f"answer body {figures['answer_bytes']} bytes.",
         "",
         "| workload | req/s | ratio to floor | p50 | p99 | errors |",

@@ -296,14 +296,16 @@ class SQLiteStore(HandleStore):
         last: str | None = None
         if offset > 0:
             start, last = anchors.nearest(low, offset)
-            skip = offset - start  # rows between the anchor and the page
-            if skip > 0:
-                # One row before the page comes too: it anchors this page for next time.
-                first = await self._page_rows(low, high, last, 1, skip - 1)
-                if not first:
-                    return
-                last = first[0][0]
-                anchors.remember(low, offset, last, generation)
+            if offset - start > _LONG_SKIP:
+                # A long skip is made by one listing at a time per prefix: the others asking
+                # for that page meanwhile wait for its anchor instead of skipping too.
+                async with anchors.skipping(low):
+                    start, last = anchors.nearest(low, offset)
+                    last = await self._skip_to(low, high, offset, start, last, generation)
+            elif offset > start:
+                last = await self._skip_to(low, high, offset, start, last, generation)
+            if last is None:  # past the prefix's last handle
+                return
         while remaining is None or remaining > 0:
             size = batch if remaining is None else min(batch, remaining)
             rows = await self._page_rows(low, high, last, size, 0)
@@ -317,6 +319,20 @@ class SQLiteStore(HandleStore):
                 return
             if remaining is not None:
                 remaining -= len(rows)
+
+    async def _skip_to(
+        self, low: str, high: str, offset: int, start: int, after: str | None, generation: int
+    ) -> str | None:
+        """The key just before the handle at ``offset`` (> 0), found from the anchor ``(start,
+        after)`` and remembered; ``None`` when the prefix has no handle there."""
+        if offset == start:
+            return after
+        # The row before the page: it anchors this page for next time.
+        first = await self._page_rows(low, high, after, 1, offset - start - 1)
+        if not first:
+            return None
+        self._anchors.remember(low, offset, first[0][0], generation)
+        return first[0][0]
 
     async def _page_rows(
         self, low: str, high: str, after: str | None, size: int, skip: int
@@ -685,6 +701,11 @@ class _PageAnchors:
         self._offsets: dict[str, list[int]] = {}  # sorted
         self._keys: dict[tuple[str, int], str] = {}
         self._generations: dict[str, int] = {}
+        self._skips: dict[str, asyncio.Lock] = {}
+
+    def skipping(self, low: str) -> asyncio.Lock:
+        """Held while a listing of the prefix skips a long way."""
+        return self._skips.setdefault(low, asyncio.Lock())
 
     def generation(self, low: str) -> int:
         return self._generations.get(low, 0)
@@ -724,6 +745,9 @@ class _PageAnchors:
     def watching(self, live: bool) -> None:
         self.changed(None)
 
+
+#: Rows a listing skips (from the nearest anchor) beyond which it skips alone.
+_LONG_SKIP = 10_000
 
 #: Updates one group-commit transaction takes at most.
 _GROUP_MAX = 256

@@ -156,6 +156,21 @@ async def test_pages_stay_right_as_handles_come_and_go(store):
     assert await _page(store, 0, 5, prefix="TEST2") == ["TEST2/0"]
 
 
+async def test_sqlite_concurrent_deep_pages_skip_once(tmp_path: Path, monkeypatch):
+    import storage.sqlite
+
+    monkeypatch.setattr(storage.sqlite, "_LONG_SKIP", 5)
+    store = await SQLiteStore.open(tmp_path / "deep.sqlite3")
+    try:
+        names = [f"TEST/{i:03d}" for i in range(300)]
+        await store.import_records([rec(n, (1, b"v")) for n in names])
+        offsets = [250, 250, 120, 250, 299, 300, 120, 7] * 4
+        pages = await asyncio.gather(*(_page(store, o, 10) for o in offsets))
+        assert pages == [names[o : o + 10] for o in offsets]
+    finally:
+        await store.close()
+
+
 async def test_sqlite_pages_follow_another_process_writes(tmp_path: Path):
     first = await SQLiteStore.open(tmp_path / "shared.sqlite3")
     second = await SQLiteStore.open(tmp_path / "shared.sqlite3")
