@@ -19,7 +19,6 @@ import base64
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,9 @@ from pathlib import Path
 import asyncpg
 
 from storage import Handle, HandleValue, open_store
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import free_port
 
 SECRET = "bench-secret"
 GET_LUA = """
@@ -70,12 +72,6 @@ async def load(backend: str, n: int, *, path: str = "", dsn: str = "") -> None:
             )
     finally:
         await store.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wrk(url: str, script: Path, args: argparse.Namespace) -> dict:

@@ -15,7 +15,6 @@ import asyncio
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,9 @@ from pathlib import Path
 
 from storage import Handle, HandleValue
 from storage.sqlite import SQLiteStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import free_port, pinned
 
 LUA = """
 math.randomseed(os.time())
@@ -53,16 +55,6 @@ async def load(path: Path, n: int) -> float:
     finally:
         await store.close()
     return n / (time.perf_counter() - started)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pinned(core: int) -> list[str]:
-    return ["taskset", "-c", str(core)] if shutil.which("taskset") and os.cpu_count() > 1 else []
 
 
 def measure(workdir: Path, db: Path, n: int, args: argparse.Namespace, max_ttl: int) -> dict:

@@ -5,6 +5,7 @@ Everything runs on loopback (127.0.0.1) and every load is bounded in time.
 
 from __future__ import annotations
 
+import base64
 import os
 import platform
 import re
@@ -17,6 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 __all__ = [
     "Server",
@@ -33,6 +35,8 @@ __all__ = [
 
 ADMIN = "300:0.NA/BENCH"
 SECRET = "bench-secret"
+#: The Authorization header of the configured admin (the identity percent-encoded).
+ADMIN_AUTH = "Basic " + base64.b64encode(f"{quote(ADMIN, safe='')}:{SECRET}".encode()).decode()
 
 
 def free_port() -> int:

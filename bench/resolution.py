@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import math
 import sys
@@ -34,14 +33,12 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
-    ADMIN,
-    SECRET,
+    ADMIN_AUTH,
     Server,
     free_port,
     import_handles,
@@ -52,7 +49,6 @@ from harness import (
 )
 
 HERE = Path(__file__).resolve().parent
-AUTH = "Basic " + base64.b64encode(f"{quote(ADMIN, safe='')}:{SECRET}".encode()).decode()
 HOT = 10_000
 PAGE_SIZE = 100
 
@@ -187,10 +183,10 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         measured = wrk(srv.url, seconds=seconds, connections=connections, script=revalidate)
         rows.append(row("304 revalidation (If-None-Match)", measured, base))
 
-        create = script(work, "create", _CREATE, auth=AUTH, tag=f"new{int(time.time())}")
+        create = script(work, "create", _CREATE, auth=ADMIN_AUTH, tag=f"new{int(time.time())}")
         measured = wrk(srv.url, seconds=seconds, connections=connections, script=create)
         rows.append(row("PUT create (new handle, durable)", measured, base))
-        update = script(work, "update", _UPDATE, auth=AUTH, n=n)
+        update = script(work, "update", _UPDATE, auth=ADMIN_AUTH, n=n)
         measured = wrk(srv.url, seconds=seconds, connections=connections, script=update)
         rows.append(row("PUT update (?index=2)", measured, base))
 
@@ -199,7 +195,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         last = max(0, math.ceil(n / PAGE_SIZE) - 1)
         for label, page in (("page 0", 0), (f"last page ({last})", last)):
             path = f"/api/handles?prefix=BENCH&page={page}&pageSize={PAGE_SIZE}"
-            listing = script(work, f"list{page}", _FIXED, auth=AUTH, path=path)
+            listing = script(work, f"list{page}", _FIXED, auth=ADMIN_AUTH, path=path)
             for clients in (connections, 1):
                 measured = wrk(srv.url, seconds=seconds, connections=clients, script=listing)
                 name = f"list {label}, pageSize {PAGE_SIZE}, {clients} connection(s)"

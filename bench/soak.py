@@ -17,21 +17,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import random
 import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
-    ADMIN,
-    SECRET,
+    ADMIN_AUTH,
     Server,
     free_port,
     import_handles,
@@ -40,11 +37,7 @@ from harness import (
     write_export,
 )
 
-AUTH = {
-    "Authorization": "Basic "
-    + base64.b64encode(f"{quote(ADMIN, safe='')}:{SECRET}".encode()).decode(),
-    "Content-Type": "application/json",
-}
+AUTH = {"Authorization": ADMIN_AUTH, "Content-Type": "application/json"}
 MAX_IN_FLIGHT = 1000
 
 
