@@ -82,6 +82,7 @@ async def test_generated_requests_get_described_answers(tmp_path, storage_table)
     summary = done.stdout[-6000:]
     assert done.returncode == 0, summary
     cases = json.loads(report.read_text())["test_cases"]
+    print(f"schemathesis on {storage_table.get('backend', 'sqlite')}: {cases}")  # pytest -s
     assert cases["generated"] >= MIN_CASES, cases
     assert cases["errored"] == 0, summary
     log = server.log.read_text()
