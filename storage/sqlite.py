@@ -523,8 +523,7 @@ class SQLiteStore(HandleStore):
             for queued, (before, after) in done:
                 if before is None or after is None:  # a handle came or went: pages moved
                     self._anchors.changed(queued.key)
-            for queued, result in done:
-                _settle(queued.result, value=result)
+                _settle(queued.result, value=(before, after))
 
     async def _apply_queued(
         self, db: aiosqlite.Connection, queued: _QueuedUpdate
@@ -701,6 +700,7 @@ class _PageAnchors:
         self._offsets: dict[str, list[int]] = {}  # sorted
         self._keys: dict[tuple[str, int], str] = {}
         self._generations: dict[str, int] = {}
+        self._epoch = 0  # moved by a change of any handle: every prefix's generation moves
         self._skips: dict[str, asyncio.Lock] = {}
 
     def skipping(self, low: str) -> asyncio.Lock:
@@ -708,7 +708,8 @@ class _PageAnchors:
         return self._skips.setdefault(low, asyncio.Lock())
 
     def generation(self, low: str) -> int:
-        return self._generations.get(low, 0)
+        # Both counts only grow, so their sum moves whenever either does.
+        return self._epoch + self._generations.get(low, 0)
 
     def nearest(self, low: str, offset: int) -> tuple[int, str | None]:
         """The anchor at or before ``offset``: ``(its offset, key)``, or ``(0, None)``."""
@@ -734,13 +735,14 @@ class _PageAnchors:
             del self._keys[(low, offset)]
 
     def changed(self, key: str | None) -> None:
-        if key is None:
-            lows = set(self._offsets) | set(self._generations)
-        else:
-            lows = {prefix_bounds(prefix_of(key))[0]}
-        for low in lows:
-            self._generations[low] = self._generations.get(low, 0) + 1
-            self._forget(low)
+        if key is None:  # also for prefixes with a listing in flight and no anchor yet
+            self._epoch += 1
+            self._offsets.clear()
+            self._keys.clear()
+            return
+        low = prefix_bounds(prefix_of(key))[0]
+        self._generations[low] = self._generations.get(low, 0) + 1
+        self._forget(low)
 
     def watching(self, live: bool) -> None:
         self.changed(None)
