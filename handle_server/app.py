@@ -11,13 +11,14 @@ from aiohttp import web
 
 import storage
 
-from . import keys, proxy
+from . import keys, openapi, pages, proxy
 from .config import Config
 from .limits import ConcurrencyLimit
 from .metrics import Metrics, MetricsStore
 from .middlewares import error_middleware
 from .onezone import OnezoneService
 from .ops_views import metrics_middleware
+from .responses import SecurityHeaders
 from .routes import setup_routes
 from .service import HandleService
 
@@ -44,6 +45,7 @@ def create_app(
     app[keys.METRICS] = metrics = Metrics()
     app[proxy.RNG] = random.Random()
     app.on_response_prepare.append(proxy.vary_on_accept)
+    app.on_response_prepare.append(SecurityHeaders(pages.STYLE, openapi.DOCS_STYLE))
     if store is None:
         app.cleanup_ctx.append(_store_ctx)
     else:

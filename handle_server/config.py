@@ -8,6 +8,7 @@ the table and the key.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -43,9 +44,23 @@ class ServerConfig:
     max_concurrent_requests: int = 1024
     idle_timeout: int = 75
     body_timeout: int = 60
+    header_timeout: int = 10
+    max_connections: int = 4096
     tls_cert: str = ""
     tls_key: str = ""
     event_loop: str = "asyncio"
+    public_url: str = ""
+    trusted_proxies: tuple[str, ...] = ()
+
+    @property
+    def base_url(self) -> str:
+        """Where clients reach this server: ``public_url``, else this host and port (never
+        the Host header a request brings)."""
+        if self.public_url:
+            return self.public_url
+        scheme = "https" if self.tls_cert else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +76,8 @@ class HandleConfig:
     max_handle_length: int = 1024
     max_values: int = 1000
     max_value_bytes: int = 524_288
+    max_record_bytes: int = 1_048_576
+    max_location_bytes: int = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +115,19 @@ class AuthConfig:
     failure_window: int = 300
     session_idle_timeout: int = 1800
     max_sessions: int = 100_000
+    max_sessions_per_identity: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class SearchConfig:
+    max_conditions: int = 10
+    timeout: int = 5
+    max_concurrent: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    per_prefix_counts: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +169,8 @@ class Config:
     admins: tuple[AdminConfig, ...] = ()
     cache: CacheConfig = CacheConfig()
     auth: AuthConfig = AuthConfig()
+    search: SearchConfig = SearchConfig()
+    metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
     onezone: OnezoneConfig = OnezoneConfig()
     #: Where the configuration was read from (``None`` for the built-in defaults).
@@ -154,6 +186,8 @@ _TABLES = {
     "handle": HandleConfig,
     "cache": CacheConfig,
     "auth": AuthConfig,
+    "search": SearchConfig,
+    "metrics": MetricsConfig,
     "log": LogConfig,
 }
 
@@ -279,9 +313,23 @@ def _check(config: Config, source: str) -> None:
             "[server] max_concurrent_requests",
             f"must be at least 1, got {s.max_concurrent_requests}",
         )
-    for key in ("idle_timeout", "body_timeout"):
+    for key in ("idle_timeout", "body_timeout", "header_timeout"):
         if not 1 <= getattr(s, key) <= 86400:
             fail(f"[server] {key}", f"must be between 1 and 86400 seconds, got {getattr(s, key)}")
+    if s.max_connections < 16:
+        fail("[server] max_connections", f"must be at least 16, got {s.max_connections}")
+    if s.public_url and (
+        not s.public_url.startswith(("https://", "http://")) or s.public_url.endswith("/")
+    ):
+        fail(
+            "[server] public_url",
+            f"must be an http(s) URL without a trailing /, got {s.public_url!r}",
+        )
+    for block in s.trusted_proxies:
+        try:
+            ipaddress.ip_network(block, strict=False)
+        except ValueError:
+            fail("[server] trusted_proxies", f"{block!r} is not an address or CIDR block")
     if s.event_loop not in _EVENT_LOOPS:
         fail("[server] event_loop", f'must be "asyncio" or "uvloop", got {s.event_loop!r}')
     st = config.storage
@@ -302,6 +350,17 @@ def _check(config: Config, source: str) -> None:
         fail(
             "[handle] max_value_bytes",
             f"must be at least 1024, got {config.handle.max_value_bytes}",
+        )
+    if config.handle.max_record_bytes < config.handle.max_value_bytes:
+        fail(
+            "[handle] max_record_bytes",
+            f"must be at least max_value_bytes ({config.handle.max_value_bytes}), "
+            f"got {config.handle.max_record_bytes}",
+        )
+    if config.handle.max_location_bytes < 1024:
+        fail(
+            "[handle] max_location_bytes",
+            f"must be at least 1024, got {config.handle.max_location_bytes}",
         )
     seen: set[str] = set()
     for prefix in config.handle.prefixes:
@@ -349,9 +408,17 @@ def _check(config: Config, source: str) -> None:
     a = config.auth
     if a.failure_limit < 0:
         fail("[auth] failure_limit", f"must not be negative, got {a.failure_limit}")
-    for key in ("failure_window", "session_idle_timeout", "max_sessions"):
+    for key in (
+        "failure_window",
+        "session_idle_timeout",
+        "max_sessions",
+        "max_sessions_per_identity",
+    ):
         if getattr(a, key) < 1:
             fail(f"[auth] {key}", f"must be at least 1, got {getattr(a, key)}")
+    for key in ("max_conditions", "timeout", "max_concurrent"):
+        if getattr(config.search, key) < 1:
+            fail(f"[search] {key}", f"must be at least 1, got {getattr(config.search, key)}")
     _check_onezone(config, seen, fail)
     if config.log.level not in _LOG_LEVELS:
         fail("[log] level", f"must be one of {', '.join(_LOG_LEVELS)}, got {config.log.level!r}")

@@ -12,6 +12,7 @@ __all__ = [
     "AuthenticationFailed",
     "AuthenticationNeeded",
     "BodyTooLarge",
+    "ClientDisconnected",
     "InsufficientPermissions",
     "InvalidAdmin",
     "InvalidHandle",
@@ -35,6 +36,11 @@ class BodyTooLarge(ProtocolError):
 
 class RequestTimeout(ProtocolError):
     """The client did not send its request body within ``[server] body_timeout``."""
+
+
+class ClientDisconnected(ProtocolError):
+    """The client closed its connection before its request body was in: nobody hears the
+    answer (logged with 499, as front ends log it)."""
 
 
 class InvalidHandle(HandleError):

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 from xml.etree.ElementTree import Element
 
 from defusedxml import ElementTree
@@ -32,12 +33,53 @@ from defusedxml.common import DefusedXmlException
 
 from storage import HandleValue
 
-__all__ = ["DEFAULT_CHOOSE_BY", "Redirect", "choose_redirect", "location_lists"]
+__all__ = [
+    "DEFAULT_CHOOSE_BY",
+    "Redirect",
+    "UnsafeAppend",
+    "append_to",
+    "choose_redirect",
+    "location_lists",
+]
 
 LOC_TYPE = "10320/LOC"
 URL_TYPE = "URL"
 DEFAULT_CHOOSE_BY = ("locatt", "address", "country", "score", "weighted")
 _REDIRECT_STATUSES = {"301": 301, "302": 302, "303": 303, "307": 307, "308": 308}
+
+
+class UnsafeAppend(ValueError):
+    """A ``urlappend`` that would change where a redirect goes (its scheme, user info, host or
+    port), or that no URL can hold."""
+
+
+# What a Location header cannot carry as it is: control characters (a CR or LF would end the
+# header) and spaces.
+_UNSAFE_IN_LOCATION = re.compile(r"[\x00-\x20\x7f-\x9f]")
+
+
+def _percent_encode(match: re.Match[str]) -> str:
+    return "".join(f"%{b:02X}" for b in match.group().encode("utf-8", "surrogatepass"))
+
+
+def append_to(url: str, urlappend: str) -> str:
+    """``url`` with ``urlappend`` after it, as the reference proxy appends it, provided the
+    result still goes to the same place: the scheme, user info, host and port of ``url`` are
+    never changed by what a client appends (``https://example.org`` + ``@evil.example`` would
+    send the reader to evil.example). Raises ``UnsafeAppend``. The result is fit for a
+    Location header: control characters and spaces are percent-encoded."""
+    target = url + urlappend
+    if urlappend:
+        try:
+            before, after = urlsplit(url), urlsplit(target)
+        except ValueError:
+            raise UnsafeAppend("urlappend makes the location an invalid URL") from None
+        if (before.scheme, before.netloc) != (after.scheme, after.netloc):
+            raise UnsafeAppend(
+                "urlappend may add to the path, query or fragment of the location only, "
+                "not change its scheme, host or port"
+            )
+    return _UNSAFE_IN_LOCATION.sub(_percent_encode, target)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,11 +241,12 @@ def choose_redirect(
     rng: random.Random | None = None,
 ) -> Redirect | None:
     """Where to send a client resolving ``handle`` with these (public) values, or ``None``
-    when there is nowhere (the values page is shown instead)."""
+    when there is nowhere (the values page is shown instead). Raises ``UnsafeAppend`` for a
+    ``urlappend`` that would change the target's host (see ``append_to``)."""
     lists = location_lists(values)
     if not lists:
         url = _legacy_url(values)
-        return Redirect(url + urlappend) if url is not None else None
+        return Redirect(append_to(url, urlappend)) if url is not None else None
     locations = [loc for loc in _candidates(values, lists) if _href(loc, handle) is not None]
     if not locations:
         return None
@@ -231,4 +274,4 @@ def choose_redirect(
     href = _href(chosen, handle)
     assert href is not None
     status_text = chosen.get("http_sc") or _list_attribute(lists, "http_sc") or "302"
-    return Redirect(href + urlappend, _REDIRECT_STATUSES.get(status_text.strip(), 302))
+    return Redirect(append_to(href, urlappend), _REDIRECT_STATUSES.get(status_text.strip(), 302))

@@ -22,6 +22,7 @@ from .errors import (
     AuthenticationFailed,
     AuthenticationNeeded,
     BodyTooLarge,
+    ClientDisconnected,
     InsufficientPermissions,
     InvalidAdmin,
     InvalidHandle,
@@ -48,6 +49,7 @@ RC_PROTOCOL_ERROR = 4
 ERROR_TABLE: dict[type[HandleError], tuple[int, int]] = {
     BodyTooLarge: (413, RC_PROTOCOL_ERROR),
     RequestTimeout: (408, RC_PROTOCOL_ERROR),
+    ClientDisconnected: (499, RC_PROTOCOL_ERROR),  # nginx's "client closed request"
     ProtocolError: (400, RC_PROTOCOL_ERROR),
     StoreUnavailable: (503, 3),  # RC_SERVER_TOO_BUSY
     HandleNotFound: (404, 100),
@@ -112,7 +114,7 @@ async def error_middleware(
             response = json_response(
                 request, error_body(code, handle, message), status=status, headers=headers
             )
-        if isinstance(exc, RequestTimeout):
+        if isinstance(exc, RequestTimeout | ClientDisconnected):
             response.force_close()  # the rest of its body is not waited for
         return response
     except web.HTTPException as exc:

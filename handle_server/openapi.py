@@ -770,18 +770,23 @@ def describe(onezone: OnezoneConfig | None = None) -> dict[str, Any]:
     }
 
 
+#: The docs page's one stylesheet (its hash is in the pages' Content-Security-Policy).
+DOCS_STYLE = (
+    "body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}"
+    "code,.path{font-family:ui-monospace,monospace}h2{margin-top:2.5rem}"
+    ".op{border-left:4px solid #888;padding:.2rem 1rem;margin:1rem 0}"
+    ".method{font-weight:bold;text-transform:uppercase}table{border-collapse:collapse}"
+    "td,th{border:1px solid #ccc;padding:.2rem .5rem;text-align:left;vertical-align:top}"
+)
+
+
 def docs_page(document: dict[str, Any]) -> str:
     """A readable page of ``document``: every operation, its parameters and its answers."""
     e = html.escape
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{e(document['info']['title'])} API</title><style>",
-        "body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}",
-        "code,.path{font-family:ui-monospace,monospace}h2{margin-top:2.5rem}",
-        ".op{border-left:4px solid #888;padding:.2rem 1rem;margin:1rem 0}",
-        ".method{font-weight:bold;text-transform:uppercase}table{border-collapse:collapse}",
-        "td,th{border:1px solid #ccc;padding:.2rem .5rem;text-align:left;vertical-align:top}",
-        "</style></head><body>",
+        f"<title>{e(document['info']['title'])} API</title><style>{DOCS_STYLE}</style>",
+        "</head><body>",
         f"<h1>{e(document['info']['title'])} {e(document['info']['version'])}</h1>",
         f"<p>{e(document['info']['description'])}</p>",
         "<p>The machine-readable description: <a href='/api/openapi.json'>"

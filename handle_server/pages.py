@@ -11,9 +11,10 @@ from storage import HandleValue
 
 from .serializers import data_to_json, format_timestamp
 
-__all__ = ["error_page", "lookup_page", "record_page", "redirect_body"]
+__all__ = ["STYLE", "error_page", "lookup_page", "record_page", "redirect_body"]
 
-_STYLE = """
+#: The pages' one stylesheet (its hash is in their Content-Security-Policy).
+STYLE = """
 body{font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2430;
 background:#f6f7f9}
 header{background:#1f3a5f;color:#fff;padding:.8rem 1.5rem}
@@ -35,11 +36,21 @@ footer{max-width:64rem;margin:2rem auto;padding:0 1.5rem;font-size:.85rem;color:
 _LINKABLE = frozenset({"http", "https", "ftp", "mailto"})
 
 
+def _linkable(url: str) -> bool:
+    """Whether ``url`` may be a link: a scheme a reader expects (never ``javascript:``), and
+    parseable (a stored value such as ``http://[oops`` is shown as text)."""
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError:
+        return False
+    return scheme.lower() in _LINKABLE and not any(c.isspace() for c in url)
+
+
 def _page(title: str, body: str, *, query: str = "") -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>"
+        f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>"
         '<header><a href="/">Handle resolver</a></header><main>'
         f"{body}{_form(query)}</main>"
         "<footer>Served by handle-server. Add <code>?noredirect</code> to a handle to see its "
@@ -68,7 +79,7 @@ def _data_cell(value: HandleValue) -> str:
     if fmt == "base64":
         return f'<span class="muted">binary, base64:</span> {escape(content)}'
     text = escape(content)
-    if urlsplit(content).scheme.lower() in _LINKABLE and not any(c.isspace() for c in content):
+    if _linkable(content):
         return f'<a href="{escape(content, quote=True)}" rel="nofollow noopener">{text}</a>'
     return text
 
@@ -114,7 +125,7 @@ def lookup_page() -> str:
 
 def redirect_body(url: str) -> str:
     """The tiny page that goes with a redirect, as the reference proxy sends."""
-    if urlsplit(url).scheme.lower() in _LINKABLE:
+    if _linkable(url):
         link = f'<a href="{escape(url, quote=True)}">{escape(url)}</a>'
     else:
         link = escape(url)

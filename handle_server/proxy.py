@@ -12,7 +12,8 @@ from urllib.parse import quote
 from aiohttp import web
 
 from . import keys
-from .locations import choose_redirect
+from .errors import ProtocolError
+from .locations import UnsafeAppend, choose_redirect
 from .pages import lookup_page, record_page, redirect_body
 from .responses import cached_response, caching_headers, wants_json
 from .views import flag, int_value, path_handle, resolve_json
@@ -24,8 +25,9 @@ RNG = web.AppKey("resolver_rng", random.Random)
 
 
 async def lookup(request: web.Request) -> web.Response:
-    """``/``: the lookup form; ``/?hdl=X`` goes to ``/X``."""
-    handle = request.query.get("hdl", "").strip()
+    """``/``: the lookup form; ``/?hdl=X`` goes to ``/X``, always a path on this server (a
+    leading ``/`` would make ``//host``, another site; ``quote`` leaves no ``\\`` either)."""
+    handle = request.query.get("hdl", "").strip().lstrip("/")
     if handle:
         raise web.HTTPSeeOther("/" + quote(handle, safe="/"))
     return web.Response(text=lookup_page(), content_type="text/html")
@@ -56,15 +58,18 @@ async def resolve(request: web.Request) -> web.StreamResponse:
     )
     now = service.now()
     if "noredirect" not in request.query:
-        target = choose_redirect(
-            resolution.values,
-            handle,
-            locatt=request.query.getall("locatt", []),
-            urlappend=request.query.get("urlappend", ""),
-            remote=request.remote,
-            country=request.query.get("country"),
-            rng=request.app[RNG],
-        )
+        try:
+            target = choose_redirect(
+                resolution.values,
+                handle,
+                locatt=request.query.getall("locatt", []),
+                urlappend=request.query.get("urlappend", ""),
+                remote=request.remote,
+                country=request.query.get("country"),
+                rng=request.app[RNG],
+            )
+        except UnsafeAppend as exc:
+            raise ProtocolError(handle, str(exc)) from None
         if target is not None:
             return web.Response(
                 status=target.status,

@@ -3,6 +3,7 @@ record's TTL, a strong ETag, 304 for a matching If-None-Match)."""
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 from email.utils import formatdate
@@ -10,7 +11,14 @@ from email.utils import formatdate
 import orjson
 from aiohttp import web
 
-__all__ = ["cached_response", "etag_of", "json_bytes", "json_response", "wants_json"]
+__all__ = [
+    "SecurityHeaders",
+    "cached_response",
+    "etag_of",
+    "json_bytes",
+    "json_response",
+    "wants_json",
+]
 
 
 def json_bytes(request: web.Request, body: dict) -> bytes:
@@ -98,3 +106,27 @@ def wants_json(request: web.Request) -> bool:
     return best.get("application/json", 0.0) > max(
         best.get("text/html", 0.0), best.get("application/xhtml+xml", 0.0)
     )
+
+
+class SecurityHeaders:
+    """An ``on_response_prepare`` hook: no answer is to be sniffed into another type, and an
+    HTML page (the resolver's, the error pages, ``/api/docs``) runs no script, loads nothing,
+    posts its form only here, and is framed by no one. The pages hold no script and one
+    inline stylesheet each, allowed by its hash."""
+
+    def __init__(self, *stylesheets: str) -> None:
+        hashes = " ".join(
+            "'sha256-" + base64.b64encode(hashlib.sha256(css.encode()).digest()).decode() + "'"
+            for css in stylesheets
+        )
+        self.policy = (
+            f"default-src 'none'; style-src {hashes}; form-action 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'"
+        )
+
+    async def __call__(self, request: web.Request, response: web.StreamResponse) -> None:
+        headers = response.headers
+        headers["X-Content-Type-Options"] = "nosniff"
+        if response.content_type == "text/html":
+            headers["Content-Security-Policy"] = self.policy
+            headers["X-Frame-Options"] = "DENY"

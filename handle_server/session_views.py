@@ -24,6 +24,7 @@ from .auth import Identity, parse_identity
 from .errors import AuthenticationFailed, ProtocolError
 from .responses import json_response
 from .sessions import HandleAuthorization, Session, parse_handle_authorization
+from .views import read_body
 
 __all__ = ["SESSIONS", "SESSION_THIS", "end_session", "open_session", "session_this"]
 
@@ -42,7 +43,7 @@ async def _params(request: web.Request) -> HandleAuthorization:
     fields: dict[str, str] = {}
     if request.content_type == "application/json" and request.can_read_body:
         try:
-            body = orjson.loads(await request.read())
+            body = orjson.loads(await read_body(request))
         except orjson.JSONDecodeError as exc:
             raise ProtocolError(None, f"Invalid JSON body: {exc}") from None
         if not isinstance(body, dict):

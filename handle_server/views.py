@@ -15,7 +15,15 @@ from storage import ValueAlreadyExists, handle_key
 
 from . import keys
 from .auth import Identity
-from .errors import BodyTooLarge, InvalidHandle, InvalidValue, ProtocolError, RequestTimeout
+from .errors import (
+    AuthenticationNeeded,
+    BodyTooLarge,
+    ClientDisconnected,
+    InvalidHandle,
+    InvalidValue,
+    ProtocolError,
+    RequestTimeout,
+)
 from .responses import cached_response, etag_of, json_bytes, json_response
 from .serializers import value_to_json, values_from_body
 
@@ -96,14 +104,20 @@ async def _identity(request: web.Request) -> Identity | None:
 
 async def read_body(request: web.Request) -> bytes:
     """The request body, which must arrive within ``[server] body_timeout`` seconds (a client
-    that trickles it in would hold a connection and a request slot for ever)."""
+    that trickles it in would hold a connection for ever). Every API reads bodies through
+    here. While it waits, the request holds no slot of ``max_concurrent_requests``."""
     limit = request.config_dict[keys.CONFIG].server.body_timeout
     try:
-        async with asyncio.timeout(limit):
-            return await request.read()
+        async with request.config_dict[keys.LIMIT].waiting_for_body(request):
+            async with asyncio.timeout(limit):
+                return await request.read()
     except TimeoutError:
         raise RequestTimeout(
             request.get(keys.HANDLE), f"Request body not received within {limit} seconds"
+        ) from None
+    except ConnectionResetError:  # aiohttp's "Connection lost"
+        raise ClientDisconnected(
+            request.get(keys.HANDLE), "The client closed the connection before its body was in"
         ) from None
 
 
@@ -187,6 +201,8 @@ async def put_handle(request: web.Request) -> web.Response:
     index_params = request.query.getall("index", [])
     if mint and index_params:
         raise ProtocolError(handle, "mintNewSuffix creates a handle: it cannot be used with index")
+    if identity is None:  # refused before the body is read: no write is anonymous
+        raise AuthenticationNeeded(handle, "Authentication needed")
     body = await _json_body(request, handle)
     values = values_from_body(
         body,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 import time
 
 import aiohttp
@@ -35,23 +36,22 @@ async def half_sent_put(
     return reader, writer
 
 
-async def test_requests_beyond_the_limit_are_503_and_slow_bodies_408(
-    aiohttp_server, tmp_path, storage_table
-):
+async def test_slow_bodies_hold_no_slot_and_get_408(aiohttp_server, tmp_path, storage_table):
     server_table = {"max_concurrent_requests": 2, "body_timeout": 2}
     config = make_config(tmp_path, storage=storage_table, server=server_table)
     server = await aiohttp_server(create_app(config))
     started = time.monotonic()
-    slow = [await half_sent_put(server.port, f"TEST/slow-{n}") for n in range(2)]
-    await asyncio.sleep(0.3)  # both are in their handlers, waiting for their bodies
+    slow = []
+    for n in range(4):  # one at a time: authenticating, each holds a slot
+        slow.append(await half_sent_put(server.port, f"TEST/slow-{n}"))
+        await asyncio.sleep(0.2)  # now it waits for its body
 
     async with aiohttp.ClientSession() as session:
         api = Api(_Prefixed(session, str(server.make_url(""))))
-        status, body = await api.get("TEST/anything")
-        assert (status, body["responseCode"]) == (503, 3)
-        assert api.last.headers["Retry-After"] == "1"
-        status, body = await api._call("GET", "/api/v3/onezone/handle_services/x/public")
-        assert status == 503 and body["error"]["id"] == "serviceUnavailable"  # its own shape
+        # Twice the limit waiting for bodies, and requests with work to do still get slots.
+        assert (await api.get("TEST/anything"))[0] == 404
+        status, _ = await api.put("TEST/during", [url_value("https://a.org")])
+        assert status == 201
 
         for reader, writer in slow:  # the server gives up on each at body_timeout
             head = await asyncio.wait_for(reader.readuntil(b"seconds"), 10)
@@ -62,8 +62,52 @@ async def test_requests_beyond_the_limit_are_503_and_slow_bodies_408(
 
         status, _ = await api.put("TEST/after", [url_value("https://a.org")])
         assert status == 201
-        for n in range(2):
+        for n in range(4):
             assert (await api.get(f"TEST/slow-{n}"))[0] == 404  # nothing half-written
+
+
+async def test_requests_beyond_the_limit_are_503(aiohttp_server, tmp_path):
+    """Two writes wait on a store whose write lock another process holds; a third request
+    finds no slot."""
+    config = make_config(tmp_path, server={"max_concurrent_requests": 2})
+    server = await aiohttp_server(create_app(config))
+    async with aiohttp.ClientSession() as session:
+        api = Api(_Prefixed(session, str(server.make_url(""))))
+        outside = sqlite3.connect(config.storage.path, isolation_level=None)
+        outside.execute("BEGIN IMMEDIATE")
+        try:
+            writes = [
+                asyncio.create_task(api.put(f"TEST/w{n}", [url_value("https://a.org")]))
+                for n in range(2)
+            ]
+            await asyncio.sleep(0.5)  # both are waiting for the write lock
+            status, body = await api.get("TEST/anything")
+            assert (status, body["responseCode"]) == (503, 3)
+            assert api.last.headers["Retry-After"] == "1"
+            status, body = await api._call("GET", "/api/v3/onezone/handle_services/x/public")
+            assert status == 503 and body["error"]["id"] == "serviceUnavailable"  # its own shape
+        finally:
+            outside.execute("ROLLBACK")
+            outside.close()
+        assert [(await w)[0] for w in writes] == [201, 201]
+        assert (await api.get("TEST/anything"))[0] == 404
+
+
+async def test_a_write_without_credentials_is_refused_before_its_body(aiohttp_server, tmp_path):
+    server = await aiohttp_server(create_app(make_config(tmp_path)))
+    for method, path in (
+        ("PUT", "/api/handles/TEST/x"),
+        ("PUT", "/api/handles/TEST/?mintNewSuffix=true"),
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(
+            f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Content-Length: 1000\r\n\r\n[".encode()
+        )
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)  # no body awaited
+        assert head.startswith(b"HTTP/1.1 401 "), head
+        writer.close()
 
 
 class _Prefixed:
@@ -81,8 +125,8 @@ async def test_idle_and_half_sent_connections_are_closed_and_header_floods_refus
     """Through ``serve`` itself, which is where ``idle_timeout`` is applied."""
     config = tmp_path / "limits.toml"
     config.write_text(
-        f'[server]\nidle_timeout = 1\n[storage]\npath = "{tmp_path / "h.sqlite3"}"\n'
-        '[handle]\nprefixes = ["TEST"]\n'
+        f'[server]\nidle_timeout = 1\nbody_timeout = 1\n[storage]\npath = "{tmp_path / "h.sqlite3"}"\n'
+        '[handle]\nprefixes = ["TEST"]\n[[admins]]\nid = "300:0.NA/TEST"\nsecret = "admin-secret"\n'
     )
     server = Server(["--config", str(config)], tmp_path)
     try:
@@ -114,12 +158,35 @@ async def test_idle_and_half_sent_connections_are_closed_and_header_floods_refus
             s.sendall(f"GET /healthz HTTP/1.1\r\nAuthorization: Basic {token}\0\r\n\r\n".encode())
             assert s.recv(65536).startswith(b"HTTP/1.0 400 ")
 
+        # Every API bounds its body: a sessions request that stops mid-body gets 408.
+        with socket.create_connection(("127.0.0.1", server.port), timeout=15) as s:
+            s.sendall(
+                b"POST /api/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n{"
+            )
+            assert s.recv(65536).startswith(b"HTTP/1.1 408 ")
+
+        # A client that hangs up mid-body: no 5xx, no traceback (the access log says 499).
+        for head in (
+            f"PUT /api/handles/TEST/gone HTTP/1.1\r\nAuthorization: Basic {token}\r\n",
+            "POST /api/sessions HTTP/1.1\r\n",
+        ):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=15) as s:
+                s.sendall(
+                    f"{head}Host: x\r\nContent-Type: application/json\r\n"
+                    "Content-Length: 100\r\n\r\n[".encode()
+                )
+                time.sleep(0.3)
+
         async with aiohttp.ClientSession() as session:  # still serving
             async with session.get(f"{server.base}/healthz") as resp:
                 assert resp.status == 200
     finally:
         server.stop()
     log = server.log.read_text()
+    assert '"PUT /api/handles/TEST/gone HTTP/1.1" 499 ' in log
+    assert '"POST /api/sessions HTTP/1.1" 499 ' in log
+    assert '" 5' not in log  # no 5xx answer in the access log
     assert "malformed HTTP request from 127.0.0.1 refused with 400 (BadHttpMessage)" in log
     assert token not in log and "Traceback" not in log
 

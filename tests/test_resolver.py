@@ -318,3 +318,82 @@ async def test_head_and_the_api_are_not_shadowed(resolver):
         assert resp.status == 302
     status, body = await resolver.get("TEST/h")
     assert status == 200 and body["handle"] == "TEST/h"
+
+
+# -- hostile requests: open redirects, unparseable input, pages' headers -------------------------
+
+APPEND_CASES = [
+    # (id, stored URL, urlappend, status, Location)
+    ("path", "https://example.org/doc", "/part", 302, "https://example.org/doc/part"),
+    ("query", "https://example.org", "?x=1", 302, "https://example.org?x=1"),
+    ("fragment", "https://example.org/d", "#p2", 302, "https://example.org/d#p2"),
+    ("user-info", "https://example.org", "@evil.example", 400, None),
+    ("longer-host", "https://example.org", ".evil.example/x", 400, None),
+    ("port", "https://example.org", ":8443/x", 400, None),
+    ("unparseable", "https://example.org", "[", 400, None),
+    ("bracketed-host", "https://example.org", "]", 400, None),
+    (
+        "crlf",
+        "https://example.org/d",
+        "\r\nSet-Cookie: a=b",
+        302,
+        "https://example.org/d%0D%0ASet-Cookie:%20a=b",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("url", "append", "status", "location"),
+    [c[1:] for c in APPEND_CASES],
+    ids=[c[0] for c in APPEND_CASES],
+)
+async def test_urlappend_never_changes_the_target_host(resolver, url, append, status, location):
+    assert (await resolver.put("TEST/app", [url_value(url)]))[0] == 201
+    got, headers, body = await fetch(resolver, "/TEST/app?urlappend=" + quote(append, safe=""))
+    assert got == status, body
+    if location is None:
+        assert "Location" not in headers and "urlappend" in body
+    else:
+        assert headers["Location"] == location
+
+
+async def test_urlappend_is_checked_against_location_lists_too(resolver):
+    await resolver.put(
+        "TEST/lapp", [loc('<locations><location href="https://a.org"/></locations>')]
+    )
+    status, headers, _ = await fetch(resolver, "/TEST/lapp?urlappend=%40evil.example")
+    assert status == 400 and "Location" not in headers
+    status, headers, _ = await fetch(resolver, "/TEST/lapp?urlappend=%2Fy")
+    assert status == 302 and headers["Location"] == "https://a.org/y"
+
+
+@pytest.mark.parametrize("hdl", ["/evil.example/x", "//evil.example/x", "/\\evil.example", "\\\\x"])
+async def test_the_lookup_form_redirects_only_to_this_server(resolver, hdl):
+    status, headers, _ = await fetch(resolver, "/?hdl=" + quote(hdl, safe=""))
+    assert status == 303
+    location = headers["Location"]
+    assert location.startswith("/") and not location.startswith("//"), location
+    assert "\\" not in location
+
+
+async def test_a_stored_unparseable_url_is_shown_not_a_500(resolver):
+    await resolver.put("TEST/oops", [url_value("http://[oops")])
+    status, _, body = await fetch(resolver, "/TEST/oops?noredirect")
+    assert status == 200 and "http://[oops" in body and 'href="http://[oops"' not in body
+    status, headers, body = await fetch(resolver, "/TEST/oops")
+    assert status == 302 and headers["Location"] == "http://[oops"
+
+
+async def test_pages_carry_security_headers(resolver):
+    await resolver.put("TEST/sec", [url_value("https://example.org")])
+    for path in ("/", "/TEST/sec?noredirect", "/TEST/none", "/TEST/sec", "/api/docs"):
+        async with resolver.client.get(path, headers=BROWSER, allow_redirects=False) as resp:
+            assert resp.content_type == "text/html", path
+            assert resp.headers["X-Content-Type-Options"] == "nosniff"
+            assert resp.headers["X-Frame-Options"] == "DENY"
+            csp = resp.headers["Content-Security-Policy"]
+            assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+            assert "script-src" not in csp and "unsafe-inline" not in csp
+    async with resolver.client.get("/api/handles/TEST/sec") as resp:
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert "Content-Security-Policy" not in resp.headers
