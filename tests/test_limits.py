@@ -125,8 +125,9 @@ async def test_idle_and_half_sent_connections_are_closed_and_header_floods_refus
     """Through ``serve`` itself, which is where ``idle_timeout`` is applied."""
     config = tmp_path / "limits.toml"
     config.write_text(
-        f'[server]\nidle_timeout = 1\nbody_timeout = 1\n[storage]\npath = "{tmp_path / "h.sqlite3"}"\n'
-        '[handle]\nprefixes = ["TEST"]\n[[admins]]\nid = "300:0.NA/TEST"\nsecret = "admin-secret"\n'
+        "[server]\nidle_timeout = 1\nbody_timeout = 1\n"
+        f'[storage]\npath = "{tmp_path / "h.sqlite3"}"\n[handle]\nprefixes = ["TEST"]\n'
+        '[[admins]]\nid = "300:0.NA/TEST"\nsecret = "admin-secret"\n'
     )
     server = Server(["--config", str(config)], tmp_path)
     try:
@@ -176,7 +177,7 @@ async def test_idle_and_half_sent_connections_are_closed_and_header_floods_refus
                     f"{head}Host: x\r\nContent-Type: application/json\r\n"
                     "Content-Length: 100\r\n\r\n[".encode()
                 )
-                time.sleep(0.3)
+                await asyncio.sleep(0.3)
 
         async with aiohttp.ClientSession() as session:  # still serving
             async with session.get(f"{server.base}/healthz") as resp:
