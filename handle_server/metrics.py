@@ -8,7 +8,8 @@ What is measured:
   reads and invalidations behind them;
 - ``handle_server_store_duration_seconds{operation}``: each call into the store;
 - ``handle_server_handles{prefix}``: handles stored under each homed prefix, read from the store
-  when ``/metrics`` is scraped.
+  when ``/metrics`` is scraped; only with ``[metrics] per_prefix_counts = true``, since the
+  listing API tells those counts only to identities holding LIST_HANDLES.
 
 Under ``serve --workers N`` each worker writes its figures to files in the folder named by
 ``PROMETHEUS_MULTIPROC_DIR`` (the parent makes one), and ``/metrics``, whichever worker

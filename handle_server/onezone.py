@@ -277,8 +277,11 @@ def parse_registration(body: Any, config: OnezoneConfig) -> Registration:
 def _url(body: Mapping[str, Any], key: str) -> str:
     url = _string(body, key)
     assert url is not None
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or len(url) > 4096:
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. "http://[oops": not a URL at all
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc or len(url) > 4096:
         raise OnezoneError(
             "badValueString", f'Bad value: provided "{key}" must be an http(s) URL.', key=key
         )
@@ -401,6 +404,10 @@ class OnezoneService:
         if identity is None:
             raise AuthenticationNeeded(None, "Authentication needed")
         body = body_object(body)
+        if "metadata" not in body:  # Onezone names the missing field first, whatever else
+            raise OnezoneError(
+                "missingRequiredValue", "Missing required value: metadata.", key="metadata"
+            )
         others = sorted(k for k in body if k != "metadata")
         if others:
             raise OnezoneError(

@@ -184,8 +184,8 @@ def _config(request: web.Request) -> OnezoneConfig:
 
 
 def _location(request: web.Request, path: str) -> str:
-    base = _config(request).api_base
-    return str(request.url.origin()) + base + path
+    # The configured URL, never the request's Host header (which the client chooses).
+    return request.config_dict[keys.CONFIG].server.base_url + _config(request).api_base + path
 
 
 async def register(request: web.Request) -> web.Response:
@@ -258,7 +258,7 @@ async def list_services(request: web.Request) -> web.Response:
     """GET /handle_services: the configured handle services (any authenticated caller)."""
     await _authenticated(request)
     services = request.config_dict[keys.ONEZONE].services()
-    return _json({"handleServices": [s.id for s in services]})
+    return _json({"handle_services": [s.id for s in services]})
 
 
 async def get_service(request: web.Request) -> web.Response:

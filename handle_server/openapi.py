@@ -622,9 +622,9 @@ def _onezone_paths(api: str, proxy: str) -> dict[str, Any]:
                         "Their ids",
                         {
                             "type": "object",
-                            "required": ["handleServices"],
+                            "required": ["handle_services"],
                             "properties": {
-                                "handleServices": {"type": "array", "items": {"type": "string"}}
+                                "handle_services": {"type": "array", "items": {"type": "string"}}
                             },
                         },
                     ),

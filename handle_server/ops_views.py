@@ -60,8 +60,9 @@ async def metrics(request: web.Request) -> web.Response:
     """GET /metrics"""
     service = request.app[keys.SERVICE]
     registry = request.app[keys.METRICS]
-    for prefix in service.config.handle.prefixes:
-        registry.handles.labels(prefix).set(await service.store.count_handles(prefix))
+    if service.config.metrics.per_prefix_counts:  # opt-in: listing needs LIST_HANDLES
+        for prefix in service.config.handle.prefixes:
+            registry.handles.labels(prefix).set(await service.store.count_handles(prefix))
     body = await asyncio.to_thread(registry.render)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -9,9 +9,10 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from handle_server.app import create_app
 from handle_server.config import ConfigError, parse_config
 
-from .conftest import Api, url_value
+from .conftest import Api, make_config, url_value
 from .test_server_process import Server
 
 
@@ -30,6 +31,15 @@ async def scrape(api: Api) -> dict[tuple[str, tuple], float]:
 def requests(samples, route: str, method: str, status: int) -> float:
     labels = (("method", method), ("route", route), ("status", str(status)))
     return samples.get(("handle_server_requests_total", labels), 0)
+
+
+async def test_per_prefix_counts_are_opt_in(aiohttp_client, tmp_path):
+    config = make_config(tmp_path, metrics={"per_prefix_counts": True})
+    api = Api(await aiohttp_client(create_app(config)))
+    assert (await api.put("TEST/m1", [url_value("https://m.org")]))[0] == 201
+    samples = await scrape(api)
+    assert samples[("handle_server_handles", (("prefix", "TEST"),))] == 1
+    assert samples[("handle_server_handles", (("prefix", "10.5555"),))] == 0
 
 
 async def test_health_and_readiness(api: Api):
@@ -59,11 +69,11 @@ async def test_metrics_count_requests_cache_and_store(api: Api):
     hits = samples[("handle_server_cache_lookups_total", (("result", "hit"),))]
     misses = samples[("handle_server_cache_lookups_total", (("result", "miss"),))]
     assert hits >= 2 and misses >= 2  # TEST/m1 after the write, TEST/none
-    for operation in ("get", "update", "count_handles"):
+    for operation in ("get", "update"):
         key = ("handle_server_store_duration_seconds_count", (("operation", operation),))
         assert samples[key] >= 1, operation
-    assert samples[("handle_server_handles", (("prefix", "TEST"),))] == 1
-    assert samples[("handle_server_handles", (("prefix", "10.5555"),))] == 0
+    # How many handles a prefix has is for those who may list it: not shown unless opted in.
+    assert not [key for key in samples if key[0] == "handle_server_handles"]
     assert requests(samples, "/{handle}", "GET", 404) == 1
     # Made-up methods are counted together, so no client can grow the label set.
     for method in ("PROPFIND", "PURGE"):

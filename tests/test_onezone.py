@@ -71,11 +71,15 @@ PROPERTIES = {
 ONEZONE_HEADERS = {"content-type": "application/json", "accept": "application/json"}
 
 
+PUBLIC_URL = "https://pid.example.org"
+
+
 @pytest.fixture
 def config(tmp_path, storage_table):
     return make_config(
         tmp_path,
         storage=storage_table,
+        server={"public_url": PUBLIC_URL},
         onezone={
             "handle_services": [
                 {"id": "hs-test", "name": "Test handle service", "prefix": "TEST"},
@@ -125,8 +129,7 @@ async def test_register_read_modify_delete_a_share_handle(api: Api, client):
     # As the reference's curl example: -u user:password, Content-type, the JSON body.
     status, body = await call(api, "POST", f"{API}/handles", registration())
     assert (status, body) == (201, None)
-    origin = f"http://{client.server.host}:{client.server.port}"
-    assert api.last.headers["Location"] == f"{origin}{API}/handles/{HID}"
+    assert api.last.headers["Location"] == f"{PUBLIC_URL}{API}/handles/{HID}"
 
     status, record = await call(api, "GET", f"{API}/handles/{HID}")
     assert status == 200
@@ -177,13 +180,20 @@ async def test_register_read_modify_delete_a_share_handle(api: Api, client):
     await nothing_registered(api)
 
 
+async def test_locations_come_from_the_configured_url_not_the_host_header(api: Api):
+    evil = {**ADMIN_AUTH, "Host": "evil.example", "X-Forwarded-Host": "evil.example"}
+    status, _ = await call(api, "POST", f"{API}/handles", registration(), headers=evil)
+    assert status == 201
+    assert api.last.headers["Location"] == f"{PUBLIC_URL}{API}/handles/{HID}"
+
+
 async def test_register_through_user_handles_and_in_edm(api: Api, client):
     body = registration(metadataPrefix="edm", metadata=EDM, handleServiceId="hs-other")
     status, _ = await call(api, "POST", f"{API}/user/handles", body, headers=OTHER_AUTH)
     assert status == 201
     location = api.last.headers["Location"]
     assert location.endswith(f"{API}/user/handles/{HID}")
-    path = location.split(str(client.make_url("")).rstrip("/"), 1)[1]
+    path = location.removeprefix(PUBLIC_URL)
     status, record = await call(api, "GET", path, headers=OTHER_AUTH)
     assert status == 200
     assert record["handle"] == f"10.5555/{HID}" and record["metadataPrefix"] == "edm"
@@ -213,7 +223,7 @@ async def test_lists_of_handles_and_handle_services(api: Api):
     assert status == 200 and sorted(body["handles"]) == sorted([ids["a1"], ids["b2"]])
 
     status, body = await call(api, "GET", f"{API}/handle_services")
-    assert (status, body) == (200, {"handleServices": ["hs-test", "hs-other"]})
+    assert (status, body) == (200, {"handle_services": ["hs-test", "hs-other"]})
     status, body = await call(api, "GET", f"{API}/handle_services/hs-test")
     assert (status, body) == (
         200,
@@ -369,6 +379,7 @@ async def test_authentication_and_privileges_map_onto_handle_rights(api: Api):
         ({}, 400, "missingRequiredValue"),
         ({"metadata": 3}, 400, "badValueString"),
         ({"metadata": DC_METADATA, "resourceId": "other"}, 400, "badValueNotAllowed"),
+        ({"resourceId": "other"}, 400, "missingRequiredValue"),  # metadata is named first
         (b"nope", 400, "malformedData"),
     ],
 )
@@ -480,6 +491,7 @@ async def test_proxy_accepts_every_hndl_form_onezone_has_sent(api: Api):
         ("PUT", proxy_body(prefix="99.999"), 400, "malformedData"),  # not homed here
         ("PUT", proxy_body(prefix=""), 400, "missingRequiredValue"),
         ("PUT", proxy_body(url="javascript:alert(1)"), 400, "badValueString"),
+        ("PUT", proxy_body(url="http://[oops"), 400, "badValueString"),
         ("PUT", proxy_body(metadata="<metadata>"), 400, "badValueXML"),
         ("PUT", proxy_body(metadata=BOMB), 400, "badValueXML"),
         ("PUT", {"url": SHARE_URL}, 400, "missingRequiredValue"),
