@@ -19,6 +19,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from xml.etree.ElementTree import Element
 
 from cachetools import TLRUCache
 
@@ -39,12 +40,14 @@ class Lookup:
     """A record's public view (``None``: no such handle) and when it stops being fresh.
 
     ``answer`` holds the view's finished REST answer (the name as asked, whose spelling the
-    answer repeats; the body; its ETag) for the API layer to reuse: it lives and dies with the
-    entry, so an invalidation drops it too. Nothing else in a lookup changes."""
+    answer repeats; the body; its ETag) for the API layer to reuse, and ``locations`` the
+    view's parsed 10320/loc lists for the resolver: both live and die with the entry, so an
+    invalidation drops them too. Nothing else in a lookup changes."""
 
     record: Handle | None
     expires: float
     answer: Answer | None = None
+    locations: list[Element] | None = None
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ __all__ = [
     "InvalidHandle",
     "InvalidValue",
     "ProtocolError",
+    "RecordTooLarge",
     "RequestTimeout",
     "ServerNotResponsible",
     "ServerTooBusy",
@@ -49,6 +50,10 @@ class InvalidHandle(HandleError):
 
 class InvalidValue(HandleError):
     """A handle value breaks a rule (index not positive, ...)."""
+
+
+class RecordTooLarge(InvalidValue):
+    """A write would make a record larger than ``[handle] max_record_bytes``."""
 
 
 class ServerNotResponsible(HandleError):

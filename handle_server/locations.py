@@ -39,6 +39,7 @@ __all__ = [
     "UnsafeAppend",
     "append_to",
     "choose_redirect",
+    "is_location_list",
     "location_lists",
 ]
 
@@ -95,6 +96,11 @@ def _is_type(value: HandleValue, wanted: str) -> bool:
 
 def _text(value: HandleValue) -> str:
     return value.data.decode("utf-8", "replace")
+
+
+def is_location_list(value: HandleValue) -> bool:
+    """Whether ``value`` is a 10320/loc location list (or a subtype of it)."""
+    return _is_type(value, LOC_TYPE)
 
 
 def location_lists(values: Sequence[HandleValue]) -> list[Element]:
@@ -239,11 +245,14 @@ def choose_redirect(
     remote: str | None = None,
     country: str | None = None,
     rng: random.Random | None = None,
+    lists: Sequence[Element] | None = None,
 ) -> Redirect | None:
     """Where to send a client resolving ``handle`` with these (public) values, or ``None``
     when there is nowhere (the values page is shown instead). Raises ``UnsafeAppend`` for a
-    ``urlappend`` that would change the target's host (see ``append_to``)."""
-    lists = location_lists(values)
+    ``urlappend`` that would change the target's host (see ``append_to``). ``lists``: the
+    values' ``location_lists``, when the caller has them parsed already."""
+    if lists is None:
+        lists = location_lists(values)
     if not lists:
         url = _legacy_url(values)
         return Redirect(append_to(url, urlappend)) if url is not None else None

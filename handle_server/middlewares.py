@@ -28,6 +28,7 @@ from .errors import (
     InvalidHandle,
     InvalidValue,
     ProtocolError,
+    RecordTooLarge,
     RequestTimeout,
     ServerNotResponsible,
     ServerTooBusy,
@@ -58,6 +59,7 @@ ERROR_TABLE: dict[type[HandleError], tuple[int, int]] = {
     ValuesNotFound: (400, 200),  # a GET that matches nothing is a 200 answer, not an error
     ValueAlreadyExists: (409, 201),
     InvalidValue: (400, 202),
+    RecordTooLarge: (413, 202),
     ServerNotResponsible: (400, 301),
     InvalidAdmin: (403, 400),
     InsufficientPermissions: (403, 401),

@@ -281,7 +281,12 @@ def _url(body: Mapping[str, Any], key: str) -> str:
         parts = urlsplit(url)
     except ValueError:  # e.g. "http://[oops": not a URL at all
         parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc or len(url) > 4096:
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.netloc
+        or len(url) > 4096
+    ):
         raise OnezoneError(
             "badValueString", f'Bad value: provided "{key}" must be an http(s) URL.', key=key
         )

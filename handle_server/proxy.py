@@ -6,14 +6,19 @@ lookup form. The same rules as the REST API apply: only public values are ever u
 
 from __future__ import annotations
 
+import asyncio
 import random
+from collections.abc import Sequence
 from urllib.parse import quote
+from xml.etree.ElementTree import Element
 
 from aiohttp import web
 
+from storage import HandleValue
+
 from . import keys
 from .errors import ProtocolError
-from .locations import UnsafeAppend, choose_redirect
+from .locations import UnsafeAppend, choose_redirect, is_location_list, location_lists
 from .pages import lookup_page, record_page, redirect_body
 from .responses import cached_response, caching_headers, wants_json
 from .views import flag, int_value, path_handle, resolve_json
@@ -22,6 +27,7 @@ __all__ = ["RNG", "favicon", "lookup", "resolve", "vary_on_accept"]
 
 #: The random source for weighted location choices (tests replace it with a seeded one).
 RNG = web.AppKey("resolver_rng", random.Random)
+_PARSE_ON_LOOP_BYTES = 16_384
 
 
 async def lookup(request: web.Request) -> web.Response:
@@ -44,6 +50,15 @@ async def vary_on_accept(request: web.Request, response: web.StreamResponse) -> 
         response.headers["Vary"] = "Accept"
 
 
+async def _parsed_lists(values: Sequence[HandleValue]) -> list[Element]:
+    """The 10320/loc lists of ``values``; a large one is parsed off the event loop (values
+    written before ``[handle] max_location_bytes`` existed may be large)."""
+    size = sum(len(v.data) for v in values if is_location_list(v))
+    if size > _PARSE_ON_LOOP_BYTES:
+        return await asyncio.to_thread(location_lists, values)
+    return location_lists(values)
+
+
 async def resolve(request: web.Request) -> web.StreamResponse:
     """``GET /{handle}``."""
     handle = path_handle(request, "/")
@@ -58,6 +73,13 @@ async def resolve(request: web.Request) -> web.StreamResponse:
     )
     now = service.now()
     if "noredirect" not in request.query:
+        entry = resolution.entry
+        if entry is not None:  # the whole cached view: its lists are parsed once per entry
+            if entry.locations is None:
+                entry.locations = await _parsed_lists(resolution.values)
+            lists = entry.locations
+        else:
+            lists = await _parsed_lists(resolution.values)
         try:
             target = choose_redirect(
                 resolution.values,
@@ -67,6 +89,7 @@ async def resolve(request: web.Request) -> web.StreamResponse:
                 remote=request.remote,
                 country=request.query.get("country"),
                 rng=request.app[RNG],
+                lists=lists,
             )
         except UnsafeAppend as exc:
             raise ProtocolError(handle, str(exc)) from None

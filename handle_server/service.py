@@ -45,8 +45,10 @@ from .errors import (
     InvalidHandle,
     InvalidValue,
     ProtocolError,
+    RecordTooLarge,
     ServerNotResponsible,
 )
+from .locations import is_location_list
 from .locks import KeyedLocks
 from .permissions import Needs, merge_added, needs_to_remove, needs_to_replace
 from .seckey import REDACTED, hash_secret, is_hashed, verify_secret
@@ -66,6 +68,12 @@ P = AdminPermission
 Plan = Callable[[Handle | None], tuple[Handle | None, Needs | Sequence[Needs], Handle | str | None]]
 # Control characters, DEL, and lone surrogates (from bad percent-decoding) never form a handle.
 _FORBIDDEN_IN_HANDLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+# A new handle's name also holds no C1 control, line or paragraph separator, byte order mark,
+# or bidirectional mark, embedding, override or isolate: a PID that displays as another one
+# (TEST/\u202egnp.exe) is a phishing aid. Existing names stay readable and deletable.
+_FORBIDDEN_IN_NEW_HANDLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff\ud800-\udfff]"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,13 +318,9 @@ class HandleService:
                 if isinstance(authority, str):
                     authority = await self.store.get(authority)
                 await self._authorize(identity, handle, needs, authority)
-                # After the check: the count would tell others how many values it has.
-                if after is not None and len(after.values) > self.config.handle.max_values:
-                    raise InvalidValue(
-                        handle,
-                        f"{handle} would hold {len(after.values)} values; at most "
-                        f"{self.config.handle.max_values} are kept per handle",
-                    )
+                # After the check: the sizes would tell others what the record holds.
+                if after is not None:
+                    self._check_size(after)
 
                 def change(current: Handle | None, before=before, after=after) -> Handle | None:
                     if current != before:
@@ -330,6 +334,24 @@ class HandleService:
                     # for each other): look again, after a short random pause.
                     await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))
         raise StoreUnavailable(f"{handle} kept changing during this write; try again")
+
+    def _check_size(self, record: Handle) -> None:
+        limits = self.config.handle
+        if len(record.values) > limits.max_values:
+            raise InvalidValue(
+                record.handle,
+                f"{record.handle} would hold {len(record.values)} values; at most "
+                f"{limits.max_values} are kept per handle",
+            )
+        size = sum(
+            len(v.type.encode("utf-8", "surrogatepass")) + len(v.data) for v in record.values
+        )
+        if size > limits.max_record_bytes:
+            raise RecordTooLarge(
+                record.handle,
+                f"{record.handle} would hold {size} bytes of values; at most "
+                f"{limits.max_record_bytes} are kept per handle",
+            )
 
     async def _authorize(
         self,
@@ -371,6 +393,12 @@ class HandleService:
                     f"The value at index {value.index} holds {len(value.data)} bytes; "
                     f"at most {limit} are kept per value",
                 )
+            if is_location_list(value) and len(value.data) > self.config.handle.max_location_bytes:
+                raise InvalidValue(
+                    None,
+                    f"The location list (10320/loc) at index {value.index} holds "
+                    f"{len(value.data)} bytes; at most {self.config.handle.max_location_bytes}",
+                )
             changes: dict = {"timestamp": now}
             if value.type.upper() == SECKEY_TYPE and value.data != REDACTED:
                 if not value.data:
@@ -401,6 +429,11 @@ class HandleService:
 
     def _new_record(self, name: str, prepared: Sequence[HandleValue]):
         """The plan for a handle that does not exist yet: ADD_HANDLE on its prefix handle."""
+        if _FORBIDDEN_IN_NEW_HANDLE.search(name):
+            raise InvalidHandle(
+                name,
+                "Handle contains control, invisible or bidirectional formatting characters",
+            )
         fresh = self._restore_secrets(name, None, prepared)
         prefix_handle = f"{PREFIX_HANDLE_AUTHORITY}/{self.authorizer.administered_prefix(name)}"
         return Handle(name, tuple(fresh)), Needs(P.ADD_HANDLE), prefix_handle

@@ -372,6 +372,13 @@ async def test_prefix_handle_keeps_its_configured_values(api):
 # -- bad input: each gets its status and code, and changes nothing ------------------------------
 
 JSON = "application/json"
+BIG_LOCATIONS = {
+    "index": 10,
+    "type": "10320/loc",
+    "data": "<locations>"
+    + '<location href="https://example.org/a-long-location-path-for-padding"/>' * 1200
+    + "</locations>",
+}
 MANY_VALUES = [url_value(f"https://x.org/{i}", index=i + 1) for i in range(10_000)]
 BIG_VALUE = {"index": 1, "type": "X", "data": "x" * 600_000}
 HUGE_VALUE = {"index": 1, "type": "X", "data": "x" * 10_000_000}
@@ -660,6 +667,37 @@ BAD = [
         400,
         202,
     ),
+    ("location-list-over-max", "TEST/fixed", None, [BIG_LOCATIONS], JSON, 400, 202),
+    # Names that display as something they are not.
+    (
+        "bidi-override-in-handle",
+        "TEST/%E2%80%AEgnp.exe",
+        None,
+        [url_value("https://x.org")],
+        JSON,
+        400,
+        102,
+    ),
+    (
+        "bidi-isolate-in-handle",
+        "TEST/a%E2%81%A6b",
+        None,
+        [url_value("https://x.org")],
+        JSON,
+        400,
+        102,
+    ),
+    ("c1-control-in-handle", "TEST/a%C2%85b", None, [url_value("https://x.org")], JSON, 400, 102),
+    ("bom-in-handle", "TEST/%EF%BB%BFa", None, [url_value("https://x.org")], JSON, 400, 102),
+    (
+        "bidi-in-minted-stem",
+        "TEST/%E2%80%AE",
+        {"mintNewSuffix": "true"},
+        [url_value("https://x.org")],
+        JSON,
+        400,
+        102,
+    ),
 ]
 
 
@@ -697,6 +735,44 @@ async def test_a_body_over_the_limit_is_413(aiohttp_client, tmp_path):
     assert await api.values("TEST/big") is None
     status, _ = await api.put("TEST/big", [{"index": 1, "type": "X", "data": "x" * 1000}])
     assert status == 201
+
+
+async def test_a_record_over_max_record_bytes_is_413_and_changes_nothing(
+    aiohttp_client, tmp_path, storage_table
+):
+    from .conftest import make_config
+
+    config = make_config(
+        tmp_path, storage=storage_table, server={"max_body_bytes": 4 * 1024 * 1024}
+    )  # [handle] max_record_bytes is its default, 1 MiB
+    api = Api(await aiohttp_client(create_app(config)))
+
+    def large(index: int) -> dict:
+        return {"index": index, "type": "DESC", "data": "x" * 400_000}
+
+    def streamed(values: list) -> io.BytesIO:
+        return io.BytesIO(orjson.dumps(values))  # as a client sends a large body
+
+    values = [large(1), large(2), large(3)]
+    status, body = await api.put("TEST/big", values, raw=streamed(values))
+    assert (status, body["responseCode"]) == (413, 202) and "1048576" in body["message"]
+    assert await api.values("TEST/big") is None
+    values = [large(1), large(2)]
+    assert (await api.put("TEST/big", values, raw=streamed(values)))[0] == 201
+    before = await api.values("TEST/big")
+    for params, values in (
+        ({"index": "3"}, [large(3)]),  # added
+        (None, [large(1), large(2), large(3)]),  # replaced
+        (  # a value grown, one added
+            {"index": "various"},
+            [large(2) | {"data": "y" * 500_000}, large(3) | {"data": "z" * 200_000}],
+        ),
+    ):
+        status, body = await api.put("TEST/big", values, params=params, raw=streamed(values))
+        assert (status, body["responseCode"]) == (413, 202), params
+        assert await api.values("TEST/big") == before
+    _, listing = await api.list({"prefix": "TEST"})
+    assert listing["handles"] == ["TEST/big"]
 
 
 async def test_secrets_never_reach_the_log(api, caplog):

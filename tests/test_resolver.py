@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import pytest
 
-from handle_server import proxy
+from handle_server import keys, proxy
 from handle_server.app import create_app
 
 from .conftest import Api, make_config, url_value
@@ -397,3 +397,20 @@ async def test_pages_carry_security_headers(resolver):
     async with resolver.client.get("/api/handles/TEST/sec") as resp:
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
         assert "Content-Security-Policy" not in resp.headers
+
+
+async def test_location_lists_are_parsed_once_per_cache_entry(aiohttp_client, tmp_path):
+    app = create_app(make_config(tmp_path))
+    resolver = Api(await aiohttp_client(app))
+    xml = '<locations><location href="https://a.org/one"/></locations>'
+    await resolver.put("TEST/once", [loc(xml)])
+    assert (await fetch(resolver, "/TEST/once"))[1]["Location"] == "https://a.org/one"
+    cache = app[keys.SERVICE].cache
+    entry = await cache.lookup("TEST/once")
+    kept = entry.locations
+    assert kept is not None and kept[0][0].get("href") == "https://a.org/one"
+    assert (await fetch(resolver, "/TEST/once"))[1]["Location"] == "https://a.org/one"
+    assert (await cache.lookup("TEST/once")).locations is kept  # not parsed again
+    # A write drops the entry and with it the parsed form.
+    await resolver.put("TEST/once", [loc(xml.replace("one", "two"))])
+    assert (await fetch(resolver, "/TEST/once"))[1]["Location"] == "https://a.org/two"
