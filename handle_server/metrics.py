@@ -182,11 +182,17 @@ class MetricsStore(HandleStore):
         readable: Collection[str] = (),
         offset: int = 0,
         limit: int = 1000,
+        time_limit: float | None = None,
     ) -> list[str]:
         return await self._timed(
             "search",
             self.inner.search(
-                conditions, prefix=prefix, readable=readable, offset=offset, limit=limit
+                conditions,
+                prefix=prefix,
+                readable=readable,
+                offset=offset,
+                limit=limit,
+                time_limit=time_limit,
             ),
         )
 

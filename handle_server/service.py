@@ -26,6 +26,7 @@ from storage import (
     HandleNotFound,
     HandleStore,
     HandleValue,
+    SearchTimeout,
     StoreUnavailable,
     ValueAlreadyExists,
     ValueReference,
@@ -148,6 +149,7 @@ class HandleService:
         self._clock = clock
         self._prefixes = {handle_key(p): p for p in config.handle.prefixes}
         self._locks = KeyedLocks()  # writes to one handle in this process take turns
+        self._search_turns = asyncio.Semaphore(config.search.max_concurrent)
 
     def now(self) -> float:
         return self._clock()
@@ -277,19 +279,44 @@ class HandleService:
     ) -> list[str]:
         """Reverse lookup (``HandleStore.search``) over the homed prefixes. Values without
         public read count only for the configured admins of their prefix: deciding per record
-        through HS_ADMIN would mean reading every match."""
+        through HS_ADMIN would mean reading every match.
+
+        Bounded by ``[search]``: at most ``max_conditions`` conditions (identical ones count
+        once), ``max_concurrent`` searches at once in this process, each within ``timeout``
+        seconds, its wait for a turn included (``SearchTimeout``)."""
+        limits = self.config.search
+        conditions = list(dict.fromkeys((t.upper(), p) for t, p in conditions))
+        if len(conditions) > limits.max_conditions:
+            raise ProtocolError(
+                None,
+                f"A search may hold at most {limits.max_conditions} different TYPE=pattern "
+                f"conditions, got {len(conditions)}",
+            )
         name = self.listing_prefix(prefix) if prefix is not None else None
         readable = [
             p
             for p in self.config.handle.prefixes
             if self.authorizer.is_config_admin(identity, f"{p}/")
         ]
+        deadline = time.monotonic() + limits.timeout
+        try:
+            async with asyncio.timeout(limits.timeout):
+                await self._search_turns.acquire()
+        except TimeoutError:
+            raise SearchTimeout(limits.timeout) from None
         try:
             return await self.store.search(
-                conditions, prefix=name, readable=readable, offset=offset, limit=limit
+                conditions,
+                prefix=name,
+                readable=readable,
+                offset=offset,
+                limit=limit,
+                time_limit=max(0.001, deadline - time.monotonic()),
             )
         except ValueError as exc:
             raise ProtocolError(None, f"Cannot search: {exc}") from None
+        finally:
+            self._search_turns.release()
 
     # -- writes ----------------------------------------------------------------------------
 

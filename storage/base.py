@@ -133,6 +133,7 @@ class HandleStore(abc.ABC):
         readable: Collection[str] = (),
         offset: int = 0,
         limit: int = 1000,
+        time_limit: float | None = None,
     ) -> list[str]:
         """Reverse lookup: the names of the handles that hold, for each ``(type, pattern)`` of
         ``conditions``, a value of that type (compared case-insensitively) whose data, as
@@ -145,7 +146,11 @@ class HandleStore(abc.ABC):
         and data that is not UTF-8 text are never matched. Served from an index: at least one
         pattern must hold 3 characters in a row other than ``*`` (``rows.search_pattern_problem``),
         else ``ValueError``; the others (``*`` alone: any value of that type) are checked on
-        the handles that one finds."""
+        the handles that one finds. Identical conditions count once.
+
+        Runs apart from the reads that resolve handles (a connection of its own), and within
+        ``time_limit`` seconds, waiting for that connection included: a search still running then
+        is stopped, and ``SearchTimeout`` raised."""
 
     # -- authentication state shared by every process and node on this store -----------------
 

@@ -11,6 +11,7 @@ __all__ = [
     "HandleNotFound",
     "ImportConflict",
     "SchemaMismatch",
+    "SearchTimeout",
     "StoreUnavailable",
     "ValueAlreadyExists",
     "ValuesNotFound",
@@ -62,6 +63,18 @@ class StoreUnavailable(HandleError):
 
     def __init__(self, message: str) -> None:
         super().__init__(None, message)
+
+
+class SearchTimeout(HandleError):
+    """A reverse lookup ran longer than it was given; it was stopped, nothing else is
+    affected."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(
+            None,
+            f"The search took longer than {timeout:g} s and was stopped: make its patterns "
+            "longer or fewer",
+        )
 
 
 class SchemaMismatch(Exception):

@@ -20,7 +20,7 @@ from typing import TypeVar
 import asyncpg
 
 from .base import Change, ChangeListener, HandleStore, ImportResult, SessionRecord
-from .errors import SchemaMismatch, StoreUnavailable
+from .errors import SchemaMismatch, SearchTimeout, StoreUnavailable
 from .model import Handle, HandleValue, handle_key, prefix_of
 from .rows import (
     SEARCH_COLUMNS,
@@ -335,6 +335,7 @@ class PostgresStore(HandleStore):
         readable: Collection[str] = (),
         offset: int = 0,
         limit: int = 1000,
+        time_limit: float | None = None,
     ) -> list[str]:
         sql, params = search_query(
             conditions,
@@ -344,8 +345,18 @@ class PostgresStore(HandleStore):
             limit=limit,
             dialect="postgresql",
         )
+        deadline = asyncio.get_running_loop().time() + (
+            time_limit if time_limit is not None else 1e9
+        )
         try:
-            rows = await self._pool.fetch(numbered(sql), *params)
+            async with asyncio.timeout_at(deadline), self._pool.acquire() as conn:
+                async with conn.transaction(readonly=True):
+                    if time_limit is not None:
+                        left = max(1, int((deadline - asyncio.get_running_loop().time()) * 1000))
+                        await conn.execute(f"SET LOCAL statement_timeout = {left}")
+                    rows = await conn.fetch(numbered(sql), *params)
+        except (TimeoutError, asyncpg.QueryCanceledError):
+            raise SearchTimeout(time_limit or 0) from None
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"PostgreSQL read failed: {exc}") from exc
         return [r["handle"] for r in rows]

@@ -289,6 +289,7 @@ def search_query(
     index can find (``search_pattern_problem``) pick the candidates: SQLite matches them with
     GLOB through its trigram full-text table, PostgreSQL with LIKE through its trigram index.
     The others (``URL=*``: any URL) are checked on each candidate's values only."""
+    conditions = list(dict.fromkeys((t.upper(), p) for t, p in conditions))
     if not conditions:
         raise ValueError("a search needs at least one type=pattern")
     indexed = [c for c in conditions if search_pattern_problem(c[1]) is None]

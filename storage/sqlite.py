@@ -23,7 +23,7 @@ from pathlib import Path
 import aiosqlite
 
 from .base import Change, ChangeListener, HandleStore, ImportResult, SessionRecord
-from .errors import SchemaMismatch, StoreUnavailable
+from .errors import SchemaMismatch, SearchTimeout, StoreUnavailable
 from .model import Handle, HandleValue, handle_key, prefix_of
 from .rows import (
     SEARCH_COLUMNS,
@@ -133,6 +133,8 @@ class SQLiteStore(HandleStore):
         self.schema_from = schema_from
         self._writer = writer
         self._reader = reader
+        self._searcher: aiosqlite.Connection | None = None  # opened by the first search
+        self._search_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
         # Group commit: updates that arrive while a transaction commits wait here, and the next
         # transaction takes them all (one fsync for many writes, each in its own savepoint).
@@ -209,6 +211,8 @@ class SQLiteStore(HandleStore):
 
     async def close(self) -> None:
         async with self._write_lock:
+            if self._searcher is not None:
+                await self._searcher.close()
             await self._reader.close()
             await self._writer.close()
             if self._signal is not None:
@@ -635,6 +639,7 @@ class SQLiteStore(HandleStore):
         readable: Collection[str] = (),
         offset: int = 0,
         limit: int = 1000,
+        time_limit: float | None = None,
     ) -> list[str]:
         sql, params = search_query(
             conditions,
@@ -644,7 +649,31 @@ class SQLiteStore(HandleStore):
             limit=limit,
             dialect="sqlite",
         )
-        return [row[0] for row in await self._fetch(sql, params)]
+        # Its own connection, one search at a time: the reads that resolve handles never wait
+        # behind one.
+        deadline = asyncio.get_running_loop().time() + (
+            time_limit if time_limit is not None else 1e9
+        )
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._search_lock.acquire()
+        except TimeoutError:
+            raise SearchTimeout(time_limit or 0) from None
+        try:
+            if self._searcher is None:
+                self._searcher = await self._connect(self.path)
+            db = self._searcher
+            try:
+                async with asyncio.timeout_at(deadline):
+                    async with db.execute(sql, params) as cur:
+                        return [row[0] for row in await cur.fetchall()]
+            except TimeoutError:
+                await db.interrupt()  # the statement stops at its next step
+                raise SearchTimeout(time_limit or 0) from None
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
+        finally:
+            self._search_lock.release()
 
     # authentication state
 

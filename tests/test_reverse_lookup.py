@@ -115,3 +115,15 @@ async def test_pyhandle_search_handle(handles: Api):
     )
     with pytest.raises(ReverseLookupException):
         await asyncio.to_thread(wrong.search_handle, URL="*example.org*")
+
+
+async def test_conditions_are_bounded_and_repeats_merged(handles: Api):
+    # The default [search] max_conditions is 10: identical conditions count once ...
+    repeated = "&".join(["URL=*example.org*"] * 150)
+    assert await search(handles, repeated) == (200, ["10.5555/r3", "TEST/r1"])
+    # ... and more different ones than that are refused before anything is searched.
+    many = "&".join(f"URL=*example.org/{n}*" for n in range(11))
+    status, body = await search(handles, many)
+    assert (status, body["responseCode"]) == (400, 4) and "at most 10" in body["message"]
+    ten = "&".join(f"URL=*example.org*{'*' * n}" for n in range(10))
+    assert (await search(handles, ten))[0] == 200

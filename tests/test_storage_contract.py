@@ -13,6 +13,7 @@ from storage import (
     HandleAlreadyExists,
     HandleValue,
     SchemaMismatch,
+    SearchTimeout,
     SessionRecord,
     TTLType,
     ValueReference,
@@ -533,3 +534,18 @@ async def test_search_patterns_must_be_findable_from_the_index(store):
     private = [("URL", "*"), ("URL", "https://example.org/b")]
     assert await store.search(private) == []
     assert await store.search(private, readable=["TEST"]) == ["TEST/b"]
+
+
+async def test_a_search_past_its_time_limit_is_stopped(store):
+    """A costly search (many conditions over many values) given less time than it needs is
+    stopped with SearchTimeout; the store answers reads and further searches as before."""
+    await store.import_records(
+        [rec(f"TEST/s{n:05d}", (1, f"https://example.org/{n}".encode())) for n in range(5000)]
+    )
+    costly = [("URL", "*xam*"), ("URL", "*amp*"), ("URL", "*mpl*"), ("URL", "*ple*")]
+    with pytest.raises(SearchTimeout):
+        await store.search(costly, time_limit=0.0005)
+    assert (await store.get("TEST/s00042")).values[0].data == b"https://example.org/42"
+    assert len(await store.search(costly, limit=10_000, time_limit=60)) == 5000
+    # Identical conditions count once.
+    assert await store.search([("URL", "*/4242"), ("url", "*/4242")]) == ["TEST/s04242"]
