@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import getpass
 import ipaddress
@@ -37,6 +38,7 @@ from .admin import (
 )
 from .app import create_app
 from .config import Config, ConfigError, load_config
+from .connections import AcceptFailureLog, ConnectionGuard, GuardedRunner, raise_open_files_limit
 from .transfer import ImportFailed, export_store, export_to_path, import_file
 from .workers import run_workers
 
@@ -282,28 +284,31 @@ def _serve_here(
     listening: Any = None,
     worker: int | None = None,
 ) -> int:
-    """Serve in this process; ``listening``: a worker's event, set once it listens (the
-    port is then shared with the other workers)."""
+    """Serve in this process until SIGTERM or SIGINT; ``listening``: a worker's event, set
+    once it listens (the port is then shared with the other workers)."""
     app = create_app(config)
     host, port = config.server.host, config.server.port
-    scheme = "https" if tls else "http"
-    loop = None
+    soft, _ = raise_open_files_limit()
+    if soft < config.server.max_connections + 64:
+        log.warning(
+            "the open-files limit (%d) is below [server] max_connections (%d) + 64: "
+            "raise the hard limit (e.g. LimitNOFILE= in the service unit)",
+            soft,
+            config.server.max_connections,
+        )
     if config.server.event_loop == "uvloop":
         import uvloop
 
         loop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    loop.set_exception_handler(AcceptFailureLog())
+    asyncio.set_event_loop(loop)
+    main = loop.create_task(_run(app, config, tls, listening=listening, worker=worker))
     try:
-        web.run_app(
-            app,
-            loop=loop,
-            host=host,
-            port=port,
-            ssl_context=tls,
-            print=lambda _: _listening(listening, scheme, config),
-            keepalive_timeout=config.server.idle_timeout,
-            **access_log_options(config, worker),
-            reuse_port=listening is not None or None,
-        )
+        loop.run_until_complete(main)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
     except (SchemaMismatch, StoreUnavailable) as exc:
         return _store_failure(exc)
     except OSError as exc:
@@ -311,7 +316,53 @@ def _serve_here(
             f"handle-server: cannot serve on {host}:{port}: {exc.strerror or exc}", file=sys.stderr
         )
         return 1
+    finally:
+        if not main.done():
+            main.cancel()
+            with contextlib.suppress(asyncio.CancelledError, web.GracefulExit):
+                loop.run_until_complete(main)
+        _cancel_all(loop)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
     return 0
+
+
+async def _run(
+    app: web.Application,
+    config: Config,
+    tls: ssl.SSLContext | None,
+    *,
+    listening: Any,
+    worker: int | None,
+) -> None:
+    """What ``web.run_app`` does, with each connection watched by a ``ConnectionGuard``."""
+    s = config.server
+    guard = ConnectionGuard(max_connections=s.max_connections, header_timeout=s.header_timeout)
+    runner = GuardedRunner(
+        app,
+        guard,
+        handle_signals=True,
+        keepalive_timeout=s.idle_timeout,
+        **access_log_options(config, worker),
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(
+            runner, s.host, s.port, ssl_context=tls, reuse_port=listening is not None or None
+        )
+        await site.start()
+        _listening(listening, "https" if tls else "http", config)
+        await asyncio.Event().wait()  # until a signal ends the loop (web.GracefulExit)
+    finally:
+        await runner.cleanup()
+
+
+def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
 
 
 def _with_store(

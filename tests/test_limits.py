@@ -4,6 +4,7 @@ half-sent connections, header floods. Each limit is in the config with a safe de
 from __future__ import annotations
 
 import asyncio
+import resource
 import socket
 import sqlite3
 import time
@@ -14,6 +15,7 @@ import pytest
 
 from handle_server.app import create_app
 from handle_server.config import ConfigError, parse_config
+from handle_server.connections import AcceptFailureLog
 
 from .conftest import ADMIN_AUTH, Api, make_config, url_value
 from .test_server_process import Server
@@ -205,3 +207,126 @@ async def test_idle_and_half_sent_connections_are_closed_and_header_floods_refus
 def test_limits_must_be_sane(table, key, value):
     with pytest.raises(ConfigError, match=rf"\[{table}\] {key}: must be"):
         parse_config({table: {key: value}}, source="limits.toml")
+
+
+def _serve_config(tmp_path, **server) -> list[str]:
+    path = tmp_path / "guard.toml"
+    table = "".join(f"{key} = {value}\n" for key, value in server.items())
+    path.write_text(
+        f"[server]\n{table}"
+        f'[storage]\npath = "{tmp_path / "h.sqlite3"}"\n[handle]\nprefixes = ["TEST"]\n'
+    )
+    return ["--config", str(path)]
+
+
+async def _answers_at_once(server: Server) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        async with session.get(f"{server.base}/api/handles/TEST/none") as resp:
+            assert resp.status == 404
+
+
+@pytest.mark.slow
+async def test_slow_headers_are_cut_at_header_timeout(tmp_path):
+    server = Server(_serve_config(tmp_path, header_timeout=1, idle_timeout=60), tmp_path)
+    try:
+        await server.ready()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        started = time.monotonic()
+        request = b"GET /api/handles/TEST/x HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 40
+        closed = None
+        for byte in request:  # a byte every 0.2 s: never idle, never done
+            try:
+                writer.write(bytes([byte]))
+                await writer.drain()
+            except ConnectionError:
+                closed = time.monotonic() - started
+                break
+            if reader.at_eof() or (await _eof_within(reader, 0.2)):
+                closed = time.monotonic() - started
+                break
+        writer.close()
+        assert closed is not None and closed < 5, closed  # header_timeout, not idle_timeout
+        await _answers_at_once(server)
+        # A request whose headers come at once is not cut, however long it keeps the connection.
+        async with aiohttp.ClientSession() as session:
+            for _ in range(2):
+                async with session.get(f"{server.base}/healthz") as resp:
+                    assert resp.status == 200
+                await asyncio.sleep(1.5)
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log.read_text()
+
+
+async def _eof_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(1), seconds) == b""
+    except TimeoutError:
+        return False
+
+
+@pytest.mark.slow
+async def test_idle_connections_are_shed_at_max_connections(tmp_path):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    server = Server(_serve_config(tmp_path, max_connections=100, idle_timeout=60), tmp_path)
+    idle: list[socket.socket] = []
+    try:
+        await server.ready()
+        for _ in range(1000):  # ten times the limit, each connected and silent
+            idle.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+        await asyncio.sleep(0.5)
+        await _answers_at_once(server)  # still serving
+        for s in idle:
+            s.setblocking(False)
+        shut = sum(1 for s in idle if _closed_by_peer(s))
+        assert shut >= 900, shut  # at most max_connections are kept
+        assert not _closed_by_peer(idle[-1])  # the newest are the ones kept
+        # 300 bodies that never finish hold no request slot: anonymous reads go on.
+        stalled = []
+        for _ in range(300):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            s.sendall(
+                b"POST /api/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 1000\r\n\r\n{"
+            )
+            stalled.append(s)
+        await _answers_at_once(server)
+        for s in stalled:
+            s.close()
+    finally:
+        for s in idle:
+            s.close()
+        server.stop()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert "Traceback" not in server.log.read_text()
+
+
+def _closed_by_peer(s: socket.socket) -> bool:
+    try:
+        return s.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionError:
+        return True
+
+
+def test_accept_failures_are_logged_once_a_minute(caplog):
+    now = [100.0]
+    handler = AcceptFailureLog(interval=60, clock=lambda: now[0])
+    loop = asyncio.new_event_loop()
+    try:
+        failure = {
+            "message": "socket.accept() out of system resource",
+            "exception": OSError(24, "Too many open files"),
+        }
+        for _ in range(500):
+            handler(loop, failure)
+            now[0] += 0.1  # 50 s in all
+        now[0] += 20
+        handler(loop, failure)
+    finally:
+        loop.close()
+    lines = [r for r in caplog.records if "cannot accept" in r.getMessage()]
+    assert len(lines) == 2 and "Too many open files" in lines[0].getMessage()
+    assert "(500 time(s)" in lines[1].getMessage() and lines[1].exc_info is None
