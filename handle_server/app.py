@@ -13,6 +13,7 @@ import storage
 
 from . import keys, openapi, pages, proxy
 from .config import Config
+from .forwarded import TrustedProxies
 from .limits import ConcurrencyLimit
 from .metrics import Metrics, MetricsStore
 from .middlewares import error_middleware
@@ -36,10 +37,10 @@ def create_app(
     """Build the application for ``config``. Without ``store`` the configured one is opened on
     start-up and closed on clean-up; a given ``store`` belongs to the caller."""
     limit = ConcurrencyLimit(config.server.max_concurrent_requests)
-    app = web.Application(
-        middlewares=[metrics_middleware, error_middleware, limit.middleware],
-        client_max_size=config.server.max_body_bytes,
-    )
+    middlewares = [metrics_middleware, error_middleware, limit.middleware]
+    if config.server.trusted_proxies:
+        middlewares.insert(0, TrustedProxies(config.server.trusted_proxies).middleware)
+    app = web.Application(middlewares=middlewares, client_max_size=config.server.max_body_bytes)
     app[keys.CONFIG] = config
     app[keys.LIMIT] = limit
     app[keys.METRICS] = metrics = Metrics()

@@ -25,13 +25,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import logging
 import os
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable
 from typing import NoReturn
 from urllib.parse import unquote
 
@@ -42,8 +43,9 @@ from storage import Handle, HandleStore, ValueReference, handle_key
 from .config import PREFIX_HANDLE_AUTHORITY, Config
 from .encoding import AdminPermission, decode_admin, decode_vlist
 from .errors import AuthenticationFailed, TooManyFailures
+from .locks import KeyedLocks
 from .permissions import is_admin_value
-from .seckey import verify_secret
+from .seckey import ITERATIONS, verify_secret
 from .sessions import (
     KEY_DERIVATION_ALG,
     HandleAuthorization,
@@ -70,6 +72,13 @@ log = logging.getLogger(__name__)
 
 SECKEY_TYPE = "HS_SECKEY"
 VLIST_TYPE = "HS_VLIST"
+#: Secret checks at once for one identity, and for one client address.
+_HASHES_AT_ONCE = 2
+#: What an identity without a secret is checked against: a hash as slow as a real one that
+#: no secret matches.
+_NO_SECRET = b"pbkdf2-sha256$%d$AAAAAAAAAAAAAAAAAAAAAA==$" % ITERATIONS + base64.b64encode(
+    b"\0" * 32
+)
 
 #: An identity is a reference to the value (an HS_SECKEY) that proves it: ``index:handle``.
 Identity = ValueReference
@@ -110,6 +119,8 @@ class Authenticator:
         )
         self._verified: LRUCache[tuple[tuple[int, str], bytes], bytes] = LRUCache(remembered)
         self._pepper = os.urandom(32)  # process-local: the cache holds no usable secret
+        self._pending: Counter[str] = Counter()  # throttle key -> attempts being checked
+        self._hashing = KeyedLocks(_HASHES_AT_ONCE)
 
     def _fingerprint(self, secret: bytes) -> bytes:
         return hmac.new(self._pepper, secret, hashlib.sha256).digest()
@@ -118,19 +129,23 @@ class Authenticator:
         """Note that ``secret`` verifies against ``stored`` (start-up has just hashed it)."""
         self._verified[(identity.key, stored)] = self._fingerprint(secret)
 
-    # -- throttling --------------------------------------------------------------------------
+    # -- throttling ---------------------------------------------------------------------------
+    #
+    # Failures are counted per identity guessed from one client address, and per address for
+    # requests that name no identity. A correct secret is refused only while its identity is
+    # being guessed from the very address it comes from: nobody elsewhere (and nobody behind
+    # the same reverse proxy, once [server] trusted_proxies names it) can lock an identity
+    # out, and a flood of malformed headers from an address refuses only more of the same.
 
     @staticmethod
     def _keys(identity: Identity | None, client: str | None) -> list[str]:
-        keys: list[str] = []
-        if identity is not None:
-            keys.append(f"identity {identity.index}:{handle_key(identity.handle)}")
-        if client:
-            keys.append(f"client {client}")
-        return keys
+        if identity is None:
+            return [f"client {client}"] if client else []
+        return [f"identity {identity.index}:{handle_key(identity.handle)} from {client or '-'}"]
 
     async def _check_throttle(self, identity: Identity | None, client: str | None) -> None:
-        wait = await self.throttle.retry_after(self._keys(identity, client))
+        keys = self._keys(identity, client)
+        wait = await self.throttle.retry_after(keys, self._pending)
         if wait is not None:
             raise TooManyFailures(
                 None,
@@ -141,7 +156,10 @@ class Authenticator:
             )
 
     async def _fail(self, identity: Identity | None, client: str | None, message: str) -> NoReturn:
-        await self.throttle.failed(self._keys(identity, client))
+        keys = self._keys(identity, client)
+        if identity is not None and client:
+            keys.append(f"client {client}")  # an address that keeps failing is one to watch
+        await self.throttle.failed(keys)
         raise AuthenticationFailed(None, message)
 
     async def _refuse(self, client: str | None, message: str) -> NoReturn:
@@ -149,6 +167,22 @@ class Authenticator:
         client learns only that."""
         await self._check_throttle(None, client)
         await self._fail(None, client, message)
+
+    @contextlib.asynccontextmanager
+    async def _checking(self, identity: Identity, client: str | None) -> AsyncIterator[None]:
+        """Around the slow check of a secret: the attempt counts as a failure of its key
+        until it is decided, and at most ``_HASHES_AT_ONCE`` checks run at once for one
+        identity and for one address, so no burst of guesses takes more CPU than that."""
+        (key,) = self._keys(identity, client)
+        async with self._hashing(f"identity {identity.key}"), self._hashing(f"from {client}"):
+            await self._check_throttle(identity, client)  # again: others may have failed
+            self._pending[key] += 1
+            try:
+                yield
+            finally:
+                self._pending[key] -= 1
+                if not self._pending[key]:
+                    del self._pending[key]
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -207,17 +241,21 @@ class Authenticator:
             await self._refuse(
                 client, "The user name must be a percent-encoded identity index:handle"
             )
-        # One look at the counts for both keys: an authenticated request costs one store read.
+        # One look at the count: an authenticated request costs one store read.
         await self._check_throttle(identity, client)
         stored = await self.stored_secret(identity)
         if stored is not None:
             known = self._verified.get((identity.key, stored))
             if known is not None and hmac.compare_digest(known, self._fingerprint(secret)):
                 return identity
-            if await asyncio.to_thread(verify_secret, secret, stored):
+        async with self._checking(identity, client):
+            # An identity without a secret costs the same hash as a wrong secret: the time
+            # of a refusal does not tell which identities exist.
+            if await asyncio.to_thread(verify_secret, secret, stored or _NO_SECRET):
+                assert stored is not None
                 self.remember(identity, stored, secret)
                 return identity
-        await self._fail(identity, client, f"Authentication failed for {identity}")
+            await self._fail(identity, client, f"Authentication failed for {identity}")
 
     async def prove(
         self, session: Session, params: HandleAuthorization, *, client: str | None

@@ -10,10 +10,12 @@ __all__ = ["KeyedLocks"]
 
 
 class KeyedLocks:
-    """``async with locks(key):`` - holders of one key take turns, other keys go on."""
+    """``async with locks(key):`` - holders of one key take turns (``holders`` at a time),
+    other keys go on."""
 
-    def __init__(self) -> None:
-        self._entries: dict[Hashable, list] = {}  # key -> [lock, holders and waiters]
+    def __init__(self, holders: int = 1) -> None:
+        self._holders = holders
+        self._entries: dict[Hashable, list] = {}  # key -> [semaphore, holders and waiters]
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -22,7 +24,7 @@ class KeyedLocks:
     async def __call__(self, key: Hashable) -> AsyncIterator[None]:
         entry = self._entries.get(key)
         if entry is None:
-            entry = self._entries[key] = [asyncio.Lock(), 0]
+            entry = self._entries[key] = [asyncio.Semaphore(self._holders), 0]
         entry[1] += 1
         try:
             async with entry[0]:

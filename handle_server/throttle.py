@@ -1,17 +1,19 @@
 """Failed-authentication throttling: after ``limit`` failures within ``window`` seconds for one
-key (an identity, or a client address), that key is refused until the window has passed.
+key, that key is refused until the window has passed (``Authenticator`` says which keys: an
+identity guessed from one client address, and a client address for requests that name no
+identity).
 
-Keys are counted separately, so guessing the secret of one identity from one address slows
-down only that identity and that address; other identities and other clients are untouched.
 The counts live in the store, so every process and node on it counts together: spreading the
 guesses over the nodes of a cluster does not buy more of them. The check runs before any secret
-is hashed, so a throttled guesser costs no CPU either.
+is hashed, so a throttled guesser costs no CPU either; attempts still being checked count as
+failures until they are decided (``pending``), so a burst of concurrent guesses cannot all slip
+past the count before the first of them is recorded.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from storage import HandleStore
 
@@ -36,13 +38,23 @@ class FailureThrottle:
     def enabled(self) -> bool:
         return self.limit > 0
 
-    async def retry_after(self, keys: Sequence[str]) -> float | None:
-        """Seconds until the first of ``keys`` that is throttled may try again, or ``None``."""
+    async def retry_after(
+        self, keys: Sequence[str], pending: Mapping[str, int] | None = None
+    ) -> float | None:
+        """Seconds until the first of ``keys`` that is throttled may try again, or ``None``.
+        ``pending``: attempts of a key not decided yet, counted as failures."""
         if not self.enabled or not keys:
             return None
+        # Taken before the read: an attempt decided meanwhile may be missing from what the
+        # read returns, and must then still count as pending.
+        undecided = {key: (pending or {}).get(key, 0) for key in keys}
         now = self._clock()
         counted = await self._store.failures(keys, since=now - self.window)
-        waits = [first + self.window - now for first, n in counted.values() if n >= self.limit]
+        waits = []
+        for key in keys:
+            first, n = counted.get(key, (now, 0))
+            if n + undecided[key] >= self.limit:
+                waits.append(first + self.window - now if n >= self.limit else 1.0)
         return max(waits) if waits else None
 
     async def failed(self, keys: Sequence[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -14,6 +15,7 @@ import pytest
 from handle_server import keys
 from handle_server.app import create_app
 from handle_server.errors import AuthenticationFailed, TooManyFailures
+from handle_server.forwarded import TrustedProxies
 
 from .conftest import ADMIN, ADMIN_AUTH, SECRET, Api, basic, make_config, url_value
 
@@ -159,33 +161,63 @@ async def test_repeated_failures_are_throttled_for_that_identity_and_address(str
     assert status == 429 and body["responseCode"] == 3
     retry_after = int(strict.last.headers["Retry-After"])
     assert 1 <= retry_after <= 60
-    # The right secret is throttled too while the window lasts (else guessing goes on).
+    # The right secret from this address is throttled too while the window lasts (else
+    # guessing goes on).
     assert (await strict.put("TEST/t", [url_value("https://t.org")]))[0] == 429
     # Reads without credentials are not affected.
     assert (await strict.get("0.NA/TEST"))[0] == 200
 
 
-async def test_throttling_one_client_leaves_others_alone(aiohttp_client, tmp_path):
+async def test_nobody_can_lock_an_identity_out_from_elsewhere(aiohttp_client, tmp_path):
     config = make_config(tmp_path, auth={"failure_limit": 2, "failure_window": 60})
     app = create_app(config)
     api = Api(await aiohttp_client(app))
     auth = app[keys.SERVICE].authenticator
-    # Straight at the authenticator, to give two client addresses on one test server.
-    for _ in range(2):
+    # Straight at the authenticator, to give several client addresses on one test server.
+    for client in ("192.0.2.1", "192.0.2.1", "192.0.2.7", "192.0.2.8"):
         with pytest.raises(AuthenticationFailed):
-            await auth.authenticate(basic(ADMIN, "guess")["Authorization"], client="192.0.2.1")
+            await auth.authenticate(basic(ADMIN, "guess")["Authorization"], client=client)
+    # The guessed identity, from the guessing address: refused, even with the right secret.
     with pytest.raises(TooManyFailures):
         await auth.authenticate(basic(ADMIN, SECRET)["Authorization"], client="192.0.2.1")
-    # The other admin, from another address: fine.
+    # The same identity from anywhere else, with its secret: in (guesses elsewhere do not
+    # lock it out).
+    right = basic(ADMIN, SECRET)["Authorization"]
+    assert str(await auth.authenticate(right, client="192.0.2.2")) == ADMIN
+    # Another identity from the guessing address: in, it is not the one being guessed.
     other = basic("300:0.NA/10.5555", "other-secret")["Authorization"]
-    assert str(await auth.authenticate(other, client="192.0.2.2")) == "300:0.NA/10.5555"
-    # The other admin from the throttled address: refused (the address is throttled).
-    with pytest.raises(TooManyFailures):
-        await auth.authenticate(other, client="192.0.2.1")
-    # The throttled identity from another address: refused (the identity is throttled).
-    with pytest.raises(TooManyFailures):
-        await auth.authenticate(basic(ADMIN, SECRET)["Authorization"], client="192.0.2.3")
+    assert str(await auth.authenticate(other, client="192.0.2.1")) == "300:0.NA/10.5555"
     assert (await api.get("0.NA/TEST"))[0] == 200
+
+
+async def test_malformed_credentials_do_not_block_a_right_secret(aiohttp_client, tmp_path):
+    config = make_config(tmp_path, auth={"failure_limit": 3, "failure_window": 60})
+    api = Api(await aiohttp_client(create_app(config)))
+    for _ in range(3):
+        status, _ = await api.get("TEST/x", headers={"Authorization": "Basic !!!"})
+        assert status == 401
+    status, body = await api.get("TEST/x", headers={"Authorization": "Basic !!!"})
+    assert (status, body["responseCode"]) == (429, 3)  # more of the same: refused at once
+    status, _ = await api.put("TEST/ok", [url_value("https://ok.org")])
+    assert status == 201  # the admin's right secret from that very address
+
+
+async def test_a_burst_of_guesses_is_checked_at_most_failure_limit_times(
+    aiohttp_client, tmp_path, storage_table
+):
+    """100 wrong secrets at once: each check that runs is a 401, each refused before its
+    check a 429. Without counting the checks in progress all 100 were checked (no 429)."""
+    config = make_config(
+        tmp_path, storage=storage_table, auth={"failure_limit": 10, "failure_window": 60}
+    )
+    api = Api(await aiohttp_client(create_app(config)))
+    wrong = basic("300:TEST/someone", "guess")
+    answers = await asyncio.gather(
+        *(api.put("TEST/t", [url_value("https://t.org")], headers=wrong) for _ in range(100))
+    )
+    statuses = [status for status, _ in answers]
+    assert statuses.count(401) <= 10 and statuses.count(429) >= 90, statuses
+    assert (await api.put("TEST/t", [url_value("https://t.org")]))[0] == 201  # the admin
 
 
 # -- sessions and throttling shared by every node on one store ---------------------------------
@@ -290,3 +322,52 @@ async def test_sessions_expire_when_idle(aiohttp_client, tmp_path, storage_table
     # ... and ends once it was not used for idle_timeout.
     now[0] += 601
     assert await looks(proved) == 403
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "client"),
+    [
+        ("127.0.0.1", [], "127.0.0.1"),  # a trusted proxy that names nobody
+        ("127.0.0.1", ["192.0.2.9"], "192.0.2.9"),
+        ("127.0.0.1", ["198.51.100.1, 192.0.2.9"], "192.0.2.9"),  # the left one is a claim
+        ("127.0.0.1", ["192.0.2.9, 10.1.2.3"], "192.0.2.9"),  # through two trusted proxies
+        ("127.0.0.1", ["192.0.2.9", "10.1.2.3"], "192.0.2.9"),  # the same, as two headers
+        ("127.0.0.1", ["junk, 192.0.2.9"], "192.0.2.9"),
+        ("127.0.0.1", ["192.0.2.9, junk"], "127.0.0.1"),  # nothing past junk is believed
+        ("203.0.113.5", ["192.0.2.9"], "203.0.113.5"),  # not a trusted proxy: ignored
+    ],
+)
+def test_the_client_behind_trusted_proxies(peer, forwarded, client):
+    assert TrustedProxies(["127.0.0.0/8", "10.0.0.0/8"]).client(peer, forwarded) == client
+
+
+async def test_throttling_follows_x_forwarded_for_from_a_trusted_proxy(aiohttp_client, tmp_path):
+    config = make_config(
+        tmp_path,
+        auth={"failure_limit": 2, "failure_window": 60},
+        server={"trusted_proxies": ["127.0.0.1"]},
+    )
+    api = Api(await aiohttp_client(create_app(config)))
+    attacker, user = {"X-Forwarded-For": "192.0.2.66"}, {"X-Forwarded-For": "192.0.2.10"}
+    for _ in range(2):
+        status, _ = await api.get("TEST/x", headers={**basic(ADMIN, "guess"), **attacker})
+        assert status == 401
+    status, _ = await api.put(
+        "TEST/a", [url_value("https://a.org")], headers={**ADMIN_AUTH, **attacker}
+    )
+    assert status == 429
+    # Behind the same proxy, another client with the admin's secret is not locked out.
+    status, _ = await api.put(
+        "TEST/a", [url_value("https://a.org")], headers={**ADMIN_AUTH, **user}
+    )
+    assert status == 201
+
+
+async def test_x_forwarded_for_is_ignored_unless_the_proxy_is_trusted(aiohttp_client, tmp_path):
+    config = make_config(tmp_path, auth={"failure_limit": 2, "failure_window": 60})
+    api = Api(await aiohttp_client(create_app(config)))
+    for n in range(2):
+        spoofed = {**basic(ADMIN, "guess"), "X-Forwarded-For": f"192.0.2.{n}"}
+        assert (await api.get("TEST/x", headers=spoofed))[0] == 401
+    headers = {**ADMIN_AUTH, "X-Forwarded-For": "192.0.2.200"}
+    assert (await api.put("TEST/a", [url_value("https://a.org")], headers=headers))[0] == 429
