@@ -23,6 +23,7 @@ from storage import (
     Change,
     Handle,
     HandleAlreadyExists,
+    HandleError,
     HandleNotFound,
     HandleStore,
     HandleValue,
@@ -196,10 +197,16 @@ class HandleService:
         public_only: bool,
         identity: Identity | None,
         refresh: bool = False,
+        asked_for_private: bool = False,
     ) -> Resolution:
         """The values of ``handle`` the caller may see. Public answers come through the cache
         (``refresh``, the API's ``auth=true``, bypasses it and stores a fresh read); an answer
-        that may hold private values is always read from the store."""
+        that may hold private values is always read from the store.
+
+        Not ``public_only``: permission is decided before the values are looked at, so the
+        answer never tells whether private values exist. Anonymous callers are refused (401);
+        an identity without READ_VALUE on the record is refused (403) if it
+        ``asked_for_private`` (``publicOnly=false``), else gets the public values only."""
         self.check_handle(handle)
         if public_only:
             lookup = await self.cache.lookup(handle, refresh=refresh)
@@ -210,26 +217,27 @@ class HandleService:
                 return Resolution(handle, values, lookup.expires, lookup)
             chosen = select(lookup.record.values, indexes, types)
             return Resolution(handle, tuple(chosen), lookup.expires)
+        if identity is None:
+            raise AuthenticationNeeded(handle, "Authentication needed to read non-public values")
         record = await self.store.get(handle)
         if record is None:
             raise HandleNotFound(handle)
-        chosen = select(record.values, indexes, types)
-        private = [v for v in chosen if not v.public_read]
-        if private:
-            unreadable = sorted(v.index for v in private if not v.admin_read)
-            if unreadable:
-                listed = ", ".join(map(str, unreadable))
-                raise InsufficientPermissions(
-                    handle, f"The values at index {listed} of {handle} are readable by no one"
-                )
-            if identity is None:
-                raise AuthenticationNeeded(handle, "Authentication needed to read private values")
-            if not await self.authorizer.holds(identity, handle, P.READ_VALUE, record):
+        if not await self.authorizer.holds(identity, handle, P.READ_VALUE, record):
+            if asked_for_private:
                 raise InvalidAdmin(
                     handle,
                     f"{identity} does not hold READ_VALUE on {handle}, needed for its "
                     "non-public values (ask with publicOnly=true for the public ones)",
                 )
+            chosen = select((v for v in record.values if v.public_read), indexes, types)
+            return Resolution(handle, tuple(chosen))
+        chosen = select(record.values, indexes, types)
+        unreadable = sorted(v.index for v in chosen if not v.public_read and not v.admin_read)
+        if unreadable:
+            listed = ", ".join(map(str, unreadable))
+            raise InsufficientPermissions(
+                handle, f"The values at index {listed} of {handle} are readable by no one"
+            )
         return Resolution(handle, tuple(chosen))
 
     async def count_handles(self, prefix: str, identity: Identity | None) -> int:
@@ -341,7 +349,13 @@ class HandleService:
         async with self._locks(handle_key(handle)):
             for attempt in range(_WRITE_ATTEMPTS):
                 before = await self.store.get(handle)
-                after, needs, authority = plan(before)
+                try:
+                    after, needs, authority = plan(before)
+                except _RefusedOnceAllowed as refusal:
+                    # Decided on permission first: the answer is the same whether or not the
+                    # values it names exist, to anyone who may not change them.
+                    await self._authorize(identity, handle, refusal.needs, refusal.authority)
+                    raise refusal.error from None
                 if isinstance(authority, str):
                     authority = await self.store.get(authority)
                 await self._authorize(identity, handle, needs, authority)
@@ -391,14 +405,14 @@ class HandleService:
         with admin write off stay unchanged whoever asks."""
         alternatives = (needs,) if isinstance(needs, Needs) else tuple(needs)
         read_only = sorted({i for n in alternatives for i in n.read_only})
-        if read_only:
-            raise InsufficientPermissions(
-                handle,
-                f"Value is read-only: admin write is off for the value at index "
-                f"{', '.join(map(str, read_only))}",
-            )
         for alternative in alternatives:
             if await self.authorizer.holds(identity, handle, alternative.permissions, authority):
+                if read_only:  # told only to those who may otherwise change the record
+                    raise InsufficientPermissions(
+                        handle,
+                        f"Value is read-only: admin write is off for the value at index "
+                        f"{', '.join(map(str, read_only))}",
+                    )
                 return
         wanted = " or ".join(describe(n.permissions) for n in alternatives)
         where = (
@@ -564,7 +578,11 @@ class HandleService:
                 raise HandleNotFound(handle)
             clash = before.indexes & new_indexes
             if clash and not overwrite:
-                raise ValueAlreadyExists(handle, clash)
+                added = [v for v in prepared if v.index not in clash]
+                _, needs = merge_added(before, self._restore_secrets(handle, before, added))
+                raise _RefusedOnceAllowed(
+                    ValueAlreadyExists(handle, clash), needs | Needs(P.ADD_VALUE), before
+                )
             after, needs = merge_added(before, self._restore_secrets(handle, before, prepared))
             self._guard(before, after)
             return after, needs, before
@@ -585,7 +603,8 @@ class HandleService:
                 raise HandleNotFound(handle)
             missing = wanted - before.indexes
             if missing:
-                raise ValuesNotFound(handle, missing)
+                needs = needs_to_remove(before, wanted & before.indexes) | Needs(P.REMOVE_VALUE)
+                raise _RefusedOnceAllowed(ValuesNotFound(handle, missing), needs, before)
             after = Handle(before.handle, tuple(v for v in before.values if v.index not in wanted))
             self._guard(before, after)
             return after, needs_to_remove(before, wanted), before
@@ -697,6 +716,15 @@ class _CacheInvalidator:
 
 class _Raced(Exception):
     """The record changed between a write's permission check and its store update."""
+
+
+class _RefusedOnceAllowed(Exception):
+    """A plan's refusal (``error``) that would tell what a record holds: it is answered only
+    to an identity holding ``needs`` on ``authority``; anyone else is refused for want of
+    permission, whether or not the values exist."""
+
+    def __init__(self, error: HandleError, needs: Needs, authority: Handle) -> None:
+        self.error, self.needs, self.authority = error, needs, authority
 
 
 def _replace_alternatives(needs: Needs) -> tuple[Needs, ...]:

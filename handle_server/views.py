@@ -161,6 +161,7 @@ async def resolve_json(request: web.Request, handle: str) -> web.Response:
         public_only=public_only,
         identity=identity,
         refresh=refresh,
+        asked_for_private=not flag(request, "publicOnly", default=True),
     )
     # A public answer of a whole cached view is built once per cache entry (a hot handle is
     # asked for again and again); anything else, every time.

@@ -318,3 +318,77 @@ async def test_nothing_is_told_without_credentials(people: Api):
         "TEST/exists", [url_value("https://b.org")], params={"overwrite": "false"}, headers={}
     )
     assert (status, body["responseCode"]) == (401, 402)
+
+
+# -- permission before existence: a refusal never tells what a record holds ---------------------
+
+
+@pytest.fixture
+async def two_records(people: Api) -> Api:
+    """TEST/with holds a private EMAIL at 2 and a value at 9; TEST/without holds neither.
+    Bob holds every right on neither; alice holds every right on both."""
+    common = [url_value("https://a.org"), admin("TEST/USERS", 300)]
+    private = {"index": 2, "type": "EMAIL", "data": "x@a.org", "permissions": "1100"}
+    nine = {"index": 9, "type": "NOTE", "data": "nine"}
+    assert (await people.put("TEST/with", [*common, private, nine]))[0] == 201
+    assert (await people.put("TEST/without", common))[0] == 201
+    return people
+
+
+LEAK_PROBES = [
+    # (what, method, query, body, caller): the answer must not depend on the record
+    ("anonymous-private-read", "GET", "publicOnly=false&type=EMAIL", None, None),
+    ("anonymous-private-index", "GET", "publicOnly=false&index=2", None, None),
+    ("bob-private-read", "GET", "publicOnly=false&type=EMAIL", None, BOB),
+    ("bob-default-read", "GET", "type=EMAIL", None, BOB),
+    ("bob-removes-9", "DELETE", "index=9", None, BOB),
+    ("bob-adds-at-2", "PUT", "index=2&overwrite=false", [url_value("https://b.org", 2)], BOB),
+    ("bob-adds-at-9", "PUT", "index=9&overwrite=false", [url_value("https://b.org", 9)], BOB),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "query", "body", "caller"),
+    [p[1:] for p in LEAK_PROBES],
+    ids=[p[0] for p in LEAK_PROBES],
+)
+async def test_a_refusal_is_the_same_whether_or_not_the_values_exist(
+    two_records: Api, method, query, body, caller
+):
+    answers = []
+    for handle in ("TEST/with", "TEST/without"):
+        before = await two_records.values(handle)
+        kwargs: dict[str, Any] = {"headers": caller}
+        if body is not None:
+            kwargs["json"] = body
+        async with two_records.client.request(
+            method, f"/api/handles/{handle}?{query}", **kwargs
+        ) as resp:
+            got = await resp.json()
+        got.pop("handle")
+        if "message" in got:
+            got["message"] = got["message"].replace(handle, "<handle>")
+        answers.append((resp.status, got))
+        assert await two_records.values(handle) == before
+    (status, answer), (other_status, other) = answers
+    assert status == other_status and answer == other, answers
+    assert status in (200, 401, 403)
+    if status == 200:
+        assert answer.get("values", []) == []  # bob reads no private value, present or not
+
+
+async def test_holders_are_told_what_is_missing_or_present(two_records: Api):
+    alice = ALICE
+    status, body = await two_records.delete("TEST/without", params={"index": "9"}, headers=alice)
+    assert (status, body["responseCode"]) == (400, 200)
+    status, body = await two_records.put(
+        "TEST/with",
+        [url_value("https://b.org", 9)],
+        params={"index": "9", "overwrite": "false"},
+        headers=alice,
+    )
+    assert (status, body["responseCode"]) == (409, 201)
+    status, body = await two_records.get(
+        "TEST/with", params={"publicOnly": "false", "type": "EMAIL"}, headers=alice
+    )
+    assert status == 200 and [v["index"] for v in body["values"]] == [2]
