@@ -260,8 +260,8 @@ class Authenticator:
     async def prove(
         self, session: Session, params: HandleAuthorization, *, client: str | None
     ) -> Identity:
-        """Check a challenge-response in ``session``; on success the session holds the
-        identity from then on, on every node."""
+        """The identity a challenge-response in ``session`` proves (the caller decides what
+        the session becomes: ``SessionStore.sign_in``)."""
         if params.version not in (None, "0"):
             await self._refuse(
                 client, f"Unknown version {params.version!r} in Authorization: Handle"
@@ -294,7 +294,6 @@ class Authenticator:
         expected = expected_signature(stored, session.nonce, cnonce) if stored else None
         if expected is None or not hmac.compare_digest(expected, signature):
             await self._fail(identity, client, f"Authentication failed for {identity}")
-        await self.sessions.sign_in(session, identity)
         return identity
 
     async def stored_secret(self, identity: Identity) -> bytes | None:

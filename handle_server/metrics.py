@@ -199,9 +199,17 @@ class MetricsStore(HandleStore):
     async def get_session(self, key: bytes, *, now: float) -> SessionRecord | None:
         return await self._timed("get_session", self.inner.get_session(key, now=now))
 
-    async def put_session(self, session: SessionRecord, *, now: float, limit: int) -> bool:
+    async def put_session(
+        self,
+        session: SessionRecord,
+        *,
+        now: float,
+        limit: int,
+        per_identity: int | None = None,
+    ) -> bool:
         return await self._timed(
-            "put_session", self.inner.put_session(session, now=now, limit=limit)
+            "put_session",
+            self.inner.put_session(session, now=now, limit=limit, per_identity=per_identity),
         )
 
     async def renew_session(self, key: bytes, *, expires: float) -> None:

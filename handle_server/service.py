@@ -141,6 +141,7 @@ class HandleService:
                 store,
                 idle_timeout=config.auth.session_idle_timeout,
                 max_sessions=config.auth.max_sessions,
+                max_per_identity=config.auth.max_sessions_per_identity,
                 clock=clock,
             ),
             clock=clock,

@@ -82,20 +82,27 @@ async def _representation(
 
 
 async def _authenticate_in(
-    request: web.Request, session: Session, params: HandleAuthorization
-) -> str | None:
-    """Prove an identity in ``session`` if the request tries to; the error, if it failed."""
+    request: web.Request, session: Session, params: HandleAuthorization, *, new: bool
+) -> tuple[Session, str | None]:
+    """Prove an identity in ``session`` (``new``: opened by this very request) if the request
+    tries to: the session that holds it then (see ``SessionStore.sign_in``), and the error if
+    it failed."""
     authenticator = request.app[keys.SERVICE].authenticator
     header = request.headers.get("Authorization", "")
     try:
         if header.strip().lower().startswith("basic"):
             identity = await authenticator.authenticate(header, client=request.remote)
-            await authenticator.sessions.sign_in(session, identity)
         elif params.authenticating:
-            await authenticator.prove(session, params, client=request.remote)
+            identity = await authenticator.prove(session, params, client=request.remote)
+        else:
+            return session, None
     except AuthenticationFailed as exc:
-        return exc.message
-    return None
+        return session, exc.message
+    assert identity is not None
+    signed_in = await authenticator.sessions.sign_in(session, identity, known_before=not new)
+    if signed_in is None:
+        return session, "The session was closed meanwhile: open a new one"
+    return signed_in, None
 
 
 async def open_session(request: web.Request) -> web.Response:
@@ -104,7 +111,7 @@ async def open_session(request: web.Request) -> web.Response:
     if params.session_id is not None:
         raise ProtocolError(None, "POST /api/sessions opens a new session: use /api/sessions/this")
     session = request.app[keys.SERVICE].authenticator.sessions.open()
-    error = await _authenticate_in(request, session, params)
+    session, error = await _authenticate_in(request, session, params, new=True)
     body = await _representation(request, session, params, error)
     return json_response(
         request, body, status=401 if error else 201, headers={"Location": SESSION_THIS}
@@ -130,7 +137,7 @@ async def session_this(request: web.Request) -> web.Response:
     session = await sessions.get(params.session_id) if params.session_id else None
     if session is None:
         return _no_session(request)
-    error = await _authenticate_in(request, session, params)
+    session, error = await _authenticate_in(request, session, params, new=False)
     body = await _representation(request, session, params, error)
     return json_response(request, body, status=401 if error else 200)
 

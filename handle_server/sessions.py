@@ -30,7 +30,13 @@ A session that has not proved an identity ends ``[auth] session_idle_timeout`` s
 was opened; one that has, that long after it was last used (the expiry moves on at most once a
 minute, so a busy session is not a write per request). ``DELETE /api/sessions/this`` ends a
 session at once; a restart ends none. At most ``[auth] max_sessions`` proved or closed sessions
-are kept: beyond that the closed ones and then those that would expire first are dropped.
+are kept: beyond that the closed ones and then those that would expire first are dropped; and at
+most ``max_sessions_per_identity`` hold one identity, so no identity can crowd out the others.
+
+Proving an identity through ``/api/sessions`` gives a new session id (in the answer's
+``sessionId``) and closes the old one: an id handed to a victim beforehand is worth nothing to
+whoever handed it. A proof in the ``Authorization`` header of any other request authenticates
+that request only.
 """
 
 from __future__ import annotations
@@ -225,11 +231,13 @@ class SessionStore:
         *,
         idle_timeout: float,
         max_sessions: int,
+        max_per_identity: int = 100,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self.idle_timeout = max(idle_timeout, 1e-3)
         self.max_sessions = max(max_sessions, 1)
+        self.max_per_identity = max(max_per_identity, 1)
         self._renew_after = min(60.0, self.idle_timeout / 10)
         self._clock = clock
         self._id_key = self._nonce_key = self._salt_key = b""
@@ -292,13 +300,27 @@ class SessionStore:
             await self._store.renew_session(session.key, expires=now + self.idle_timeout)
         return session
 
-    async def sign_in(self, session: Session, identity: ValueReference) -> None:
-        """Note that ``session`` proved ``identity``: every node knows it from now on (unless
-        the session was closed meanwhile)."""
+    async def sign_in(
+        self, session: Session, identity: ValueReference, *, known_before: bool = True
+    ) -> Session | None:
+        """``session`` proved ``identity``: the session that holds it from now on, on every
+        node. One whose id was ``known_before`` the proof (perhaps to someone else) is closed
+        and a new one holds the identity instead: the old id is worth nothing after the
+        proof. ``None`` if ``session`` was closed meanwhile. At most
+        ``max_sessions_per_identity`` sessions hold one identity: its oldest go."""
         now = self._clock()
-        record = SessionRecord(session.key, identity, now + self.idle_timeout)
-        if await self._store.put_session(record, now=now, limit=self.max_sessions):
-            session.identity = identity
+        fresh = session
+        if known_before:
+            closed = SessionRecord(session.key, None, now + self.idle_timeout)
+            if not await self._store.put_session(closed, now=now, limit=self.max_sessions):
+                return None
+            fresh = self.open()
+        record = SessionRecord(fresh.key, identity, now + self.idle_timeout)
+        await self._store.put_session(
+            record, now=now, limit=self.max_sessions, per_identity=self.max_per_identity
+        )
+        fresh.identity = identity
+        return fresh
 
     async def close(self, session_id: str) -> bool:
         """End the session ``session_id``; ``False`` if it was not open."""

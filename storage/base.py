@@ -159,12 +159,20 @@ class HandleStore(abc.ABC):
         """The session stored under ``key``, ``None`` if there is none or it expired."""
 
     @abc.abstractmethod
-    async def put_session(self, session: SessionRecord, *, now: float, limit: int) -> bool:
+    async def put_session(
+        self,
+        session: SessionRecord,
+        *,
+        now: float,
+        limit: int,
+        per_identity: int | None = None,
+    ) -> bool:
         """Store ``session``. A new key is added (first dropping the sessions that expired by
         ``now`` and, when ``limit`` are stored, the ones that expire first, closed ones before
-        open ones); an open session gets ``session``'s identity (a closed one gets ``None``: it
-        is closed) and expiry. A closed session stays closed: then nothing is stored and the
-        answer is ``False``."""
+        open ones; and, with ``per_identity``, when its identity has that many open sessions,
+        the ones of that identity that expire first); an open session gets ``session``'s
+        identity (a closed one gets ``None``: it is closed) and expiry. A closed session stays
+        closed: then nothing is stored and the answer is ``False``. Atomic."""
 
     @abc.abstractmethod
     async def renew_session(self, key: bytes, *, expires: float) -> None:

@@ -370,10 +370,24 @@ class PostgresStore(HandleStore):
             raise StoreUnavailable(f"PostgreSQL read failed: {exc}") from exc
         return session_from_row(tuple(row)) if row is not None else None
 
-    async def put_session(self, session: SessionRecord, *, now: float, limit: int) -> bool:
+    async def put_session(
+        self,
+        session: SessionRecord,
+        *,
+        now: float,
+        limit: int,
+        per_identity: int | None = None,
+    ) -> bool:
         async def work(conn: asyncpg.Connection) -> bool:
             if await conn.fetchval(_SQL["HAS_SESSION"], session.key) is None:
                 await conn.execute(_SQL["DROP_EXPIRED_SESSIONS"], now)
+                identity = session.identity
+                if per_identity is not None and identity is not None:
+                    whose = (identity.handle, identity.index, now)
+                    held = await conn.fetchval(_SQL["COUNT_IDENTITY_SESSIONS"], *whose)
+                    if held >= per_identity:
+                        evict = (*whose, held - per_identity + 1)
+                        await conn.execute(_SQL["EVICT_IDENTITY_SESSIONS"], *evict)
                 stored = await conn.fetchval(_SQL["COUNT_SESSIONS"])
                 if stored >= limit:
                     await conn.execute(_SQL["EVICT_SESSIONS"], stored - limit + 1)

@@ -180,6 +180,17 @@ class AuthSQL:
         "DELETE FROM auth_sessions WHERE key IN (SELECT key FROM auth_sessions"
         f" ORDER BY identity_handle IS NOT NULL, expires LIMIT ? {SKIP_LOCKED})"
     )
+    #: Parameters: identity handle, identity index, now.
+    COUNT_IDENTITY_SESSIONS = (
+        "SELECT count(*) FROM auth_sessions"
+        " WHERE identity_handle = ? AND identity_index = ? AND expires > ?"
+    )
+    #: The oldest open sessions of one identity (handle, index, now, how many).
+    EVICT_IDENTITY_SESSIONS = (
+        "DELETE FROM auth_sessions WHERE key IN (SELECT key FROM auth_sessions"
+        " WHERE identity_handle = ? AND identity_index = ? AND expires > ?"
+        f" ORDER BY expires LIMIT ? {SKIP_LOCKED})"
+    )
     #: A closed session (``identity_handle`` NULL) is never opened again.
     PUT_SESSION = (
         "INSERT INTO auth_sessions (key, identity_handle, identity_index, expires)"

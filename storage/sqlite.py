@@ -681,12 +681,27 @@ class SQLiteStore(HandleStore):
         rows = await self._fetch(AuthSQL.GET_SESSION, (key, now))
         return session_from_row(rows[0]) if rows else None
 
-    async def put_session(self, session: SessionRecord, *, now: float, limit: int) -> bool:
+    async def put_session(
+        self,
+        session: SessionRecord,
+        *,
+        now: float,
+        limit: int,
+        per_identity: int | None = None,
+    ) -> bool:
         async with self._transaction() as db:
             async with db.execute(AuthSQL.HAS_SESSION, (session.key,)) as cur:
                 new = await cur.fetchone() is None
             if new:
                 await db.execute(AuthSQL.DROP_EXPIRED_SESSIONS, (now,))
+                identity = session.identity
+                if per_identity is not None and identity is not None:
+                    whose = (identity.handle, identity.index, now)
+                    async with db.execute(AuthSQL.COUNT_IDENTITY_SESSIONS, whose) as cur:
+                        (held,) = await cur.fetchone()
+                    if held >= per_identity:
+                        evict = (*whose, held - per_identity + 1)
+                        await db.execute(AuthSQL.EVICT_IDENTITY_SESSIONS, evict)
                 async with db.execute(AuthSQL.COUNT_SESSIONS) as cur:
                     (stored,) = await cur.fetchone()
                 if stored >= limit:

@@ -17,7 +17,16 @@ from handle_server.app import create_app
 from handle_server.errors import AuthenticationFailed, TooManyFailures
 from handle_server.forwarded import TrustedProxies
 
-from .conftest import ADMIN, ADMIN_AUTH, SECRET, Api, basic, make_config, url_value
+from .conftest import (
+    ADMIN,
+    ADMIN_AUTH,
+    OTHER_AUTH,
+    SECRET,
+    Api,
+    basic,
+    make_config,
+    url_value,
+)
 
 
 def sign(secret: str, derivation: dict[str, Any], nonce_b64: str) -> tuple[str, str]:
@@ -66,7 +75,13 @@ async def test_a_session_proves_an_identity_once_then_carries_it(api: Api):
     assert (status, body["responseCode"]) == (401, 402)
     status, body = await prove(api, session, ADMIN, SECRET)
     assert status == 200 and body["authenticated"] is True and body["id"] == ADMIN
-    # From now on the session id alone is the identity.
+    # The proof gives a new session id; the one known before it is closed (whoever handed
+    # it to the prover gains nothing).
+    assert body["sessionId"] != session["sessionId"]
+    status, answer = await api.put("TEST/s", [url_value("https://s.org")], headers=only_session)
+    assert (status, answer["responseCode"]) == (401, 403)
+    only_session = handle_header(body["sessionId"])
+    # From now on the new session id alone is the identity.
     status, _ = await api.put("TEST/s", [url_value("https://s.org")], headers=only_session)
     assert status == 201
     status, body = await api._call("GET", "/api/sessions/this", headers=only_session)
@@ -107,6 +122,28 @@ async def test_key_derivation_does_not_tell_which_identities_exist(api: Api):
     again = (await open_session(api, "300:TEST/nobody"))["keyDerivation"]
     assert set(real) == set(ghost) and real["iterations"] == ghost["iterations"]
     assert ghost == again and ghost["salt"] != real["salt"]
+
+
+async def test_sessions_of_one_identity_are_bounded(aiohttp_client, tmp_path, storage_table):
+    config = make_config(
+        tmp_path, storage=storage_table, auth={"max_sessions_per_identity": 2, "max_sessions": 4}
+    )
+    api = Api(await aiohttp_client(create_app(config)))
+    mine = []
+    for _ in range(2):
+        status, body = await api._call("POST", "/api/sessions", headers=OTHER_AUTH)
+        mine.append(body["sessionId"])
+    # One identity opening many sessions evicts only its own oldest, never the others'.
+    for _ in range(5):
+        status, body = await api._call("POST", "/api/sessions", headers=ADMIN_AUTH)
+        assert status == 201
+    newest = body["sessionId"]
+    for session_id in mine:
+        status, body = await api._call(
+            "GET", "/api/sessions/this", headers=handle_header(session_id)
+        )
+        assert status == 200 and body["id"] == "300:0.NA/10.5555"
+    assert (await api._call("GET", "/api/sessions/this", headers=handle_header(newest)))[0] == 200
 
 
 async def test_basic_credentials_open_an_authenticated_session(api: Api):
@@ -241,7 +278,9 @@ async def test_a_session_opened_on_one_node_is_known_on_every_other(two_nodes):
     status, body = await b._call("GET", "/api/sessions/this", headers=only_session)
     assert status == 200 and body["nonce"] == session["nonce"] and not body["authenticated"]
     # Proved on B, used on A.
-    assert (await prove(b, session, ADMIN, SECRET))[0] == 200
+    status, proved = await prove(b, session, ADMIN, SECRET)
+    assert status == 200
+    only_session = handle_header(proved["sessionId"])
     assert (await a.put("TEST/n", [url_value("https://n.org")], headers=only_session))[0] == 201
     # Closed on A, refused on B.
     assert (await a._call("DELETE", "/api/sessions/this", headers=only_session))[0] == 204
@@ -271,8 +310,8 @@ async def test_a_session_outlives_a_restart(aiohttp_client, tmp_path, storage_ta
     config = make_config(tmp_path, storage=storage_table)
     first = create_app(config)
     api = Api(await aiohttp_client(first))
-    session = await open_session(api, ADMIN)
-    assert (await prove(api, session, ADMIN, SECRET))[0] == 200
+    status, session = await prove(api, await open_session(api, ADMIN), ADMIN, SECRET)
+    assert status == 200
     await api.client.close()
     again = Api(await aiohttp_client(create_app(config)))
     status, body = await again._call(
@@ -282,8 +321,8 @@ async def test_a_session_outlives_a_restart(aiohttp_client, tmp_path, storage_ta
 
 
 async def test_session_ids_are_signed_and_never_stored(api: Api, tmp_path):
-    session = await open_session(api, ADMIN)
-    assert (await prove(api, session, ADMIN, SECRET))[0] == 200
+    status, session = await prove(api, await open_session(api, ADMIN), ADMIN, SECRET)
+    assert status == 200
     sid = session["sessionId"]
     # Any change to the id makes it another, unknown session.
     for forged in (sid[:-2] + ("AA" if sid[-2:] != "AA" else "BB"), sid[:10], sid + "A", "x" * 54):
@@ -308,8 +347,8 @@ async def test_sessions_expire_when_idle(aiohttp_client, tmp_path, storage_table
 
     # An anonymous session ends idle_timeout after it was opened.
     anonymous = await open_session(api, ADMIN)
-    proved = await open_session(api, ADMIN)
-    assert (await prove(api, proved, ADMIN, SECRET))[0] == 200
+    status, proved = await prove(api, await open_session(api, ADMIN), ADMIN, SECRET)
+    assert status == 200
     now[0] += 300
     assert await looks(anonymous) == 200 and await looks(proved) == 200
     now[0] += 301

@@ -549,3 +549,19 @@ async def test_a_search_past_its_time_limit_is_stopped(store):
     assert len(await store.search(costly, limit=10_000, time_limit=60)) == 5000
     # Identical conditions count once.
     assert await store.search([("URL", "*/4242"), ("url", "*/4242")]) == ["TEST/s04242"]
+
+
+async def test_sessions_per_identity_are_bounded(store):
+    other = ValueReference("TEST/OTHER", 300)
+    for n in range(3):
+        await store.put_session(session(b"o%d" % n, 500 + n, other), now=100, limit=100)
+    for n in range(5):
+        stored = session(b"a%d" % n, 200 + n)
+        assert await store.put_session(stored, now=100, limit=100, per_identity=3)
+    # The identity keeps its 3 newest; the other identity's sessions are untouched.
+    kept = [n for n in range(5) if await store.get_session(b"a%d" % n, now=150)]
+    assert kept == [2, 3, 4]
+    assert all([await store.get_session(b"o%d" % n, now=150) for n in range(3)])
+    # Renewing one already stored evicts nothing.
+    assert await store.put_session(session(b"a2", 300), now=150, limit=100, per_identity=3)
+    assert [n for n in range(5) if await store.get_session(b"a%d" % n, now=150)] == [2, 3, 4]
