@@ -157,7 +157,8 @@ async def test_serve_with_two_workers(tmp_path, storage_table):
             )  # fmt: skip
             async with session.put(sessions + "/this", headers=proof) as resp:
                 assert resp.status == 200
-            only_session = handle_header(opened["sessionId"])
+                proved = await resp.json()  # a new session id: the one opened is closed
+            only_session = handle_header(proved["sessionId"])
             for _ in range(20):
                 async with session.get(sessions + "/this", headers=only_session) as resp:
                     assert resp.status == 200 and (await resp.json())["authenticated"]
