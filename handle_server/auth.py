@@ -30,6 +30,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
@@ -72,6 +73,7 @@ log = logging.getLogger(__name__)
 
 SECKEY_TYPE = "HS_SECKEY"
 VLIST_TYPE = "HS_VLIST"
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 #: Secret checks at once for one identity, and for one client address.
 _HASHES_AT_ONCE = 2
 #: What an identity without a secret is checked against: a hash as slow as a real one that
@@ -89,6 +91,8 @@ def parse_identity(text: str) -> Identity:
     index, sep, handle = text.partition(":")
     if not sep or not index.isdigit() or not handle or "/" not in handle:
         raise ValueError(f"{text!r} is not an identity index:handle")
+    if _CONTROL.search(handle):
+        raise ValueError("An identity's handle holds no control characters")
     value = int(index)
     if not 1 <= value <= 2**31 - 1:
         raise ValueError(f"{text!r} has an index out of range")

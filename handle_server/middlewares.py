@@ -12,6 +12,7 @@ from storage import (
     HandleAlreadyExists,
     HandleError,
     HandleNotFound,
+    InvalidData,
     SearchTimeout,
     StoreUnavailable,
     ValueAlreadyExists,
@@ -53,6 +54,7 @@ ERROR_TABLE: dict[type[HandleError], tuple[int, int]] = {
     RequestTimeout: (408, RC_PROTOCOL_ERROR),
     ClientDisconnected: (499, RC_PROTOCOL_ERROR),  # nginx's "client closed request"
     ProtocolError: (400, RC_PROTOCOL_ERROR),
+    InvalidData: (400, RC_PROTOCOL_ERROR),
     StoreUnavailable: (503, 3),  # RC_SERVER_TOO_BUSY
     SearchTimeout: (503, 3),
     HandleNotFound: (404, 100),

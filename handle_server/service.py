@@ -295,6 +295,8 @@ class HandleService:
         seconds, its wait for a turn included (``SearchTimeout``)."""
         limits = self.config.search
         conditions = list(dict.fromkeys((t.upper(), p) for t, p in conditions))
+        if any(_FORBIDDEN_IN_HANDLE.search(t + p) for t, p in conditions):
+            raise ProtocolError(None, "Search types and patterns hold no control characters")
         if len(conditions) > limits.max_conditions:
             raise ProtocolError(
                 None,

@@ -10,6 +10,7 @@ __all__ = [
     "HandleError",
     "HandleNotFound",
     "ImportConflict",
+    "InvalidData",
     "SchemaMismatch",
     "SearchTimeout",
     "StoreUnavailable",
@@ -56,6 +57,14 @@ class ImportConflict(HandleError):
 
     def __init__(self, handle: str) -> None:
         super().__init__(handle, f"Handle {handle} is stored already, with other values")
+
+
+class InvalidData(HandleError):
+    """The store cannot hold or compare what it was given (text with a NUL, a number out of
+    its range): the caller's mistake, not the store's failure."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, message)
 
 
 class StoreUnavailable(HandleError):

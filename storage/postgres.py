@@ -20,7 +20,7 @@ from typing import TypeVar
 import asyncpg
 
 from .base import Change, ChangeListener, HandleStore, ImportResult, SessionRecord
-from .errors import SchemaMismatch, SearchTimeout, StoreUnavailable
+from .errors import HandleError, InvalidData, SchemaMismatch, SearchTimeout, StoreUnavailable
 from .model import Handle, HandleValue, handle_key, prefix_of
 from .rows import (
     SEARCH_COLUMNS,
@@ -50,14 +50,18 @@ _RACE_ATTEMPTS = 8
 #: NOTIFY channel of committed changes; the payload is the handle's key ("" for any handle).
 CHANNEL = "handle_server_changes"
 _MAX_PAYLOAD = 7999  # bytes PostgreSQL allows in a NOTIFY payload
+#: How the serving connections name themselves in pg_stat_activity.
+APPLICATION_NAME = "handle-server"
 _LISTENER_NAME = "handle-server listener"
 _PING_INTERVAL = 5.0
-#: Errors that mean the database (or the way to it) is not there right now.
+#: Errors that mean the database (or the way to it) is not there right now, or that the
+#: connection broke under a statement (InternalClientError: "cannot switch to state ...").
 _UNAVAILABLE = (
     OSError,
     asyncio.TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
@@ -74,6 +78,19 @@ T = TypeVar("T")
 
 class _Raced(Exception):
     """A create lost the race for a new handle's key; the transaction runs again."""
+
+
+def _translated(exc: BaseException, what: str) -> HandleError:
+    """The one place where a driver error becomes the store's: data the database refuses
+    (a NUL in text, a value out of range: SQLSTATE class 22) is the caller's mistake; the
+    rest, the database or the way to it failing."""
+    if isinstance(exc, asyncpg.DataError):
+        return InvalidData(f"PostgreSQL cannot take this {what}: {exc}")
+    return StoreUnavailable(f"PostgreSQL {what} failed: {exc}")
+
+
+#: Every error of the driver: what ``_translated`` turns into the store's own.
+_DRIVER = (*_UNAVAILABLE, asyncpg.PostgresError)
 
 
 class PostgresStore(HandleStore):
@@ -101,6 +118,7 @@ class PostgresStore(HandleStore):
                 max_size=max_size,
                 command_timeout=30,
                 max_inactive_connection_lifetime=300,
+                server_settings={"application_name": APPLICATION_NAME},
             )
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"PostgreSQL is unreachable: {exc}") from exc
@@ -148,7 +166,7 @@ class PostgresStore(HandleStore):
                 conn = await asyncpg.connect(
                     self.dsn, server_settings={"application_name": _LISTENER_NAME}
                 )
-            except (*_UNAVAILABLE, asyncpg.PostgresError):
+            except _DRIVER:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
@@ -163,7 +181,7 @@ class PostgresStore(HandleStore):
                         await asyncio.wait_for(lost.wait(), _PING_INTERVAL)
                         break
                     await asyncio.wait_for(conn.fetchval("SELECT 1"), _PING_INTERVAL)
-            except (*_UNAVAILABLE, asyncpg.PostgresError):
+            except _DRIVER:
                 pass
             finally:
                 self._watching(False)
@@ -171,29 +189,43 @@ class PostgresStore(HandleStore):
 
     # reads
 
+    async def _read(self, query: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+        """Run a read on the pool; once more on a fresh connection if the one it got had
+        broken (a backend that was terminated, a network cut): a read changes nothing, so
+        running it again is safe."""
+        for attempt in (1, 2):
+            try:
+                return await query(self._pool)
+            except _UNAVAILABLE as exc:
+                if attempt == 2 or isinstance(exc, asyncio.TimeoutError):
+                    raise _translated(exc, "read") from exc
+            except asyncpg.PostgresError as exc:
+                raise _translated(exc, "read") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def get(self, handle: str) -> Handle | None:
         key = handle_key(handle)
-        try:
-            rows = await self._pool.fetch(
+        if "\x00" in key:
+            return None  # PostgreSQL text holds no NUL: no handle has one
+        rows = await self._read(
+            lambda pool: pool.fetch(
                 "SELECT h.handle, v.idx, v.type, v.data, v.ttl_type, v.ttl, v.timestamp,"
                 " v.permissions, v.refs FROM handles h LEFT JOIN handle_values v ON v.key = h.key"
                 " WHERE h.key = $1 ORDER BY v.idx",
                 key,
             )
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"PostgreSQL read failed: {exc}") from exc
+        )
         if not rows:
             return None
         values = tuple(value_from_row(tuple(r)[1:]) for r in rows if r["idx"] is not None)
         return Handle(rows[0]["handle"], values)
 
     async def count_handles(self, prefix: str) -> int:
-        try:
-            count = await self._pool.fetchval(
+        count = await self._read(
+            lambda pool: pool.fetchval(
                 "SELECT count FROM prefix_counts WHERE prefix = $1", handle_key(prefix)
             )
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"PostgreSQL read failed: {exc}") from exc
+        )
         return int(count or 0)
 
     async def iter_handles(
@@ -222,8 +254,8 @@ class PostgresStore(HandleStore):
                         high,
                         size,
                     )
-            except _UNAVAILABLE as exc:
-                raise StoreUnavailable(f"PostgreSQL read failed: {exc}") from exc
+            except _DRIVER as exc:
+                raise _translated(exc, "read") from exc
             if not rows:
                 return
             yield [r["handle"] for r in rows]
@@ -259,8 +291,8 @@ class PostgresStore(HandleStore):
                     )
                     yield list(records_from_rows(names, rows).values())
                     last = high
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"PostgreSQL read failed: {exc}") from exc
+        except _DRIVER as exc:
+            raise _translated(exc, "read") from exc
 
     # writes
 
@@ -321,8 +353,8 @@ class PostgresStore(HandleStore):
                     return await work(conn)
             except _RETRY:
                 await asyncio.sleep(0.001 * attempt)
-            except _UNAVAILABLE as exc:
-                raise StoreUnavailable(f"PostgreSQL write failed: {exc}") from exc
+            except _DRIVER as exc:
+                raise _translated(exc, "write") from exc
         raise StoreUnavailable(f"{what} kept changing during this write; try again")
 
     # reverse lookup
@@ -357,17 +389,14 @@ class PostgresStore(HandleStore):
                     rows = await conn.fetch(numbered(sql), *params)
         except (TimeoutError, asyncpg.QueryCanceledError):
             raise SearchTimeout(time_limit or 0) from None
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"PostgreSQL read failed: {exc}") from exc
+        except _DRIVER as exc:
+            raise _translated(exc, "search") from exc
         return [r["handle"] for r in rows]
 
     # authentication state
 
     async def get_session(self, key: bytes, *, now: float) -> SessionRecord | None:
-        try:
-            row = await self._pool.fetchrow(_SQL["GET_SESSION"], key, now)
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"PostgreSQL read failed: {exc}") from exc
+        row = await self._read(lambda pool: pool.fetchrow(_SQL["GET_SESSION"], key, now))
         return session_from_row(tuple(row)) if row is not None else None
 
     async def put_session(
@@ -399,16 +428,14 @@ class PostgresStore(HandleStore):
     async def renew_session(self, key: bytes, *, expires: float) -> None:
         try:
             await self._pool.execute(_SQL["RENEW_SESSION"], expires, key, expires)
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"PostgreSQL write failed: {exc}") from exc
+        except _DRIVER as exc:
+            raise _translated(exc, "write") from exc
 
     async def failures(self, keys: Sequence[str], *, since: float) -> dict[str, tuple[float, int]]:
         if not keys:
             return {}
-        try:
-            rows = await self._pool.fetch(numbered(AuthSQL.failures(len(keys))), *keys, since)
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"PostgreSQL read failed: {exc}") from exc
+        sql = numbered(AuthSQL.failures(len(keys)))
+        rows = await self._read(lambda pool: pool.fetch(sql, *keys, since))
         return {r["key"]: (r["first"], r["count"]) for r in rows}
 
     async def add_failure(self, keys: Sequence[str], *, now: float, since: float) -> None:
