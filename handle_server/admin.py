@@ -236,8 +236,8 @@ async def local_api(config: Config, prefix: str) -> AsyncIterator[HandleApi]:
     ``SchemaMismatch``) come out of here as ``serve`` meets them."""
     admin = config_admin(config, prefix)
     runner = web.AppRunner(create_app(config), access_log=None, handle_signals=False)
-    await runner.setup()
     try:
+        await runner.setup()  # inside: what started before a failure (the store) is closed
         with tempfile.TemporaryDirectory(prefix="handle-server-") as folder:
             socket = str(Path(folder) / "api.sock")
             await web.UnixSite(runner, socket).start()

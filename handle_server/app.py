@@ -21,6 +21,7 @@ from .onezone import OnezoneService
 from .ops_views import metrics_middleware
 from .responses import SecurityHeaders
 from .routes import setup_routes
+from .seckey import SecretKeeper
 from .service import HandleService
 
 __all__ = ["create_app"]
@@ -53,7 +54,15 @@ def create_app(
         app[keys.STORE] = store
 
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
-        service = HandleService(MetricsStore(app[keys.STORE], metrics), config, clock=clock)
+        keeper, made = SecretKeeper.load_or_make(config.auth.key_file)
+        if made:
+            log.warning(
+                "made a new server key in %s: secret keys are kept encrypted with it. Back it "
+                "up apart from the store, and give every node on this store the same file",
+                config.auth.key_file,
+            )
+        store = MetricsStore(app[keys.STORE], metrics)
+        service = HandleService(store, config, keeper, clock=clock)
         service.cache.on_event = metrics.cache_event
         await service.start()
         app[keys.SERVICE] = service

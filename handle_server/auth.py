@@ -1,14 +1,14 @@
 """Who is asking (authentication) and what they may do (authorization).
 
 Authentication. An identity is ``index:handle``: the HS_SECKEY value at that index of that
-handle holds its secret (hashed; see ``seckey.py``), so any handle on this server can carry
-identities, created through the API like any other value. Two ways to prove one:
+handle holds its secret (kept encrypted with the server key; see ``seckey.py``), so any handle
+on this server can carry identities, created through the API like any other value. Two ways to
+prove one:
 - HTTP Basic, user name the percent-encoded identity, password the secret key;
 - the ``Handle`` scheme in a session (``sessions.py``): a challenge-response once, then the
   session id alone.
-A verified Basic secret is remembered (keyed by the stored hash, so a changed secret is checked
-afresh) to keep the slow hash off every request. Failures are counted per identity and per
-client address (``throttle.py``). Sessions and failure counts live in the store, shared by
+Failures are counted per identity guessed from an address, and per address (``throttle.py``
+and the throttling section below). Sessions and failure counts live in the store, shared by
 every process and node on it.
 
 Authorization, as the reference server decides it (``HandleServer.adminHasPermission`` and
@@ -26,6 +26,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -37,8 +38,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import NoReturn
 from urllib.parse import unquote
 
-from cachetools import LRUCache
-
 from storage import Handle, HandleStore, ValueReference, handle_key
 
 from .config import PREFIX_HANDLE_AUTHORITY, Config
@@ -46,13 +45,15 @@ from .encoding import AdminPermission, decode_admin, decode_vlist
 from .errors import AuthenticationFailed, TooManyFailures
 from .locks import KeyedLocks
 from .permissions import is_admin_value
-from .seckey import ITERATIONS, verify_secret
+from .seckey import ITERATIONS, SecretKeeper, parse_hashed, verify_hashed
 from .sessions import (
     KEY_DERIVATION_ALG,
+    SIGNATURE_ALGS,
     HandleAuthorization,
     Session,
     SessionStore,
     b64decode,
+    derived_signature,
     expected_signature,
     parse_handle_authorization,
     same_alg,
@@ -74,13 +75,9 @@ log = logging.getLogger(__name__)
 SECKEY_TYPE = "HS_SECKEY"
 VLIST_TYPE = "HS_VLIST"
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
-#: Secret checks at once for one identity, and for one client address.
+#: Secret checks at once for one identity, and for one client address (a legacy hash or a
+#: PBKDF2 proof costs a fraction of a second of CPU).
 _HASHES_AT_ONCE = 2
-#: What an identity without a secret is checked against: a hash as slow as a real one that
-#: no secret matches.
-_NO_SECRET = b"pbkdf2-sha256$%d$AAAAAAAAAAAAAAAAAAAAAA==$" % ITERATIONS + base64.b64encode(
-    b"\0" * 32
-)
 
 #: An identity is a reference to the value (an HS_SECKEY) that proves it: ``index:handle``.
 Identity = ValueReference
@@ -110,28 +107,24 @@ class Authenticator:
     def __init__(
         self,
         store: HandleStore,
+        keeper: SecretKeeper,
         *,
         throttle: FailureThrottle | None = None,
         sessions: SessionStore | None = None,
-        remembered: int = 10_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self.keeper = keeper
         self.throttle = throttle or FailureThrottle(store, 0, 0, clock=clock)
         self.sessions = sessions or SessionStore(
             store, idle_timeout=1800, max_sessions=10_000, clock=clock
         )
-        self._verified: LRUCache[tuple[tuple[int, str], bytes], bytes] = LRUCache(remembered)
-        self._pepper = os.urandom(32)  # process-local: the cache holds no usable secret
         self._pending: Counter[str] = Counter()  # throttle key -> attempts being checked
         self._hashing = KeyedLocks(_HASHES_AT_ONCE)
-
-    def _fingerprint(self, secret: bytes) -> bytes:
-        return hmac.new(self._pepper, secret, hashlib.sha256).digest()
-
-    def remember(self, identity: Identity, stored: bytes, secret: bytes) -> None:
-        """Note that ``secret`` verifies against ``stored`` (start-up has just hashed it)."""
-        self._verified[(identity.key, stored)] = self._fingerprint(secret)
+        #: Told the handle of each record it writes (the service's cache forgets it).
+        self.written: Callable[[str], None] = lambda handle: None
+        # What an identity without a secret is checked against: as costly as a real one.
+        self._no_secret = keeper.keep(os.urandom(16))
 
     # -- throttling ---------------------------------------------------------------------------
     #
@@ -248,18 +241,34 @@ class Authenticator:
         # One look at the count: an authenticated request costs one store read.
         await self._check_throttle(identity, client)
         stored = await self.stored_secret(identity)
-        if stored is not None:
-            known = self._verified.get((identity.key, stored))
-            if known is not None and hmac.compare_digest(known, self._fingerprint(secret)):
-                return identity
         async with self._checking(identity, client):
-            # An identity without a secret costs the same hash as a wrong secret: the time
-            # of a refusal does not tell which identities exist.
-            if await asyncio.to_thread(verify_secret, secret, stored or _NO_SECRET):
-                assert stored is not None
-                self.remember(identity, stored, secret)
+            if stored is not None and parse_hashed(stored) is not None:
+                if await asyncio.to_thread(verify_hashed, secret, stored):
+                    await self._rekeep(identity, stored, secret)
+                    return identity
+            # An identity without a secret costs what a wrong secret costs: the time of a
+            # refusal does not tell which identities exist.
+            elif self.keeper.matches(secret, stored or self._no_secret):
                 return identity
             await self._fail(identity, client, f"Authentication failed for {identity}")
+
+    async def _rekeep(self, identity: Identity, legacy: bytes, secret: bytes) -> None:
+        """A secret an earlier version stored hashed has just been given: keep it in today's
+        form (unless the value changed meanwhile)."""
+        kept = self.keeper.keep(secret)
+
+        def change(before: Handle | None) -> Handle | None:
+            value = before.value_at(identity.index) if before is not None else None
+            if value is None or value.data != legacy:
+                return before
+            rekept = dataclasses.replace(value, data=kept)
+            return Handle(before.handle, tuple(rekept if v is value else v for v in before.values))
+
+        try:
+            await self._store.update(identity.handle, change)
+        finally:
+            self.written(identity.handle)
+        log.info("kept the secret of %s in the encrypted form", identity)
 
     async def prove(
         self, session: Session, params: HandleAuthorization, *, client: str | None
@@ -280,12 +289,12 @@ class Authenticator:
         await self._check_throttle(identity, client)
         if (params.type or "").upper() != SECKEY_TYPE:
             await self._fail(identity, client, f"Unsupported type {params.type!r}: only HS_SECKEY")
-        if not same_alg(params.alg or "", KEY_DERIVATION_ALG):
+        alg = params.alg or ""
+        if not any(same_alg(alg, known) for known in SIGNATURE_ALGS):
             await self._fail(
                 identity,
                 client,
-                f"Unsupported alg {params.alg!r}: this server keeps secret keys hashed and "
-                f"verifies {KEY_DERIVATION_ALG} signatures only (see the session's keyDerivation)",
+                f"Unsupported alg {alg!r}: this server verifies {', '.join(SIGNATURE_ALGS)}",
             )
         try:
             cnonce = b64decode(params.cnonce or "")
@@ -295,10 +304,28 @@ class Authenticator:
         if not cnonce:
             await self._fail(identity, client, "cnonce must not be empty")
         stored = await self.stored_secret(identity)
-        expected = expected_signature(stored, session.nonce, cnonce) if stored else None
-        if expected is None or not hmac.compare_digest(expected, signature):
-            await self._fail(identity, client, f"Authentication failed for {identity}")
+        async with self._checking(identity, client):
+            expected = await self._expected(identity, alg, stored, session.nonce, cnonce)
+            if expected is None or not hmac.compare_digest(expected, signature):
+                await self._fail(identity, client, f"Authentication failed for {identity}")
         return identity
+
+    async def _expected(
+        self, identity: Identity, alg: str, stored: bytes | None, nonce: bytes, cnonce: bytes
+    ) -> bytes | None:
+        """The signature the holder of ``identity``'s secret sends, ``None`` if there is no
+        secret to sign with (an unknown identity costs the same as a known one)."""
+        legacy = parse_hashed(stored) if stored is not None else None
+        secret = self.keeper.reveal(stored) if stored is not None else None
+        if not same_alg(alg, KEY_DERIVATION_ALG):
+            return expected_signature(alg, secret, nonce, cnonce) if secret is not None else None
+        if legacy is not None:
+            return derived_signature(legacy[2], nonce, cnonce)  # its digest is the key
+        salt = self.sessions.made_up_salt(identity)
+        key = await asyncio.to_thread(
+            hashlib.pbkdf2_hmac, "sha256", secret or b"", salt, ITERATIONS
+        )
+        return derived_signature(key, nonce, cnonce) if secret is not None else None
 
     async def stored_secret(self, identity: Identity) -> bytes | None:
         record = await self._store.get(identity.handle)

@@ -39,6 +39,8 @@ from .admin import (
 from .app import create_app
 from .config import Config, ConfigError, load_config
 from .connections import AcceptFailureLog, ConnectionGuard, GuardedRunner, raise_open_files_limit
+from .seckey import KeyFileError, SecretKeeper
+from .service import HandleService
 from .transfer import ImportFailed, export_store, export_to_path, import_file
 from .workers import run_workers
 
@@ -105,6 +107,15 @@ def _parser() -> argparse.ArgumentParser:
         "--replace",
         action="store_true",
         help="replace handles stored with other values (default: stop at the first)",
+    )
+    keygen = with_config(
+        "keygen", "make the server key that keeps secret keys encrypted ([auth] key_file)"
+    )
+    keygen.add_argument(
+        "--rekey-admins",
+        action="store_true",
+        help="the key was lost: keep the configured admins' secrets anew with the key in "
+        "key_file (made if missing); other identities then need new secrets",
     )
     _admin_commands(commands)
     return parser
@@ -311,6 +322,9 @@ def _serve_here(
         pass
     except (SchemaMismatch, StoreUnavailable) as exc:
         return _store_failure(exc)
+    except KeyFileError as exc:
+        print(f"handle-server: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(
             f"handle-server: cannot serve on {host}:{port}: {exc.strerror or exc}", file=sys.stderr
@@ -345,8 +359,8 @@ async def _run(
         keepalive_timeout=s.idle_timeout,
         **access_log_options(config, worker),
     )
-    await runner.setup()
     try:
+        await runner.setup()  # inside: what started before a failure (the store) is closed
         site = web.TCPSite(
             runner, s.host, s.port, ssl_context=tls, reuse_port=listening is not None or None
         )
@@ -455,6 +469,38 @@ def check_config(config: Config) -> int:
         return 0
 
     return _with_store(config, report, migrate=False)
+
+
+def keygen(config: Config, *, rekey_admins: bool) -> int:
+    """Make the key file (never over an existing one); with ``rekey_admins``, keep the
+    configured admins' secrets with it in the store."""
+    path = config.auth.key_file
+    if not rekey_admins:
+        try:
+            SecretKeeper.make_key_file(path)
+        except FileExistsError:
+            print(f"handle-server keygen: {path} exists; it is not replaced", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"handle-server keygen: cannot write {path}: {exc.strerror}", file=sys.stderr)
+            return 1
+        print(f"made the server key {path}: back it up apart from the store")
+        return 0
+    try:
+        keeper, made = SecretKeeper.load_or_make(path)
+    except KeyFileError as exc:
+        print(f"handle-server keygen: {exc}", file=sys.stderr)
+        return 2
+
+    async def rekey(store: HandleStore) -> int:
+        await HandleService(store, config, keeper).home_prefixes(rekey=True)
+        print(
+            f"kept the secrets of {len(config.admins)} configured admin(s) with the key "
+            f"{keeper.key_id.decode()} in {path}{' (made now)' if made else ''}"
+        )
+        return 0
+
+    return _with_store(config, rekey, migrate=False)
 
 
 def export(config: Config, output: str | None, batch: int) -> int:
@@ -676,4 +722,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return export(config, args.output, args.batch)
     if args.command == "import":
         return import_(config, args.file, args.batch, args.replace)
+    if args.command == "keygen":
+        return keygen(config, rekey_admins=args.rekey_admins)
     return 2  # pragma: no cover - argparse refuses unknown commands

@@ -111,6 +111,7 @@ class CacheConfig:
 
 @dataclass(frozen=True, slots=True)
 class AuthConfig:
+    key_file: str = "var/secret.key"
     failure_limit: int = 10
     failure_window: int = 300
     session_idle_timeout: int = 1800
@@ -406,6 +407,8 @@ def _check(config: Config, source: str) -> None:
         if path and not Path(path).is_file():
             fail(f"[server] {key}", f"no such file {path!r}")
     a = config.auth
+    if not a.key_file:
+        fail("[auth] key_file", "must not be empty")
     if a.failure_limit < 0:
         fail("[auth] failure_limit", f"must not be negative, got {a.failure_limit}")
     for key in (

@@ -77,8 +77,8 @@ def _text_or_base64(data: bytes) -> dict[str, Any]:
 def data_to_json(type_: str, data: bytes) -> dict[str, Any]:
     kind = type_.upper()
     if kind == "HS_SECKEY":
-        # The stored hash never leaves the server: it is as good as the secret for the Handle
-        # authorization scheme. Written back unchanged, this text keeps the stored hash.
+        # The stored form never leaves the server (it holds the secret, encrypted). Written
+        # back unchanged, this text keeps the stored secret.
         return {"format": "string", "value": REDACTED.decode("ascii")}
     if kind == "HS_ADMIN":
         try:

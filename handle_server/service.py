@@ -53,7 +53,7 @@ from .errors import (
 from .locations import is_location_list
 from .locks import KeyedLocks
 from .permissions import Needs, merge_added, needs_to_remove, needs_to_replace
-from .seckey import REDACTED, hash_secret, is_hashed, verify_secret
+from .seckey import KEEP_MARKERS, KeyFileError, SecretKeeper
 from .sessions import SessionStore
 from .throttle import FailureThrottle
 
@@ -124,6 +124,7 @@ class HandleService:
         self,
         store: HandleStore,
         config: Config,
+        keeper: SecretKeeper,
         *,
         authenticator: Authenticator | None = None,
         authorizer: Authorizer | None = None,
@@ -132,8 +133,10 @@ class HandleService:
     ) -> None:
         self.store = store
         self.config = config
+        self.keeper = keeper
         self.authenticator = authenticator or Authenticator(
             store,
+            keeper,
             throttle=FailureThrottle(
                 store, config.auth.failure_limit, config.auth.failure_window, clock=clock
             ),
@@ -148,6 +151,7 @@ class HandleService:
         )
         self.authorizer = authorizer or Authorizer(store, config)
         self.cache = cache or ResolutionCache(store, config.cache, clock=clock)
+        self.authenticator.written = self.cache.invalidate
         self._clock = clock
         self._prefixes = {handle_key(p): p for p in config.handle.prefixes}
         self._locks = KeyedLocks()  # writes to one handle in this process take turns
@@ -444,11 +448,12 @@ class HandleService:
                     f"{len(value.data)} bytes; at most {self.config.handle.max_location_bytes}",
                 )
             changes: dict = {"timestamp": now}
-            if value.type.upper() == SECKEY_TYPE and value.data != REDACTED:
+            if value.type.upper() == SECKEY_TYPE and value.data not in KEEP_MARKERS:
                 if not value.data:
                     raise InvalidValue(None, f"The HS_SECKEY at index {value.index} is empty")
-                if not is_hashed(value.data):
-                    changes["data"] = await asyncio.to_thread(hash_secret, value.data)
+                # Whatever a client gives is a secret to keep, never a stored form taken as
+                # it is (one made elsewhere could be anything: a hash costing seconds a guess).
+                changes["data"] = self.keeper.keep(value.data)
             prepared.append(dataclasses.replace(value, **changes))
         return prepared
 
@@ -456,10 +461,11 @@ class HandleService:
     def _restore_secrets(
         handle: str, before: Handle | None, values: Sequence[HandleValue]
     ) -> list[HandleValue]:
-        """Secret keys written back as a read shows them (``REDACTED``) keep the stored hash."""
+        """Secret keys written back as a read shows them (``REDACTED``) keep the stored
+        secret."""
         restored = []
         for value in values:
-            if value.type.upper() == SECKEY_TYPE and value.data == REDACTED:
+            if value.type.upper() == SECKEY_TYPE and value.data in KEEP_MARKERS:
                 old = before.value_at(value.index) if before is not None else None
                 if old is None or old.type.upper() != SECKEY_TYPE:
                     raise InvalidValue(
@@ -642,11 +648,16 @@ class HandleService:
         if not await self.store.watch(_CacheInvalidator(self.cache)):
             self.cache.resume()  # this store has one process: its own writes invalidate
 
-    async def home_prefixes(self) -> None:
+    async def home_prefixes(self, *, rekey: bool = False) -> None:
         """Make each configured prefix's handle ``0.NA/<prefix>`` hold exactly the configured
-        admins: an HS_SECKEY value (hashed) at each admin's index, and an HS_VLIST at 200 naming
-        them; a new prefix handle also gets an HS_ADMIN at 100 granting that group everything.
-        Secrets that already verify keep their stored hash; other values are left alone."""
+        admins: an HS_SECKEY value (kept encrypted) at each admin's index, and an HS_VLIST at
+        200 naming them; a new prefix handle also gets an HS_ADMIN at 100 granting that group
+        everything. Secrets already kept as configured stay as they are; other values are
+        left alone.
+
+        An admin secret kept with another server key means this node's ``[auth] key_file``
+        is not the one the others use: ``KeyFileError``, unless ``rekey`` (the key was lost,
+        and ``handle-server keygen --rekey-admins`` keeps the admins' secrets anew)."""
         for prefix in self.config.handle.prefixes:
             name = f"{PREFIX_HANDLE_AUTHORITY}/{prefix}"
             admins = [a for a in self.config.admins if handle_key(a.prefix) == handle_key(prefix)]
@@ -656,14 +667,18 @@ class HandleService:
             for admin in admins:
                 secret = admin.secret.encode("utf-8")
                 existing = current.value_at(admin.index) if current else None
-                if (
-                    existing is not None
-                    and existing.type.upper() == SECKEY_TYPE
-                    and (await asyncio.to_thread(verify_secret, secret, existing.data))
-                ):
-                    stored = existing.data
-                else:
-                    stored = await asyncio.to_thread(hash_secret, secret)
+                stored = existing.data if existing is not None else b""
+                other_key = SecretKeeper.kept_with(stored)
+                if other_key not in (None, self.keeper.key_id) and not rekey:
+                    raise KeyFileError(
+                        f"{admin.id}'s secret was kept with server key {other_key.decode()}, and "
+                        f"{self.config.auth.key_file} holds key {self.keeper.key_id.decode()}: "
+                        "every node on one store needs the same key file. If that key is lost, "
+                        "run handle-server keygen --rekey-admins (other identities will then "
+                        "need new secrets)"
+                    )
+                if existing is None or not self.keeper.matches(secret, stored):
+                    stored = self.keeper.keep(secret)
                 wanted[admin.index] = HandleValue(
                     index=admin.index,
                     type=SECKEY_TYPE,
@@ -671,7 +686,6 @@ class HandleService:
                     timestamp=now,
                     public_read=False,
                 )
-                self.authenticator.remember(Identity(name, admin.index), stored, secret)
             if admins:
                 group = encode_vlist(ValueReference(name, a.index) for a in admins)
                 wanted[ADMIN_GROUP_INDEX] = HandleValue(

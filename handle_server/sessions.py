@@ -9,14 +9,15 @@ A client opens a session (``POST /api/sessions``) and gets a ``sessionId`` and a
 
 and from then on sends only ``Authorization: Handle sessionId="..."``.
 
-The signature: this server stores secret keys hashed (``seckey.py``), so the MAC key is the
-PBKDF2-HMAC-SHA256 key derived from the secret with the stored salt and iteration count, not
-the secret itself (the reference server MACs with the plain secret, which it keeps). A client
-asks for the salt and count by naming the identity (``id``) when it opens or looks at its
-session; the answer carries ``keyDerivation``. Then::
+The signature is over the server's nonce and the client's cnonce, with the secret key, in any of
+the ways the reference server verifies (``alg``; ``expected_signature``):
 
-    key       = PBKDF2-HMAC-SHA256(secret, salt, iterations, 32 bytes)
-    signature = HMAC-SHA256(key, nonce || cnonce)
+- ``HMAC-SHA256`` or ``HMAC-SHA1``: ``HMAC(secret, nonce || cnonce)``;
+- ``SHA256`` or ``SHA1``: ``H(secret || nonce || cnonce || secret)`` (MD5 is refused);
+- ``PBKDF2-HMAC-SHA256`` (this server's own, kept for its earlier clients):
+  ``HMAC-SHA256(PBKDF2-HMAC-SHA256(secret, salt, iterations), nonce || cnonce)``, where a
+  client learns the salt and iteration count by naming the identity (``id``) when it opens or
+  looks at its session: the answer carries ``keyDerivation``.
 
 Sessions are shared by every process and node on one store, so a client may send each request
 to any of them. A session id is signed: random bytes and the time the session was opened, with
@@ -60,9 +61,11 @@ from .seckey import ITERATIONS, parse_hashed
 
 __all__ = [
     "KEY_DERIVATION_ALG",
+    "SIGNATURE_ALGS",
     "HandleAuthorization",
     "Session",
     "SessionStore",
+    "derived_signature",
     "expected_signature",
     "parse_handle_authorization",
 ]
@@ -180,20 +183,33 @@ def b64decode(text: str) -> bytes:
 
 def same_alg(given: str, wanted: str) -> bool:
     """Algorithm names compare ignoring case and punctuation (``pbkdf2_hmac_sha256``)."""
-
-    def norm(s: str) -> str:
-        return re.sub(r"[^A-Z0-9]", "", s.upper())
-
-    return norm(given) == norm(wanted)
+    return _norm(given) == _norm(wanted)
 
 
-def expected_signature(stored: bytes, nonce: bytes, cnonce: bytes) -> bytes | None:
-    """The signature a client holding the secret behind ``stored`` sends for this
-    challenge; ``None`` if ``stored`` is not a hashed secret."""
-    parsed = parse_hashed(stored)
-    if parsed is None:
-        return None
-    _, _, key = parsed
+#: ``alg`` names (compared with ``same_alg``) -> how the expected signature is made.
+_DIGESTS = {"SHA256": "sha256", "SHA2": "sha256", "SHA1": "sha1", "SHA": "sha1"}
+_MACS = {"HMACSHA256": "sha256", "HMACSHA1": "sha1"}
+SIGNATURE_ALGS = ("HMAC-SHA256", "HMAC-SHA1", "SHA256", "SHA1", KEY_DERIVATION_ALG)
+
+
+def _norm(alg: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "", alg.upper())
+
+
+def expected_signature(alg: str, secret: bytes, nonce: bytes, cnonce: bytes) -> bytes | None:
+    """The signature a client holding ``secret`` sends for this challenge with ``alg`` (one
+    of the reference's: ``HMAC-SHA256``, ``HMAC-SHA1``, ``SHA256``, ``SHA1``); ``None`` for
+    another ``alg``. ``PBKDF2-HMAC-SHA256`` is ``derived_signature``."""
+    name = _norm(alg)
+    if name in _MACS:
+        return hmac.new(secret, nonce + cnonce, _MACS[name]).digest()
+    if name in _DIGESTS:
+        return hashlib.new(_DIGESTS[name], secret + nonce + cnonce + secret).digest()
+    return None
+
+
+def derived_signature(key: bytes, nonce: bytes, cnonce: bytes) -> bytes:
+    """``PBKDF2-HMAC-SHA256``'s signature, from the key the derivation gave."""
     return hmac.new(key, nonce + cnonce, hashlib.sha256).digest()
 
 
@@ -334,13 +350,13 @@ class SessionStore:
         return True
 
     def key_derivation(self, identity: ValueReference, stored: bytes | None) -> dict:
-        """The salt and iteration count a client needs to sign as ``identity``. An identity
-        without a hashed secret gets a made-up salt that stays the same for it on every node,
-        so the answer does not tell which identities exist."""
+        """The salt and iteration count a client needs to sign as ``identity`` with
+        ``PBKDF2-HMAC-SHA256``: those of a legacy stored hash, else a salt made up for the
+        identity that stays the same for it on every node (so the answer does not tell which
+        identities exist, nor how their secrets are kept)."""
         parsed = parse_hashed(stored) if stored is not None else None
         if parsed is None:
-            salt = hmac.new(self._salt_key, str(identity).encode(), hashlib.sha256).digest()[:16]
-            iterations = ITERATIONS
+            salt, iterations = self.made_up_salt(identity), ITERATIONS
         else:
             iterations, salt, _ = parsed
         return {
@@ -348,3 +364,6 @@ class SessionStore:
             "salt": base64.b64encode(salt).decode("ascii"),
             "iterations": iterations,
         }
+
+    def made_up_salt(self, identity: ValueReference) -> bytes:
+        return hmac.new(self._salt_key, str(identity).encode(), hashlib.sha256).digest()[:16]

@@ -51,6 +51,7 @@ def make_config(tmp_path: Path, **tables: Any) -> Config:
         ],
     }
     raw.update(tables)
+    raw["auth"] = {"key_file": str(tmp_path / "secret.key"), **tables.get("auth", {})}
     return parse_config(raw, source="test-config")
 
 

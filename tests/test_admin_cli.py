@@ -71,6 +71,7 @@ def admin_config(tmp_path: Path, storage_table: dict[str, str], name: str = "adm
     path = tmp_path / f"{name}.toml"
     path.write_text(
         "[storage]\n" + "\n".join(lines) + '\n[handle]\nprefixes = ["TEST", "10.5555"]\n'
+        f'[auth]\nkey_file = "{tmp_path / "secret.key"}"\n'
         f'[[admins]]\nid = "{ADMIN}"\nsecret = "{SECRET}"\n'
         f'[[admins]]\nid = "{OTHER_ADMIN}"\nsecret = "{OTHER_SECRET}"\n'
     )

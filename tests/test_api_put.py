@@ -263,7 +263,7 @@ async def test_mint_refusals(api, stem, params, code):
 # -- secrets ------------------------------------------------------------------------------------
 
 
-async def test_secret_keys_are_stored_hashed_and_authenticate(api, client):
+async def test_secret_keys_are_stored_encrypted_and_authenticate(api, client):
     status, _ = await api.put(
         "TEST/USER01",
         [
@@ -272,7 +272,7 @@ async def test_secret_keys_are_stored_hashed_and_authenticate(api, client):
     )
     assert status == 201
     stored = (await client.app[keys.STORE].get("TEST/USER01")).value_at(300).data
-    assert stored.startswith(b"pbkdf2-sha256$") and b"user-pass" not in stored
+    assert stored.startswith(b"aes256gcm$") and b"user-pass" not in stored
     # A read never shows the secret nor its hash, even to an admin.
     shown = (await api.values("TEST/USER01"))[0]["data"]
     assert shown == {"format": "string", "value": REDACTED.decode()}
@@ -284,7 +284,7 @@ async def test_secret_keys_are_stored_hashed_and_authenticate(api, client):
         "TEST/mine", [url_value("https://a.org")], headers=basic("300:TEST/USER01", "wrong")
     )
     assert status == 401 and body["responseCode"] == 403
-    # Writing back what a read shows keeps the stored hash (a GET-modify-PUT round trip).
+    # Writing back what a read shows keeps the stored secret (a GET-modify-PUT round trip).
     values = await api.values("TEST/USER01")
     assert (await api.put("TEST/USER01", values))[0] == 200
     assert (await client.app[keys.STORE].get("TEST/USER01")).value_at(300).data == stored
@@ -295,6 +295,27 @@ async def test_secret_keys_are_stored_hashed_and_authenticate(api, client):
         seckey = {"index": 300, "type": "HS_SECKEY", "data": data}
         status, body = await api.put("TEST/USER02", [seckey])
         assert status == 400 and body["responseCode"] == 202, body
+
+
+async def test_only_the_server_makes_stored_forms(api, client):
+    """Whatever a client writes as an HS_SECKEY is a secret to keep: a stored form made
+    elsewhere (a planted hash of ten million iterations, another value's encrypted form) is
+    kept encrypted like any password, and proves nothing but itself."""
+    store = client.app[keys.STORE]
+    await api.put("TEST/USER01", [{"index": 300, "type": "HS_SECKEY", "data": "user-pass"}])
+    copied = (await store.get("TEST/USER01")).value_at(300).data.decode()
+    planted = "pbkdf2-sha256$10000000$c2FsdHNhbHRzYWx0c2FsdA==$" + "A" * 43 + "="
+    for data in (planted, copied):
+        status, _ = await api.put(
+            "TEST/USER02", [{"index": 300, "type": "HS_SECKEY", "data": data}]
+        )
+        assert status in (200, 201)
+        stored = (await store.get("TEST/USER02")).value_at(300).data
+        assert stored.startswith(b"aes256gcm$") and stored != data.encode()
+        # The string itself is now USER02's secret; USER01's password is not.
+        assert (await api.get("TEST/x", headers=basic("300:TEST/USER02", data)))[0] == 404
+        status, _ = await api.get("TEST/x", headers=basic("300:TEST/USER02", "user-pass"))
+        assert status == 401
 
 
 # -- authentication -----------------------------------------------------------------------------

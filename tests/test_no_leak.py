@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handle_server.seckey import REDACTED, hash_secret
+from handle_server.seckey import REDACTED
 
 from .conftest import ADMIN_AUTH, Api, basic
 
@@ -25,8 +25,7 @@ _names = itertools.count()
 
 
 def _seckey(index: int, secret: str) -> dict[str, Any]:
-    hashed = hash_secret(secret.encode(), iterations=1000).decode()
-    return {"index": index, "type": "HS_SECKEY", "data": hashed, "permissions": "1100"}
+    return {"index": index, "type": "HS_SECKEY", "data": secret, "permissions": "1100"}
 
 
 values_st = st.lists(

@@ -104,16 +104,44 @@ async def test_a_wrong_signature_or_secret_is_401_and_leaves_the_session_anonymo
     other = await open_session(api, ADMIN)
     replay = {**session, "nonce": other["nonce"]}
     assert (await prove(api, replay, ADMIN, SECRET))[0] == 401
-    # Unsupported algorithms are named in the error.
+    # Unsupported algorithms (MD5 among them) are refused, naming the supported ones.
     headers = handle_header(
-        session["sessionId"], id=quote(ADMIN), type="HS_SECKEY", alg="HMAC-SHA256",
+        session["sessionId"], id=quote(ADMIN), type="HS_SECKEY", alg="MD5",
         cnonce="AAAA", signature="AAAA",
     )  # fmt: skip
     status, body = await api._call("PUT", "/api/sessions/this", headers=headers)
-    assert status == 401 and "PBKDF2-HMAC-SHA256" in body["error"]
+    assert status == 401 and "HMAC-SHA256" in body["error"] and "PBKDF2" in body["error"]
     headers = handle_header(session["sessionId"], id=quote(ADMIN), type="HS_SECKEY")
     status, body = await api._call("PUT", "/api/sessions/this", headers=headers)
     assert status == 401 and "Missing fields" in body["error"]
+
+
+def reference_signature(alg: str, secret: str, nonce_b64: str) -> tuple[str, str]:
+    """What the reference's clients compute from the secret itself."""
+    key, nonce, cnonce = secret.encode(), base64.b64decode(nonce_b64), os.urandom(16)
+    if alg.startswith("HMAC-"):
+        mac = hmac.new(key, nonce + cnonce, alg.removeprefix("HMAC-").replace("-", "")).digest()
+    else:
+        mac = hashlib.new(alg.replace("-", ""), key + nonce + cnonce + key).digest()
+    return base64.b64encode(cnonce).decode(), base64.b64encode(mac).decode()
+
+
+@pytest.mark.parametrize("alg", ["HMAC-SHA256", "HMAC-SHA1", "SHA256", "SHA1", "sha-1"])
+async def test_reference_clients_prove_with_the_secret_itself(api: Api, alg: str):
+    for secret, status in (("not-it", 401), (SECRET, 200)):
+        session = await open_session(api)
+        cnonce, signature = reference_signature(alg.upper(), secret, session["nonce"])
+        headers = handle_header(
+            session["sessionId"], version="0", id=quote(ADMIN, safe=""), type="HS_SECKEY",
+            alg=alg, cnonce=cnonce, signature=signature,
+        )  # fmt: skip
+        got, body = await api._call("PUT", "/api/sessions/this", headers=headers)
+        assert got == status, body
+    only_session = handle_header(body["sessionId"])
+    assert (await api.put("TEST/ref", [url_value("https://r.org")], headers=only_session))[0] in (
+        200,
+        201,
+    )
 
 
 async def test_key_derivation_does_not_tell_which_identities_exist(api: Api):

@@ -23,7 +23,10 @@ from .conftest import _pg_execute
 def write_config(tmp_path: Path, name: str, storage_table: dict[str, str]) -> Path:
     lines = [f'{k} = "{v}"' for k, v in storage_table.items()]  # the conftest's [storage]
     path = tmp_path / f"{name}.toml"
-    path.write_text("[storage]\n" + "\n".join(lines) + '\n[handle]\nprefixes = ["TEST"]\n')
+    path.write_text(
+        "[storage]\n" + "\n".join(lines) + '\n[handle]\nprefixes = ["TEST"]\n'
+        f'[auth]\nkey_file = "{tmp_path / "secret.key"}"\n'
+    )
     return path
 
 
