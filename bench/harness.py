@@ -202,19 +202,21 @@ def wrk(
 def write_config(path: Path, store: Path | str, *, port: int, **tables: str) -> Path:
     """A server config for the benchmark prefix ``BENCH`` with one configured admin. ``store``
     is a SQLite path, or a PostgreSQL DSN (``postgresql://...``); ``tables`` adds TOML lines
-    to a table (``cache="max_ttl = 0"``)."""
+    to a table (``cache="max_ttl = 0"``; ``auth`` replaces ``failure_limit = 0``). The server
+    key is made beside the config."""
     if str(store).startswith("postgresql://"):
         storage = f'backend = "postgresql"\ndsn = "{store}"'
     else:
         storage = f'path = "{store}"'
     extra = {"server": "", "log": "access = false", "cache": "", **tables}
+    # The load runs from one address: it must not be throttled as a password guesser.
+    auth = extra.pop("auth", "failure_limit = 0")
     path.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = {port}\n{extra.pop("server")}\n'
         f"[storage]\n{storage}\n"
         '[handle]\nprefixes = ["BENCH"]\n'
         f'[[admins]]\nid = "{ADMIN}"\nsecret = "{SECRET}"\n'
-        # The load runs from one address: it must not be throttled as a password guesser.
-        "[auth]\nfailure_limit = 0\n"
+        f'[auth]\nkey_file = "{path.parent / "secret.key"}"\n{auth}\n'
         + "".join(f"[{table}]\n{lines}\n" for table, lines in extra.items())
     )
     return path

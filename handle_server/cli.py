@@ -459,6 +459,16 @@ def check_config(config: Config) -> int:
     print(f"  listens on {s.host}:{s.port} ({'HTTPS' if tls else 'plain HTTP'})")
     print(f"  prefixes: {', '.join(config.handle.prefixes) or '(none)'}")
     print(f"  admins: {', '.join(a.id for a in config.admins) or '(none)'}")
+    key_file = config.auth.key_file
+    if not Path(key_file).exists():
+        print(f"  server key: {key_file} does not exist yet; serve makes it (or keygen)")
+    else:
+        try:
+            keeper = SecretKeeper.from_key_file(key_file)
+        except KeyFileError as exc:
+            print(f"handle-server: {exc}", file=sys.stderr)
+            return 2
+        print(f"  server key: {key_file}, key id {keeper.key_id.decode()}")
     latest = storage.schema_version(config.storage.backend)
     if config.storage.backend == "sqlite" and not Path(config.storage.path).exists():
         print(f"  store: {config.storage.path} does not exist yet; serve creates it")

@@ -173,3 +173,17 @@ async def test_an_export_holds_no_usable_secret(served, tmp_path):
     await export_to_path(app[keys.STORE], Path(path), batch=100)
     text = path.read_text()
     assert "pw-in-export" not in text and "aes256gcm$" in text
+
+
+def test_check_config_reports_the_server_key(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    key = tmp_path / "server.key"
+    config.write_text(f'[auth]\nkey_file = "{key}"\n[storage]\npath = "{tmp_path / "h.db"}"\n')
+    assert main(["check-config", "--config", str(config)]) == 0
+    assert "does not exist yet" in capsys.readouterr().out
+    assert main(["keygen", "--config", str(config)]) == 0
+    assert main(["check-config", "--config", str(config)]) == 0
+    assert "key id " in capsys.readouterr().out
+    key.write_text("not a key\n")
+    assert main(["check-config", "--config", str(config)]) == 2
+    assert "not a handle-server key file" in capsys.readouterr().err
