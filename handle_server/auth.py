@@ -55,6 +55,7 @@ from .sessions import (
     b64decode,
     derived_signature,
     expected_signature,
+    known_alg,
     parse_handle_authorization,
     same_alg,
 )
@@ -290,7 +291,7 @@ class Authenticator:
         if (params.type or "").upper() != SECKEY_TYPE:
             await self._fail(identity, client, f"Unsupported type {params.type!r}: only HS_SECKEY")
         alg = params.alg or ""
-        if not any(same_alg(alg, known) for known in SIGNATURE_ALGS):
+        if not known_alg(alg):
             await self._fail(
                 identity,
                 client,

@@ -67,6 +67,7 @@ __all__ = [
     "SessionStore",
     "derived_signature",
     "expected_signature",
+    "known_alg",
     "parse_handle_authorization",
 ]
 
@@ -206,6 +207,11 @@ def expected_signature(alg: str, secret: bytes, nonce: bytes, cnonce: bytes) -> 
     if name in _DIGESTS:
         return hashlib.new(_DIGESTS[name], secret + nonce + cnonce + secret).digest()
     return None
+
+
+def known_alg(alg: str) -> bool:
+    """Whether a proof may use ``alg`` (any spelling of ``SIGNATURE_ALGS``: ``sha-1``, ...)."""
+    return _norm(alg) in _MACS or _norm(alg) in _DIGESTS or same_alg(alg, KEY_DERIVATION_ALG)
 
 
 def derived_signature(key: bytes, nonce: bytes, cnonce: bytes) -> bytes:

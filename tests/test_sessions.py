@@ -126,7 +126,7 @@ def reference_signature(alg: str, secret: str, nonce_b64: str) -> tuple[str, str
     return base64.b64encode(cnonce).decode(), base64.b64encode(mac).decode()
 
 
-@pytest.mark.parametrize("alg", ["HMAC-SHA256", "HMAC-SHA1", "SHA256", "SHA1", "sha-1"])
+@pytest.mark.parametrize("alg", ["HMAC-SHA256", "HMAC-SHA1", "SHA256", "SHA1", "sha-1", "SHA-256"])
 async def test_reference_clients_prove_with_the_secret_itself(api: Api, alg: str):
     for secret, status in (("not-it", 401), (SECRET, 200)):
         session = await open_session(api)
