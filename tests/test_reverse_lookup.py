@@ -10,7 +10,11 @@ import pytest
 from pyhandle.client.resthandleclient import RESTHandleClient
 from pyhandle.handleexceptions import ReverseLookupException
 
-from .conftest import ADMIN, ADMIN_AUTH, OTHER_AUTH, SECRET, Api, basic, url_value
+from handle_server import keys
+from handle_server.app import create_app
+from storage import Handle, HandleValue
+
+from .conftest import ADMIN, ADMIN_AUTH, OTHER_AUTH, SECRET, Api, basic, make_config, url_value
 
 
 def value(index: int, type_: str, data: str, **extra) -> dict:
@@ -127,3 +131,27 @@ async def test_conditions_are_bounded_and_repeats_merged(handles: Api):
     assert (status, body["responseCode"]) == (400, 4) and "at most 10" in body["message"]
     ten = "&".join(f"URL=*example.org*{'*' * n}" for n in range(10))
     assert (await search(handles, ten))[0] == 200
+
+
+async def test_searches_never_starve_resolution(aiohttp_client, tmp_path, storage_table):
+    """Costly searches queue for their own turns (and, on SQLite, their own connection):
+    reads of handles go on meanwhile. Before, every search ran on the reader connection, so
+    reads waited until all the searches queued before them were done."""
+    config = make_config(tmp_path, storage=storage_table, search={"max_concurrent": 1})
+    app = create_app(config)
+    api = Api(await aiohttp_client(app))
+    records = [
+        Handle(
+            f"TEST/s{n}", (HandleValue(1, "URL", f"https://example.org/{n}".encode(), timestamp=1),)
+        )
+        for n in range(20_000)
+    ]
+    await app[keys.STORE].import_records(records)
+    costly = "&".join(f"URL={p}" for p in ("*exa*", "*xam*", "*amp*", "*mpl*", "*ple*", "*org*"))
+    searches = [asyncio.create_task(search(api, costly + "&limit=10000")) for _ in range(4)]
+    await asyncio.sleep(0.05)  # the first search is running
+    for n in range(5):
+        status, _ = await api.get(f"TEST/s{n}", params={"auth": "true"})  # past the cache
+        assert status == 200
+    assert not all(task.done() for task in searches)  # the reads did not wait for them
+    assert [len((await task)[1]) for task in searches] == [10000] * 4
