@@ -26,7 +26,7 @@ from aiohttp import web
 from storage import handle_key
 
 from .app import create_app
-from .auth import Authorizer
+from .authorizer import Authorizer
 from .config import AdminConfig, Config
 from .encoding import AdminPermission
 

@@ -39,10 +39,11 @@ import orjson
 
 from storage import Handle, HandleAlreadyExists, HandleNotFound, HandleValue, handle_key
 
-from .auth import Authenticator, Identity
+from .authenticator import Authenticator
 from .config import HandleServiceConfig, OnezoneConfig
 from .encoding import AdminPermission, AdminRecord, encode_admin
 from .errors import AuthenticationNeeded, InvalidAdmin
+from .identities import Identity
 from .locks import KeyedLocks
 from .metadata import MAX_METADATA_CHARS, METADATA_PREFIXES, MetadataError, check_metadata
 from .service import HandleService

@@ -20,7 +20,6 @@ from storage import (
 )
 
 from . import keys
-from .auth import Identity
 from .config import HandleServiceConfig, OnezoneConfig
 from .errors import (
     AuthenticationFailed,
@@ -31,6 +30,7 @@ from .errors import (
     TooManyFailures,
     TryAgainLater,
 )
+from .identities import Identity
 from .onezone import OnezoneError, parse_registration
 from .views import read_body
 

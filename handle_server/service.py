@@ -36,7 +36,8 @@ from storage import (
     prefix_of,
 )
 
-from .auth import SECKEY_TYPE, Authenticator, Authorizer, Identity, describe
+from .authenticator import Authenticator
+from .authorizer import Authorizer, describe
 from .cache import Lookup, ResolutionCache
 from .config import PREFIX_HANDLE_AUTHORITY, Config
 from .encoding import AdminPermission, AdminRecord, encode_admin, encode_vlist
@@ -50,6 +51,7 @@ from .errors import (
     RecordTooLarge,
     ServerNotResponsible,
 )
+from .identities import SECKEY_TYPE, Identity
 from .locations import is_location_list
 from .locks import KeyedLocks
 from .permissions import Needs, merge_added, needs_to_remove, needs_to_replace

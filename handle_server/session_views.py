@@ -20,8 +20,8 @@ import orjson
 from aiohttp import web
 
 from . import keys
-from .auth import Identity, parse_identity
 from .errors import AuthenticationFailed, ProtocolError
+from .identities import Identity, parse_identity
 from .responses import json_response
 from .sessions import HandleAuthorization, Session, parse_handle_authorization
 from .views import read_body

@@ -14,7 +14,6 @@ from aiohttp import web
 from storage import ValueAlreadyExists, handle_key
 
 from . import keys
-from .auth import Identity
 from .errors import (
     AuthenticationNeeded,
     BodyTooLarge,
@@ -24,6 +23,7 @@ from .errors import (
     ProtocolError,
     RequestTimeout,
 )
+from .identities import Identity
 from .responses import cached_response, etag_of, json_bytes, json_response
 from .serializers import value_to_json, values_from_body
 

@@ -27,7 +27,13 @@ def test_the_service_knows_storage_only_through_its_interface(module):
 
 
 @pytest.mark.parametrize(
-    "module", ["handle_server.service", "handle_server.auth", "handle_server.serializers"]
+    "module",
+    [
+        "handle_server.service",
+        "handle_server.authenticator",
+        "handle_server.authorizer",
+        "handle_server.serializers",
+    ],
 )
 def test_the_rules_do_not_depend_on_http(module):
     assert "aiohttp" not in loaded_after(module)

@@ -1,6 +1,6 @@
-"""Who is asking (authentication) and what they may do (authorization).
+"""Who is asking: authentication.
 
-Authentication. An identity is ``index:handle``: the HS_SECKEY value at that index of that
+An identity is ``index:handle``: the HS_SECKEY value at that index of that
 handle holds its secret (kept encrypted with the server key; see ``seckey.py``), so any handle
 on this server can carry identities, created through the API like any other value. Two ways to
 prove one:
@@ -10,14 +10,6 @@ prove one:
 Failures are counted per identity guessed from an address, and per address (``throttle.py``
 and the throttling section below). Sessions and failure counts live in the store, shared by
 every process and node on it.
-
-Authorization, as the reference server decides it (``HandleServer.adminHasPermission`` and
-``isAdminInGroup``): an identity holds permissions on a record if one HS_ADMIN value of that
-record grants all of them and names the identity, or names a group (an HS_VLIST value) that
-holds the identity, directly or through nested groups. A reference with index 0 matches any
-index of its handle. The configured ``[[admins]]`` of a prefix hold every permission on every
-handle under it and on its prefix handle, as the reference's ``server_admins`` with
-``server_admin_full_access``.
 """
 
 from __future__ import annotations
@@ -31,20 +23,17 @@ import hashlib
 import hmac
 import logging
 import os
-import re
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import NoReturn
 from urllib.parse import unquote
 
-from storage import Handle, HandleStore, ValueReference, handle_key
+from storage import Handle, HandleStore, handle_key
 
-from .config import PREFIX_HANDLE_AUTHORITY, Config
-from .encoding import AdminPermission, decode_admin, decode_vlist
 from .errors import AuthenticationFailed, TooManyFailures
+from .identities import SECKEY_TYPE, Identity, parse_identity
 from .locks import KeyedLocks
-from .permissions import is_admin_value
 from .seckey import ITERATIONS, SecretKeeper, parse_hashed, verify_hashed
 from .sessions import (
     KEY_DERIVATION_ALG,
@@ -61,47 +50,13 @@ from .sessions import (
 )
 from .throttle import FailureThrottle
 
-__all__ = [
-    "SECKEY_TYPE",
-    "Authenticator",
-    "Authorizer",
-    "Identity",
-    "describe",
-    "matches",
-    "parse_identity",
-]
+__all__ = ["Authenticator"]
 
 log = logging.getLogger(__name__)
 
-SECKEY_TYPE = "HS_SECKEY"
-VLIST_TYPE = "HS_VLIST"
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
 #: Secret checks at once for one identity, and for one client address (a legacy hash or a
 #: PBKDF2 proof costs a fraction of a second of CPU).
 _HASHES_AT_ONCE = 2
-
-#: An identity is a reference to the value (an HS_SECKEY) that proves it: ``index:handle``.
-Identity = ValueReference
-
-
-def parse_identity(text: str) -> Identity:
-    """``300:0.NA/TEST`` -> Identity. Raises ``ValueError``."""
-    index, sep, handle = text.partition(":")
-    if not sep or not index.isdigit() or not handle or "/" not in handle:
-        raise ValueError(f"{text!r} is not an identity index:handle")
-    if _CONTROL.search(handle):
-        raise ValueError("An identity's handle holds no control characters")
-    value = int(index)
-    if not 1 <= value <= 2**31 - 1:
-        raise ValueError(f"{text!r} has an index out of range")
-    return Identity(handle, value)
-
-
-def matches(reference: ValueReference, identity: Identity) -> bool:
-    """Whether an admin or group entry names ``identity`` (index 0: any index)."""
-    return (reference.index in (0, identity.index)) and handle_key(reference.handle) == handle_key(
-        identity.handle
-    )
 
 
 class Authenticator:
@@ -334,105 +289,3 @@ class Authenticator:
         if value is None or value.type.upper() != SECKEY_TYPE:
             return None
         return value.data
-
-
-class Authorizer:
-    """Decides whether an identity holds HS_ADMIN permissions on a record."""
-
-    def __init__(self, store: HandleStore, config: Config, *, max_lookups: int = 256) -> None:
-        self._store = store
-        self._max_lookups = max_lookups
-        self._admins: dict[str, set[tuple[int, str]]] = {}
-        for admin in config.admins:
-            self._admins.setdefault(handle_key(admin.prefix), set()).add(
-                (admin.index, handle_key(admin.handle))
-            )
-
-    @staticmethod
-    def administered_prefix(handle: str) -> str:
-        """The prefix whose admins administer ``handle``: ``TEST`` for ``TEST/x`` and for the
-        prefix handle ``0.NA/TEST``."""
-        authority, _, rest = handle.partition("/")
-        if handle_key(authority) == PREFIX_HANDLE_AUTHORITY:
-            return handle_key(rest)
-        return handle_key(authority)
-
-    def is_config_admin(self, identity: Identity | None, handle: str) -> bool:
-        if identity is None:
-            return False
-        return identity.key in self._admins.get(self.administered_prefix(handle), set())
-
-    async def holds(
-        self,
-        identity: Identity | None,
-        handle: str,
-        needed: AdminPermission,
-        authority: Handle | None,
-    ) -> bool:
-        """Whether ``identity`` holds every permission in ``needed`` through the HS_ADMIN
-        values of ``authority`` (the record itself, or the prefix handle for creating and
-        listing), or as a configured admin of ``handle``'s prefix."""
-        if identity is None:
-            return False
-        if self.is_config_admin(identity, handle):
-            return True
-        if not needed:
-            return True
-        groups: deque[ValueReference] = deque()
-        for value in authority.values if authority is not None else ():
-            if not is_admin_value(value):
-                continue
-            try:
-                admin = decode_admin(value.data)
-            except ValueError:
-                log.warning("undecodable HS_ADMIN at %d:%s", value.index, authority.handle)
-                continue
-            if admin.permissions & needed != needed:
-                continue
-            reference = ValueReference(admin.handle, admin.index)
-            if matches(reference, identity):
-                return True
-            groups.append(reference)
-        return await self._in_groups(identity, groups)
-
-    async def _in_groups(self, identity: Identity, queue: deque[ValueReference]) -> bool:
-        """Breadth-first through HS_VLIST groups; each group is looked at once, so cycles
-        end, and at most ``max_lookups`` groups are read for one decision."""
-        seen: set[tuple[int, str]] = set()
-        records: dict[str, Handle | None] = {}
-        lookups = 0
-        while queue:
-            reference = queue.popleft()
-            if reference.key in seen:
-                continue
-            seen.add(reference.key)
-            if reference.index == 0:
-                continue
-            lookups += 1
-            if lookups > self._max_lookups:
-                log.warning(
-                    "gave up on the admin groups of %s after %d lookups", identity, lookups - 1
-                )
-                return False
-            name = handle_key(reference.handle)
-            if name not in records:
-                records[name] = await self._store.get(reference.handle)
-            record = records[name]
-            value = record.value_at(reference.index) if record is not None else None
-            if value is None or value.type.upper() != VLIST_TYPE:
-                continue
-            try:
-                members = decode_vlist(value.data)
-            except ValueError:
-                log.warning("undecodable HS_VLIST at %s", reference)
-                continue
-            for member in members:
-                if matches(member, identity):
-                    return True
-                if member.key not in seen:
-                    queue.append(member)
-        return False
-
-
-def describe(needed: AdminPermission) -> str:
-    return ", ".join(p.name or "" for p in AdminPermission if p & needed)
