@@ -19,7 +19,7 @@ from storage import (
     ValueAlreadyExists,
 )
 
-from . import keys
+from . import keys, params
 from .config import HandleServiceConfig, OnezoneConfig
 from .errors import (
     AuthenticationFailed,
@@ -32,7 +32,7 @@ from .errors import (
 )
 from .identities import Identity
 from .onezone import OnezoneError, parse_registration
-from .views import read_body
+from .params import read_body
 
 __all__ = ["ONEZONE_ERRORS", "onezone_api", "onezone_proxy"]
 
@@ -160,15 +160,8 @@ async def _body(request: web.Request) -> Any:
         ) from None
 
 
-async def _identity(request: web.Request) -> Identity | None:
-    service = request.config_dict[keys.SERVICE]
-    return await service.authenticator.authenticate(
-        request.headers.get("Authorization"), client=request.remote
-    )
-
-
 async def _authenticated(request: web.Request) -> Identity:
-    identity = await _identity(request)
+    identity = await params.identity(request)
     if identity is None:
         raise AuthenticationNeeded(
             None, "You must authenticate yourself to perform this operation."
@@ -210,7 +203,7 @@ async def _register(request: web.Request, collection: str) -> web.Response:
 async def get_handle(request: web.Request) -> web.Response:
     """GET /handles/{hid}: the full record (handle_view)."""
     onezone = request.config_dict[keys.ONEZONE]
-    share = await onezone.get(request.match_info["hid"], await _identity(request))
+    share = await onezone.get(request.match_info["hid"], await params.identity(request))
     return _json(share.to_json(_config(request).public_handle_base, public=False))
 
 
@@ -232,14 +225,14 @@ async def modify_handle(request: web.Request) -> web.Response:
 async def delete_handle(request: web.Request) -> web.Response:
     """DELETE /handles/{hid}: the record and the handle; 204."""
     await request.config_dict[keys.ONEZONE].delete(
-        request.match_info["hid"], await _identity(request)
+        request.match_info["hid"], await params.identity(request)
     )
     return web.Response(status=204)
 
 
 async def list_handles(request: web.Request) -> web.Response:
     """GET /handles: the handleIds of every handle service the caller may list."""
-    ids = await request.config_dict[keys.ONEZONE].list_ids(await _identity(request))
+    ids = await request.config_dict[keys.ONEZONE].list_ids(await params.identity(request))
     return _json({"handles": ids})
 
 
@@ -276,7 +269,7 @@ async def list_service_handles(request: web.Request) -> web.Response:
     """GET /handle_services/{id}/handles: its handleIds (LIST_HANDLES on its prefix)."""
     service = _service(request)
     onezone = request.config_dict[keys.ONEZONE]
-    ids = await onezone.list_ids(await _identity(request), service)
+    ids = await onezone.list_ids(await params.identity(request), service)
     return _json({"handles": ids})
 
 
@@ -285,7 +278,7 @@ async def get_service_handle(request: web.Request) -> web.Response:
     service = _service(request)
     onezone = request.config_dict[keys.ONEZONE]
     share = await onezone.get(
-        request.match_info["hid"], await _identity(request), service_id=service.id
+        request.match_info["hid"], await params.identity(request), service_id=service.id
     )
     return _json(share.to_json(_config(request).public_handle_base, public=False))
 

@@ -16,12 +16,12 @@ from aiohttp import web
 
 from storage import HandleValue
 
-from . import keys
+from . import keys, params
 from .errors import ProtocolError
 from .locations import UnsafeAppend, choose_redirect, is_location_list, location_lists
 from .pages import lookup_page, record_page, redirect_body
 from .responses import cached_response, caching_headers, wants_json
-from .views import flag, int_value, path_handle, resolve_json
+from .views import resolve_json
 
 __all__ = ["RNG", "favicon", "lookup", "resolve", "vary_on_accept"]
 
@@ -61,13 +61,13 @@ async def _parsed_lists(values: Sequence[HandleValue]) -> list[Element]:
 
 async def resolve(request: web.Request) -> web.StreamResponse:
     """``GET /{handle}``."""
-    handle = path_handle(request, "/")
+    handle = params.path_handle(request, "/")
     if wants_json(request):
         return await resolve_json(request, handle)
     service = request.app[keys.SERVICE]
-    indexes = [int_value(i, "index") for i in request.query.getall("index", [])]
+    indexes = [params.int_value(i, "index") for i in request.query.getall("index", [])]
     types = request.query.getall("type", [])
-    refresh = flag(request, "auth", default=False)
+    refresh = params.flag(request, "auth", default=False)
     resolution = await service.resolve(
         handle, indexes=indexes, types=types, public_only=True, identity=None, refresh=refresh
     )

@@ -22,9 +22,9 @@ from aiohttp import web
 from . import keys
 from .errors import AuthenticationFailed, ProtocolError
 from .identities import Identity, parse_identity
+from .params import read_body
 from .responses import json_response
 from .sessions import HandleAuthorization, Session, parse_handle_authorization
-from .views import read_body
 
 __all__ = ["SESSIONS", "SESSION_THIS", "end_session", "open_session", "session_this"]
 

@@ -3,27 +3,21 @@ the answer. Errors are raised, never built here (see ``middlewares.py``)."""
 
 from __future__ import annotations
 
-import asyncio
-import re
 from collections import Counter
-from urllib.parse import unquote
 
 import orjson
 from aiohttp import web
 
 from storage import ValueAlreadyExists, handle_key
 
-from . import keys
+from . import keys, params
 from .errors import (
     AuthenticationNeeded,
     BodyTooLarge,
-    ClientDisconnected,
     InvalidHandle,
     InvalidValue,
     ProtocolError,
-    RequestTimeout,
 )
-from .identities import Identity
 from .responses import cached_response, etag_of, json_bytes, json_response
 from .serializers import value_to_json, values_from_body
 
@@ -31,14 +25,9 @@ __all__ = [
     "API_HANDLES",
     "REVERSE_LOOKUP",
     "delete_handle",
-    "flag",
     "get_handle",
-    "int_param",
-    "int_value",
     "list_handles",
-    "path_handle",
     "put_handle",
-    "read_body",
     "resolve_json",
     "reverse_lookup",
 ]
@@ -48,77 +37,6 @@ API_HANDLES = "/api/handles"
 REVERSE_LOOKUP = "/hrls/handles"
 _SEARCH_OPTIONS = frozenset({"prefix", "limit", "page"})
 _SEARCH_MAX_LIMIT = 10_000
-_INT = re.compile(r"[+-]?[0-9]{1,18}")
-_TRUE = frozenset({"", "true", "yes", "1"})
-_FALSE = frozenset({"false", "no", "0"})
-
-
-def path_handle(request: web.Request, mount: str = API_HANDLES + "/") -> str:
-    """The handle in the path after ``mount``, percent-decoded once (so ``TEST%2Fabc`` is
-    ``TEST/abc``)."""
-    raw = request.rel_url.raw_path[len(mount) :]
-    try:
-        handle = unquote(raw, errors="strict")
-    except UnicodeDecodeError:
-        raise InvalidHandle(None, "Handle is not valid UTF-8") from None
-    request[keys.HANDLE] = handle
-    return handle
-
-
-def flag(request: web.Request, name: str, default: bool) -> bool:
-    """A boolean parameter: absent -> ``default``; empty, true, yes, 1 -> True; false, no, 0 ->
-    False (any case); anything else is refused rather than guessed."""
-    given = request.query.getall(name, [])
-    if not given:
-        return default
-    text = given[-1].strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ProtocolError(None, f"{name} must be true or false, got {given[-1]!r}")
-
-
-def int_value(text: str, name: str) -> int:
-    if not _INT.fullmatch(text.strip()):
-        raise ProtocolError(None, f"{name} must be an integer, got {text!r}")
-    return int(text)
-
-
-def int_param(request: web.Request, name: str, default: int) -> int:
-    given = request.query.getall(name, [])
-    if not given:
-        return default
-    value = int_value(given[-1], name)
-    if value > 2**31 - 1:
-        raise ProtocolError(None, f"{name} must be at most {2**31 - 1}, got {value}")
-    return value
-
-
-async def _identity(request: web.Request) -> Identity | None:
-    service = request.app[keys.SERVICE]
-    return await service.authenticator.authenticate(
-        request.headers.get("Authorization"), client=request.remote
-    )
-
-
-async def read_body(request: web.Request) -> bytes:
-    """The request body, which must arrive within ``[server] body_timeout`` seconds (a client
-    that trickles it in would hold a connection for ever). Every API reads bodies through
-    here. While it waits, the request holds no slot of ``max_concurrent_requests``."""
-    limit = request.config_dict[keys.CONFIG].server.body_timeout
-    try:
-        async with request.config_dict[keys.LIMIT].waiting_for_body(request):
-            async with asyncio.timeout(limit):
-                return await request.read()
-    except TimeoutError:
-        raise RequestTimeout(
-            request.get(keys.HANDLE), f"Request body not received within {limit} seconds"
-        ) from None
-    except ConnectionResetError:  # aiohttp's "Connection lost"
-        raise ClientDisconnected(
-            request.get(keys.HANDLE), "The client closed the connection before its body was in"
-        ) from None
 
 
 async def _json_body(request: web.Request, handle: str) -> object:
@@ -128,7 +46,7 @@ async def _json_body(request: web.Request, handle: str) -> object:
             f"Unsupported media type {request.content_type!r}: send Content-Type: application/json",
         )
     try:
-        raw = await read_body(request)
+        raw = await params.read_body(request)
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[keys.CONFIG].server.max_body_bytes
         raise BodyTooLarge(handle, f"Request body larger than {limit} bytes") from None
@@ -140,7 +58,7 @@ async def _json_body(request: web.Request, handle: str) -> object:
 
 async def get_handle(request: web.Request) -> web.StreamResponse:
     """GET /api/handles/{handle}: resolve (or, with an empty handle, list a prefix)."""
-    handle = path_handle(request)
+    handle = params.path_handle(request, API_HANDLES + "/")
     if not handle:
         return await list_handles(request)
     return await resolve_json(request, handle)
@@ -148,11 +66,11 @@ async def get_handle(request: web.Request) -> web.StreamResponse:
 
 async def resolve_json(request: web.Request, handle: str) -> web.Response:
     """The REST answer for ``handle``, with HTTP caching (also the resolver's JSON answer)."""
-    indexes = [int_value(i, "index") for i in request.query.getall("index", [])]
+    indexes = [params.int_value(i, "index") for i in request.query.getall("index", [])]
     types = request.query.getall("type", [])
-    identity = await _identity(request)
-    public_only = flag(request, "publicOnly", default=identity is None)
-    refresh = flag(request, "auth", default=False)
+    identity = await params.identity(request)
+    public_only = params.flag(request, "publicOnly", default=identity is None)
+    refresh = params.flag(request, "auth", default=False)
     service = request.app[keys.SERVICE]
     resolution = await service.resolve(
         handle,
@@ -161,7 +79,7 @@ async def resolve_json(request: web.Request, handle: str) -> web.Response:
         public_only=public_only,
         identity=identity,
         refresh=refresh,
-        asked_for_private=not flag(request, "publicOnly", default=True),
+        asked_for_private=not params.flag(request, "publicOnly", default=True),
     )
     # A public answer of a whole cached view is built once per cache entry (a hot handle is
     # asked for again and again); anything else, every time.
@@ -194,11 +112,11 @@ async def resolve_json(request: web.Request, handle: str) -> web.Response:
 
 async def put_handle(request: web.Request) -> web.Response:
     """PUT /api/handles/{handle}: create, replace, mint, or add/replace values (?index=)."""
-    handle = path_handle(request)
-    identity = await _identity(request)
+    handle = params.path_handle(request, API_HANDLES + "/")
+    identity = await params.identity(request)
     service = request.app[keys.SERVICE]
-    overwrite = flag(request, "overwrite", default=True)
-    mint = flag(request, "mintNewSuffix", default=False)
+    overwrite = params.flag(request, "overwrite", default=True)
+    mint = params.flag(request, "mintNewSuffix", default=False)
     index_params = request.query.getall("index", [])
     if mint and index_params:
         raise ProtocolError(handle, "mintNewSuffix creates a handle: it cannot be used with index")
@@ -222,7 +140,7 @@ async def put_handle(request: web.Request) -> web.Response:
         if not values:
             raise InvalidValue(handle, "No values given to add")
         if not any(p.strip().lower() == "various" for p in index_params):
-            wanted = {int_value(p, "index") for p in index_params}
+            wanted = {params.int_value(p, "index") for p in index_params}
             if wanted != {v.index for v in values}:
                 raise ProtocolError(
                     handle,
@@ -247,10 +165,10 @@ async def put_handle(request: web.Request) -> web.Response:
 
 async def delete_handle(request: web.Request) -> web.Response:
     """DELETE /api/handles/{handle}: the whole handle, or the values at ?index=."""
-    handle = path_handle(request)
-    identity = await _identity(request)
+    handle = params.path_handle(request, API_HANDLES + "/")
+    identity = await params.identity(request)
     service = request.app[keys.SERVICE]
-    indexes = [int_value(i, "index") for i in request.query.getall("index", [])]
+    indexes = [params.int_value(i, "index") for i in request.query.getall("index", [])]
     if indexes:
         await service.remove_values(handle, indexes, identity=identity)
     else:
@@ -264,11 +182,11 @@ async def list_handles(request: web.Request) -> web.StreamResponse:
     if not given:
         raise InvalidHandle(None, "Empty handle invalid: give a handle, or prefix= to list")
     prefix = given[-1]
-    identity = await _identity(request)
+    identity = await params.identity(request)
     service = request.app[keys.SERVICE]
     name = service.listing_prefix(prefix)
-    page = int_param(request, "page", -1)
-    page_size = int_param(request, "pageSize", -1)
+    page = params.int_param(request, "page", -1)
+    page_size = params.int_param(request, "pageSize", -1)
     total = await service.count_handles(name, identity)
     head: dict = {"responseCode": 1, "prefix": prefix, "totalCount": str(total)}
     offset, limit = 0, None
@@ -297,14 +215,14 @@ async def reverse_lookup(request: web.Request) -> web.Response:
     conditions = [(k, v) for k, v in request.query.items() if k.lower() not in _SEARCH_OPTIONS]
     if not conditions:
         raise ProtocolError(None, "Give at least one TYPE=pattern to search for, e.g. ?URL=*x.org*")
-    limit = int_param(request, "limit", 1000)
-    page = int_param(request, "page", 0)
+    limit = params.int_param(request, "limit", 1000)
+    page = params.int_param(request, "page", 0)
     if not 1 <= limit <= _SEARCH_MAX_LIMIT:
         raise ProtocolError(None, f"limit must be between 1 and {_SEARCH_MAX_LIMIT}, got {limit}")
     if page < 0:
         raise ProtocolError(None, f"page must not be negative, got {page}")
     prefixes = request.query.getall("prefix", [])
-    identity = await _identity(request)
+    identity = await params.identity(request)
     names = await request.app[keys.SERVICE].search(
         conditions,
         prefix=prefixes[-1] if prefixes else None,
