@@ -11,17 +11,20 @@ from aiohttp import web
 
 import storage
 
-from . import keys, openapi, pages, proxy
+from . import keys
+from .api import openapi
+from .auth.secrets import SecretKeeper
 from .config import Config
-from .forwarded import TrustedProxies
-from .limits import ConcurrencyLimit
-from .metrics import Metrics, MetricsStore
 from .middlewares import error_middleware
-from .onezone import OnezoneService
-from .ops_views import metrics_middleware
+from .onezone.service import OnezoneService
+from .ops.forwarded import TrustedProxies
+from .ops.limits import ConcurrencyLimit
+from .ops.metrics import Metrics, MetricsStore
+from .ops.views import metrics_middleware
+from .resolver import pages
+from .resolver import views as resolver
 from .responses import SecurityHeaders
 from .routes import setup_routes
-from .seckey import SecretKeeper
 from .service import HandleService
 
 __all__ = ["create_app"]
@@ -45,8 +48,8 @@ def create_app(
     app[keys.CONFIG] = config
     app[keys.LIMIT] = limit
     app[keys.METRICS] = metrics = Metrics()
-    app[proxy.RNG] = random.Random()
-    app.on_response_prepare.append(proxy.vary_on_accept)
+    app[resolver.RNG] = random.Random()
+    app.on_response_prepare.append(resolver.vary_on_accept)
     app.on_response_prepare.append(SecurityHeaders(pages.STYLE, openapi.DOCS_STYLE))
     if store is None:
         app.cleanup_ctx.append(_store_ctx)

@@ -7,9 +7,9 @@ from aiohttp import web
 from storage import HandleStore
 
 from .config import Config
-from .limits import ConcurrencyLimit
-from .metrics import Metrics
-from .onezone import OnezoneService
+from .onezone.service import OnezoneService
+from .ops.limits import ConcurrencyLimit
+from .ops.metrics import Metrics
 from .service import HandleService
 
 __all__ = ["CONFIG", "HANDLE", "LIMIT", "METRICS", "ONEZONE", "SERVICE", "STORE"]

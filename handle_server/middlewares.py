@@ -37,7 +37,7 @@ from .errors import (
     TooManyFailures,
     TryAgainLater,
 )
-from .pages import error_page
+from .resolver.pages import error_page
 from .responses import json_response, wants_json
 from .serializers import error_body
 

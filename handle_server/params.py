@@ -11,8 +11,8 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from . import keys
+from .auth.identities import Identity
 from .errors import ClientDisconnected, InvalidHandle, ProtocolError, RequestTimeout
-from .identities import Identity
 
 __all__ = ["flag", "identity", "int_param", "int_value", "path_handle", "read_body"]
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from storage import DEFAULT_TTL, HandleValue, TTLType, ValueReference
 
+from .auth.secrets import REDACTED
 from .encoding import (
     AdminPermission,
     AdminRecord,
@@ -26,7 +27,6 @@ from .encoding import (
     encode_vlist,
 )
 from .errors import InvalidValue, ProtocolError
-from .seckey import REDACTED
 
 __all__ = [
     "MAX_INDEX",

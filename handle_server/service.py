@@ -36,8 +36,13 @@ from storage import (
     prefix_of,
 )
 
-from .authenticator import Authenticator
-from .authorizer import Authorizer, describe
+from .auth.authenticator import Authenticator
+from .auth.authorizer import Authorizer, describe
+from .auth.identities import SECKEY_TYPE, Identity
+from .auth.permissions import Needs, merge_added, needs_to_remove, needs_to_replace
+from .auth.secrets import KEEP_MARKERS, KeyFileError, SecretKeeper
+from .auth.sessions import SessionStore
+from .auth.throttle import FailureThrottle
 from .cache import Lookup, ResolutionCache
 from .config import PREFIX_HANDLE_AUTHORITY, Config
 from .encoding import AdminPermission, AdminRecord, encode_admin, encode_vlist
@@ -51,13 +56,8 @@ from .errors import (
     RecordTooLarge,
     ServerNotResponsible,
 )
-from .identities import SECKEY_TYPE, Identity
-from .locations import is_location_list
 from .locks import KeyedLocks
-from .permissions import Needs, merge_added, needs_to_remove, needs_to_replace
-from .seckey import KEEP_MARKERS, KeyFileError, SecretKeeper
-from .sessions import SessionStore
-from .throttle import FailureThrottle
+from .resolver.locations import is_location_list
 
 __all__ = ["HandleService", "Resolution"]
 

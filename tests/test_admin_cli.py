@@ -19,7 +19,7 @@ import trustme
 
 from handle_server import keys
 from handle_server.app import create_app
-from handle_server.cli import main
+from handle_server.cli.main import main
 
 from .conftest import ADMIN, OTHER_ADMIN, OTHER_SECRET, SECRET
 from .test_transfer import write_config

@@ -11,7 +11,7 @@ import pytest
 
 from handle_server import keys
 from handle_server.app import create_app
-from handle_server.seckey import REDACTED
+from handle_server.auth.secrets import REDACTED
 
 from .conftest import ADMIN_AUTH, OTHER_AUTH, Api, basic, url_value
 

@@ -6,7 +6,7 @@ from urllib.parse import quote
 
 import pytest
 
-from handle_server.seckey import REDACTED
+from handle_server.auth.secrets import REDACTED
 
 from .conftest import ADMIN_AUTH, OTHER_AUTH, SECRET, url_value
 

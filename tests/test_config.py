@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from handle_server.cli import main
+from handle_server.cli.main import main
 from handle_server.config import (
     Config,
     ConfigError,

@@ -15,7 +15,7 @@ import pytest
 
 from handle_server.app import create_app
 from handle_server.config import ConfigError, parse_config
-from handle_server.connections import AcceptFailureLog
+from handle_server.ops.connections import AcceptFailureLog
 
 from .conftest import ADMIN_AUTH, Api, make_config, url_value
 from .test_server_process import Server

@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handle_server.seckey import REDACTED
+from handle_server.auth.secrets import REDACTED
 
 from .conftest import ADMIN_AUTH, Api, basic
 

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import orjson
 import pytest
 
-from handle_server.onezone import handle_id_of
+from handle_server.onezone.service import handle_id_of
 
 from .conftest import ADMIN, ADMIN_AUTH, OTHER_AUTH, SECRET, Api, basic, make_config
 from .test_authorization import admin, seckey

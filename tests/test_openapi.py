@@ -68,7 +68,7 @@ def _absolute(node: Any) -> Any:
 
 
 def test_the_description_is_well_formed(api: Api):
-    from handle_server.openapi import describe
+    from handle_server.api.openapi import describe
 
     doc = describe()
     for schema in doc["components"]["schemas"].values():

@@ -7,8 +7,9 @@ from urllib.parse import quote
 
 import pytest
 
-from handle_server import keys, proxy
+from handle_server import keys
 from handle_server.app import create_app
+from handle_server.resolver import views as proxy
 
 from .conftest import Api, make_config, url_value
 

@@ -19,9 +19,9 @@ import pytest
 
 from handle_server import keys
 from handle_server.app import create_app
-from handle_server.cli import main
-from handle_server.seckey import SecretKeeper
-from handle_server.transfer import export_to_path
+from handle_server.auth.secrets import SecretKeeper
+from handle_server.cli.main import main
+from handle_server.cli.transfer import export_to_path
 from storage import Handle, HandleValue
 from storage.sqlite import SQLiteStore
 

@@ -15,7 +15,7 @@ import pytest
 from handle_server import keys
 from handle_server.app import create_app
 from handle_server.errors import AuthenticationFailed, TooManyFailures
-from handle_server.forwarded import TrustedProxies
+from handle_server.ops.forwarded import TrustedProxies
 
 from .conftest import (
     ADMIN,

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handle_server.cli import main
+from handle_server.cli.main import main
 from storage import Handle, HandleValue, TTLType, ValueReference, open_store, schema_version
 from storage.dump import DumpError, record_from_line, record_to_line
 from storage.rows import migrations

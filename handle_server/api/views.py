@@ -10,16 +10,16 @@ from aiohttp import web
 
 from storage import ValueAlreadyExists, handle_key
 
-from . import keys, params
-from .errors import (
+from .. import keys, params
+from ..errors import (
     AuthenticationNeeded,
     BodyTooLarge,
     InvalidHandle,
     InvalidValue,
     ProtocolError,
 )
-from .responses import cached_response, etag_of, json_bytes, json_response
-from .serializers import value_to_json, values_from_body
+from ..responses import cached_response, etag_of, json_bytes, json_response
+from ..serializers import value_to_json, values_from_body
 
 __all__ = [
     "API_HANDLES",

@@ -25,7 +25,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .config import Config
+from ..config import Config
 
 __all__ = ["ACCESS_FORMATS", "JSONAccessLogger", "MalformedRequestFilter", "access_log_options"]
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from prometheus_client import multiprocess
 
-from .config import Config
+from ..config import Config
 from .metrics import MULTIPROCESS_DIR
 
 __all__ = ["run_workers"]

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from .errors import ServerTooBusy
+from ..errors import ServerTooBusy
 
 __all__ = ["ConcurrencyLimit"]
 

@@ -13,8 +13,8 @@ from collections import deque
 
 from storage import Handle, HandleStore, ValueReference, handle_key
 
-from .config import PREFIX_HANDLE_AUTHORITY, Config
-from .encoding import AdminPermission, decode_admin, decode_vlist
+from ..config import PREFIX_HANDLE_AUTHORITY, Config
+from ..encoding import AdminPermission, decode_admin, decode_vlist
 from .identities import VLIST_TYPE, Identity, matches
 from .permissions import is_admin_value
 

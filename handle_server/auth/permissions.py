@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from storage import Handle, HandleValue
 
-from .encoding import AdminPermission
+from ..encoding import AdminPermission
 
 __all__ = [
     "ADMIN_TYPE",

@@ -9,8 +9,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from . import __version__
-from .config import OnezoneConfig
+from .. import __version__
+from ..config import OnezoneConfig
 
 __all__ = ["describe", "docs_page"]
 

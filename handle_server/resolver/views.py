@@ -16,12 +16,12 @@ from aiohttp import web
 
 from storage import HandleValue
 
-from . import keys, params
-from .errors import ProtocolError
+from .. import keys, params
+from ..api.views import resolve_json
+from ..errors import ProtocolError
+from ..responses import cached_response, caching_headers, wants_json
 from .locations import UnsafeAppend, choose_redirect, is_location_list, location_lists
 from .pages import lookup_page, record_page, redirect_body
-from .responses import cached_response, caching_headers, wants_json
-from .views import resolve_json
 
 __all__ = ["RNG", "favicon", "lookup", "resolve", "vary_on_accept"]
 

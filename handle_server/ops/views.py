@@ -13,9 +13,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from storage import StoreUnavailable
 
-from . import keys
-from .openapi import describe, docs_page
-from .responses import json_response
+from .. import keys
+from ..api.openapi import describe, docs_page
+from ..responses import json_response
 
 __all__ = [
     "api_docs",

@@ -25,10 +25,10 @@ from aiohttp import web
 
 from storage import handle_key
 
-from .app import create_app
-from .authorizer import Authorizer
-from .config import AdminConfig, Config
-from .encoding import AdminPermission
+from ..app import create_app
+from ..auth.authorizer import Authorizer
+from ..config import AdminConfig, Config
+from ..encoding import AdminPermission
 
 __all__ = [
     "EXIT_EXISTS",

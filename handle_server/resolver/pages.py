@@ -9,7 +9,7 @@ from urllib.parse import quote, urlsplit
 
 from storage import HandleValue
 
-from .serializers import data_to_json, format_timestamp
+from ..serializers import data_to_json, format_timestamp
 
 __all__ = ["STYLE", "error_page", "lookup_page", "record_page", "redirect_body"]
 

@@ -23,8 +23,19 @@ from aiohttp import web
 import storage
 from storage import HandleStore, SchemaMismatch, StoreUnavailable
 
-from . import __version__
-from .access_log import MalformedRequestFilter, access_log_options
+from .. import __version__
+from ..app import create_app
+from ..auth.secrets import KeyFileError, SecretKeeper
+from ..config import Config, ConfigError, load_config
+from ..ops.access_log import MalformedRequestFilter, access_log_options
+from ..ops.connections import (
+    AcceptFailureLog,
+    ConnectionGuard,
+    GuardedRunner,
+    raise_open_files_limit,
+)
+from ..ops.workers import run_workers
+from ..service import HandleService
 from .admin import (
     EXIT_USAGE,
     AdminFailed,
@@ -36,13 +47,7 @@ from .admin import (
     parse_values,
     remote_api,
 )
-from .app import create_app
-from .config import Config, ConfigError, load_config
-from .connections import AcceptFailureLog, ConnectionGuard, GuardedRunner, raise_open_files_limit
-from .seckey import KeyFileError, SecretKeeper
-from .service import HandleService
 from .transfer import ImportFailed, export_store, export_to_path, import_file
-from .workers import run_workers
 
 __all__ = ["main"]
 

@@ -19,12 +19,12 @@ import base64
 import orjson
 from aiohttp import web
 
-from . import keys
-from .errors import AuthenticationFailed, ProtocolError
-from .identities import Identity, parse_identity
-from .params import read_body
-from .responses import json_response
-from .sessions import HandleAuthorization, Session, parse_handle_authorization
+from .. import keys
+from ..auth.identities import Identity, parse_identity
+from ..auth.sessions import HandleAuthorization, Session, parse_handle_authorization
+from ..errors import AuthenticationFailed, ProtocolError
+from ..params import read_body
+from ..responses import json_response
 
 __all__ = ["SESSIONS", "SESSION_THIS", "end_session", "open_session", "session_this"]
 

@@ -19,9 +19,10 @@ from storage import (
     ValueAlreadyExists,
 )
 
-from . import keys, params
-from .config import HandleServiceConfig, OnezoneConfig
-from .errors import (
+from .. import keys, params
+from ..auth.identities import Identity
+from ..config import HandleServiceConfig, OnezoneConfig
+from ..errors import (
     AuthenticationFailed,
     AuthenticationNeeded,
     InsufficientPermissions,
@@ -30,9 +31,8 @@ from .errors import (
     TooManyFailures,
     TryAgainLater,
 )
-from .identities import Identity
-from .onezone import OnezoneError, parse_registration
-from .params import read_body
+from ..params import read_body
+from .service import OnezoneError, parse_registration
 
 __all__ = ["ONEZONE_ERRORS", "onezone_api", "onezone_proxy"]
 

@@ -57,7 +57,7 @@ from urllib.parse import unquote
 
 from storage import HandleStore, SessionRecord, ValueReference
 
-from .seckey import ITERATIONS, parse_hashed
+from .secrets import ITERATIONS, parse_hashed
 
 __all__ = [
     "KEY_DERIVATION_ALG",

@@ -39,14 +39,14 @@ import orjson
 
 from storage import Handle, HandleAlreadyExists, HandleNotFound, HandleValue, handle_key
 
-from .authenticator import Authenticator
-from .config import HandleServiceConfig, OnezoneConfig
-from .encoding import AdminPermission, AdminRecord, encode_admin
-from .errors import AuthenticationNeeded, InvalidAdmin
-from .identities import Identity
-from .locks import KeyedLocks
+from ..auth.authenticator import Authenticator
+from ..auth.identities import Identity
+from ..config import HandleServiceConfig, OnezoneConfig
+from ..encoding import AdminPermission, AdminRecord, encode_admin
+from ..errors import AuthenticationNeeded, InvalidAdmin
+from ..locks import KeyedLocks
+from ..service import HandleService
 from .metadata import MAX_METADATA_CHARS, METADATA_PREFIXES, MetadataError, check_metadata
-from .service import HandleService
 
 __all__ = [
     "DESCRIPTOR_INDEX",

@@ -31,10 +31,10 @@ from urllib.parse import unquote
 
 from storage import Handle, HandleStore, handle_key
 
-from .errors import AuthenticationFailed, TooManyFailures
+from ..errors import AuthenticationFailed, TooManyFailures
+from ..locks import KeyedLocks
 from .identities import SECKEY_TYPE, Identity, parse_identity
-from .locks import KeyedLocks
-from .seckey import ITERATIONS, SecretKeeper, parse_hashed, verify_hashed
+from .secrets import ITERATIONS, SecretKeeper, parse_hashed, verify_hashed
 from .sessions import (
     KEY_DERIVATION_ALG,
     SIGNATURE_ALGS,
