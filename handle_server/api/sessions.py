@@ -7,7 +7,7 @@ is 403. Bodies are the session's representation::
 
     {"sessionId": "...", "nonce": "<b64>", "authenticated": true, "id": "300:TEST/USER01"}
 
-plus ``keyDerivation`` when the request names an ``id`` without signing (see ``sessions.py``)
+plus ``keyDerivation`` when the request names an ``id`` without signing (see ``auth/sessions.py``)
 and ``error`` when something went wrong. Parameters come from an ``Authorization: Handle``
 header, then from a JSON object body, then from the query string.
 """

@@ -1,7 +1,7 @@
 """Who is asking: authentication.
 
 An identity is ``index:handle``: the HS_SECKEY value at that index of that
-handle holds its secret (kept encrypted with the server key; see ``seckey.py``), so any handle
+handle holds its secret (kept encrypted with the server key; see ``secrets.py``), so any handle
 on this server can carry identities, created through the API like any other value. Two ways to
 prove one:
 - HTTP Basic, user name the percent-encoded identity, password the secret key;

@@ -1,4 +1,4 @@
-"""Prometheus metrics: what is counted and how (``ops_views.py`` serves them at ``/metrics``).
+"""Prometheus metrics: what is counted and how (``views.py`` here serves them at ``/metrics``).
 
 What is measured:
 - ``handle_server_requests_total{route, method, status}`` and
