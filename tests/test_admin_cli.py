@@ -21,8 +21,7 @@ from handle_server import keys
 from handle_server.app import create_app
 from handle_server.cli.main import main
 
-from .conftest import ADMIN, OTHER_ADMIN, OTHER_SECRET, SECRET
-from .test_transfer import write_config
+from .helpers import ADMIN, OTHER_ADMIN, OTHER_SECRET, SECRET, write_config
 
 
 def test_check_config_on_a_store_not_made_yet(tmp_path, capsys):

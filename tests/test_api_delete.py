@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import OTHER_AUTH, url_value
+from .helpers import OTHER_AUTH, url_value
 
 
 @pytest.fixture

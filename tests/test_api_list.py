@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import ADMIN_AUTH, OTHER_AUTH, url_value
+from .helpers import ADMIN_AUTH, OTHER_AUTH, url_value
 
 NAMES = [f"TEST/h{i:02d}" for i in range(25)]
 

@@ -13,7 +13,7 @@ from handle_server import keys
 from handle_server.app import create_app
 from handle_server.auth.secrets import REDACTED
 
-from .conftest import ADMIN_AUTH, OTHER_AUTH, Api, basic, url_value
+from .helpers import ADMIN_AUTH, OTHER_AUTH, Api, basic, url_value
 
 UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 
@@ -745,7 +745,7 @@ async def test_bad_input_is_refused_and_changes_nothing(
 
 
 async def test_a_body_over_the_limit_is_413(aiohttp_client, tmp_path):
-    from .conftest import make_config
+    from .helpers import make_config
 
     api = Api(
         await aiohttp_client(create_app(make_config(tmp_path, server={"max_body_bytes": 2048})))
@@ -761,7 +761,7 @@ async def test_a_body_over_the_limit_is_413(aiohttp_client, tmp_path):
 async def test_a_record_over_max_record_bytes_is_413_and_changes_nothing(
     aiohttp_client, tmp_path, storage_table
 ):
-    from .conftest import make_config
+    from .helpers import make_config
 
     config = make_config(
         tmp_path, storage=storage_table, server={"max_body_bytes": 4 * 1024 * 1024}

@@ -8,7 +8,7 @@ import pytest
 
 from handle_server.auth.secrets import REDACTED
 
-from .conftest import ADMIN_AUTH, OTHER_AUTH, SECRET, url_value
+from .helpers import ADMIN_AUTH, OTHER_AUTH, SECRET, url_value
 
 RECORD = [
     url_value("https://example.org/a", 1),

@@ -10,31 +10,19 @@ import pytest
 
 from handle_server.encoding import AdminPermission as P
 
-from .conftest import ADMIN_AUTH, Api, basic, url_value
+from .helpers import (
+    ADMIN_AUTH,
+    ALL,
+    Api,
+    admin,
+    basic,
+    seckey,
+    url_value,
+    vlist,
+)
 
 ALICE = basic("300:TEST/USERS", "alice-secret")
 BOB = basic("301:TEST/USERS", "bob-secret")
-ALL = P.all().to_string()
-
-
-def admin(handle: str, index: int, perms: str = ALL, at: int = 100) -> dict[str, Any]:
-    return {
-        "index": at,
-        "type": "HS_ADMIN",
-        "data": {
-            "format": "admin",
-            "value": {"handle": handle, "index": index, "permissions": perms},
-        },
-    }
-
-
-def vlist(at: int, *members: tuple[str, int]) -> dict[str, Any]:
-    refs = [{"handle": h, "index": i} for h, i in members]
-    return {"index": at, "type": "HS_VLIST", "data": {"format": "vlist", "value": refs}}
-
-
-def seckey(at: int, secret: str) -> dict[str, Any]:
-    return {"index": at, "type": "HS_SECKEY", "data": secret, "permissions": "1100"}
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import url_value
+from .helpers import url_value
 
 pytestmark = pytest.mark.slow
 

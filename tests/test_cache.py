@@ -12,7 +12,7 @@ from handle_server import keys
 from handle_server.app import create_app
 from storage import Handle, HandleValue
 
-from .conftest import ADMIN_AUTH, Api, make_config, url_value
+from .helpers import ADMIN_AUTH, Api, make_config, url_value
 
 T0 = 1_700_000_000.0
 

@@ -6,7 +6,7 @@ import asyncio
 
 from handle_server.app import create_app
 
-from .conftest import Api, url_value
+from .helpers import Api, url_value
 
 
 async def test_concurrent_exclusive_creates_have_exactly_one_winner(api):

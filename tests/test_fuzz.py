@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ADMIN_AUTH, SECRET
-from .test_server_process import Server
+from .helpers import ADMIN_AUTH, SECRET, Server
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,7 @@ from handle_server.app import create_app
 from handle_server.config import ConfigError, parse_config
 from handle_server.ops.connections import AcceptFailureLog
 
-from .conftest import ADMIN_AUTH, Api, make_config, url_value
-from .test_server_process import Server
+from .helpers import ADMIN_AUTH, Api, Server, make_config, url_value
 
 BODY = orjson.dumps([url_value("https://slow.org")])
 

@@ -12,8 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from handle_server.app import create_app
 from handle_server.config import ConfigError, parse_config
 
-from .conftest import Api, make_config, url_value
-from .test_server_process import Server
+from .helpers import Api, Server, make_config, url_value
 
 
 async def scrape(api: Api) -> dict[tuple[str, tuple], float]:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from handle_server.auth.secrets import REDACTED
 
-from .conftest import ADMIN_AUTH, Api, basic
+from .helpers import ADMIN_AUTH, Api, basic
 
 ALICE = basic("300:TEST/USERS", "alice-secret")
 BOB = basic("301:TEST/USERS", "bob-secret")

@@ -15,37 +15,28 @@ import pytest
 
 from handle_server.onezone.service import handle_id_of
 
-from .conftest import ADMIN, ADMIN_AUTH, OTHER_AUTH, SECRET, Api, basic, make_config
-from .test_authorization import admin, seckey
-
-API = "/api/v3/onezone"
-PROXY = "/onedata/v1"
-SHARE = "f7a6d2ea511e728c9b3f3972cecb7af4"
-SHARE_URL = f"https://onezone.example.org/share/{SHARE}"
-HID = handle_id_of("Share", SHARE)
-
-# The Dublin Core example of the Onezone REST reference (its doc-generator escaping undone).
-DC_RDF = (
-    '<?xml version="1.0"?> <!DOCTYPE rdf:RDF SYSTEM '
-    '"http://dublincore.org/2000/12/01-dcmes-xml-dtd.dtd"> '
-    '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"\n'
-    '         xmlns:dc="http://purl.org/dc/elements/1.1/">\n'
-    '  <rdf:Description rdf:about="http://example.com/resouces/1">\n'
-    "    <dc:title>Example Resource</dc:title>\n"
-    "    <dc:creator>John Doe</dc:creator>\n"
-    "    <dc:publisher>MIT</dc:publisher>\n"
-    "    <dc:date>2000-06-06</dc:date>\n"
-    "  </rdf:Description>\n"
-    "</rdf:RDF>"
+from .helpers import (
+    ADMIN,
+    ADMIN_AUTH,
+    API,
+    DC_METADATA,
+    DC_RDF,
+    HID,
+    OTHER_AUTH,
+    PROPERTIES,
+    PROXY,
+    SECRET,
+    SHARE,
+    SHARE_URL,
+    Api,
+    admin,
+    basic,
+    make_config,
+    proxy_body,
+    registration,
+    seckey,
 )
-# The form current Onezone sends (a <metadata> root), with non-ASCII text.
-DC_METADATA = (
-    '<metadata xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
-    'xmlns:dc="http://purl.org/dc/elements/1.1/">\n'
-    "    <dc:title>Données de forage — 2024</dc:title>\n"
-    "    <dc:creator>Jan Kowalski</dc:creator>\n"
-    "</metadata>"
-)
+
 EDM = (
     '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" '
     'xmlns:edm="http://www.europeana.eu/schemas/edm/" xmlns:dc="http://purl.org/dc/elements/1.1/">'
@@ -59,15 +50,6 @@ BOMB = (
 )
 EXTERNAL = '<!DOCTYPE m [<!ENTITY x SYSTEM "file:///etc/passwd">]><metadata>&x;</metadata>'
 
-# The JSON Onezone's handle_proxy.erl and hps-b2handle work with.
-PROPERTIES = {
-    "type": "PID",
-    "endpoint": "https://pid.example.org/api/handles",
-    "prefix": "TEST",
-    "username": ADMIN,
-    "password": SECRET,
-    "allowTemplateOverride": False,
-}
 ONEZONE_HEADERS = {"content-type": "application/json", "accept": "application/json"}
 
 
@@ -87,17 +69,6 @@ def config(tmp_path, storage_table):
             ]
         },
     )
-
-
-def registration(**changes: Any) -> dict[str, Any]:
-    body = {
-        "handleServiceId": "hs-test",
-        "resourceType": "Share",
-        "resourceId": SHARE,
-        "metadata": DC_RDF,
-    }
-    body.update(changes)
-    return {k: v for k, v in body.items() if v is not ...}
 
 
 async def call(
@@ -418,14 +389,6 @@ def onezone_split(public_handle: str, prefix: str) -> str:
     parts = public_handle.split(f"{prefix}/")
     assert len(parts) == 2, public_handle
     return parts[1]
-
-
-def proxy_body(url: str = SHARE_URL, metadata: str = DC_METADATA, **properties: Any) -> dict:
-    return {
-        "url": url,
-        "serviceProperties": {**PROPERTIES, **properties},
-        "metadata": {"onedata_dc": metadata},
-    }
 
 
 async def proxy(api: Api, method: str, hndl: str, body: Any) -> tuple[int, Any]:

@@ -14,8 +14,17 @@ from referencing.jsonschema import DRAFT202012
 
 from handle_server.app import create_app
 
-from .conftest import ADMIN_AUTH, Api, make_config, url_value
-from .test_onezone import API, HID, PROXY, proxy_body, registration
+from .helpers import (
+    ADMIN_AUTH,
+    API,
+    HID,
+    PROXY,
+    Api,
+    make_config,
+    proxy_body,
+    registration,
+    url_value,
+)
 
 DOC_URI = "urn:handle-server:openapi"
 

@@ -16,7 +16,7 @@ import pytest
 from handle_server import keys
 from handle_server.app import create_app
 
-from .conftest import Api, basic, make_config, url_value
+from .helpers import Api, basic, make_config, url_value
 
 
 class Relay:

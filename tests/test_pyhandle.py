@@ -15,7 +15,7 @@ from pyhandle.handleexceptions import (
     HandleNotFoundException,
 )
 
-from .conftest import ADMIN, SECRET, Api
+from .helpers import ADMIN, SECRET, Api
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from handle_server import keys
 from handle_server.app import create_app
 from handle_server.resolver import views as proxy
 
-from .conftest import Api, make_config, url_value
+from .helpers import Api, make_config, url_value
 
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 

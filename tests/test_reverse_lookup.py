@@ -14,7 +14,7 @@ from handle_server import keys
 from handle_server.app import create_app
 from storage import Handle, HandleValue
 
-from .conftest import ADMIN, ADMIN_AUTH, OTHER_AUTH, SECRET, Api, basic, make_config, url_value
+from .helpers import ADMIN, ADMIN_AUTH, OTHER_AUTH, SECRET, Api, basic, make_config, url_value
 
 
 def value(index: int, type_: str, data: str, **extra) -> dict:

@@ -25,8 +25,7 @@ from handle_server.cli.transfer import export_to_path
 from storage import Handle, HandleValue
 from storage.sqlite import SQLiteStore
 
-from .conftest import Api, basic, make_config
-from .test_sessions import handle_header, open_session, reference_signature, sign
+from .helpers import Api, basic, handle_header, make_config, open_session, reference_signature, sign
 
 USER = "300:TEST/USER01"
 

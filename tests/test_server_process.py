@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -16,59 +13,14 @@ import aiohttp
 import pytest
 import trustme
 
-from .conftest import ADMIN_AUTH, BACKENDS, SECRET
+from .helpers import (
+    ADMIN_AUTH,
+    BACKENDS,
+    SECRET,
+    Server,
+)
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, args: list[str], cwd: Path, *, tls: ssl.SSLContext | None = None) -> None:
-        self.port = free_port()
-        self.tls = tls
-        self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
-        self.log = cwd / f"server-{self.port}.log"
-        self._output = self.log.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "handle_server", "serve", *args, "--port", str(self.port)],
-            cwd=cwd,
-            stdout=self._output,
-            stderr=subprocess.STDOUT,
-        )
-
-    async def ready(self, wait_seconds: float = 20) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_seconds
-        async with aiohttp.ClientSession() as session:
-            while loop.time() < deadline:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"server exited: {self.log.read_text()}")
-                try:
-                    async with session.get(f"{self.base}/api/handles/0.NA/TEST", ssl=self.tls):
-                        return
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.1)
-        raise AssertionError(f"server did not start: {self.log.read_text()}")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-        self._output.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._output.close()
 
 
 @pytest.fixture

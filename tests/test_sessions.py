@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import hmac
-import os
-from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -17,52 +14,20 @@ from handle_server.app import create_app
 from handle_server.errors import AuthenticationFailed, TooManyFailures
 from handle_server.ops.forwarded import TrustedProxies
 
-from .conftest import (
+from .helpers import (
     ADMIN,
     ADMIN_AUTH,
     OTHER_AUTH,
     SECRET,
     Api,
     basic,
+    handle_header,
     make_config,
+    open_session,
+    prove,
+    reference_signature,
     url_value,
 )
-
-
-def sign(secret: str, derivation: dict[str, Any], nonce_b64: str) -> tuple[str, str]:
-    """What a client computes: the key from the secret, then an HMAC of nonce || cnonce."""
-    key = hashlib.pbkdf2_hmac(
-        "sha256", secret.encode(), base64.b64decode(derivation["salt"]), derivation["iterations"]
-    )
-    cnonce = os.urandom(16)
-    mac = hmac.new(key, base64.b64decode(nonce_b64) + cnonce, hashlib.sha256).digest()
-    return base64.b64encode(cnonce).decode(), base64.b64encode(mac).decode()
-
-
-def handle_header(session_id: str, **fields: str) -> dict[str, str]:
-    params = [f'sessionId="{session_id}"'] + [f'{k}="{v}"' for k, v in fields.items()]
-    return {"Authorization": "Handle " + ", ".join(params)}
-
-
-async def open_session(api: Api, identity: str | None = None) -> dict[str, Any]:
-    body = {"id": identity} if identity else None
-    status, session = await api._call("POST", "/api/sessions", json=body)
-    assert status == 201 and api.last.headers["Location"] == "/api/sessions/this"
-    return session
-
-
-async def prove(api: Api, session: dict, identity: str, secret: str) -> tuple[int, Any]:
-    cnonce, signature = sign(secret, session["keyDerivation"], session["nonce"])
-    headers = handle_header(
-        session["sessionId"],
-        version="0",
-        id=quote(identity, safe=""),
-        type="HS_SECKEY",
-        alg="PBKDF2-HMAC-SHA256",
-        cnonce=cnonce,
-        signature=signature,
-    )
-    return await api._call("PUT", "/api/sessions/this", headers=headers)
 
 
 async def test_a_session_proves_an_identity_once_then_carries_it(api: Api):
@@ -114,16 +79,6 @@ async def test_a_wrong_signature_or_secret_is_401_and_leaves_the_session_anonymo
     headers = handle_header(session["sessionId"], id=quote(ADMIN), type="HS_SECKEY")
     status, body = await api._call("PUT", "/api/sessions/this", headers=headers)
     assert status == 401 and "Missing fields" in body["error"]
-
-
-def reference_signature(alg: str, secret: str, nonce_b64: str) -> tuple[str, str]:
-    """What the reference's clients compute from the secret itself."""
-    key, nonce, cnonce = secret.encode(), base64.b64decode(nonce_b64), os.urandom(16)
-    if alg.startswith("HMAC-"):
-        mac = hmac.new(key, nonce + cnonce, alg.removeprefix("HMAC-").replace("-", "")).digest()
-    else:
-        mac = hashlib.new(alg.replace("-", ""), key + nonce + cnonce + key).digest()
-    return base64.b64encode(cnonce).decode(), base64.b64encode(mac).decode()
 
 
 @pytest.mark.parametrize("alg", ["HMAC-SHA256", "HMAC-SHA1", "SHA256", "SHA1", "sha-1", "SHA-256"])

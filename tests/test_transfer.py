@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -17,21 +16,11 @@ from storage import Handle, HandleValue, TTLType, ValueReference, open_store, sc
 from storage.dump import DumpError, record_from_line, record_to_line
 from storage.rows import migrations
 
-from .conftest import _pg_execute
-
-
-def write_config(tmp_path: Path, name: str, storage_table: dict[str, str]) -> Path:
-    lines = [f'{k} = "{v}"' for k, v in storage_table.items()]  # the conftest's [storage]
-    path = tmp_path / f"{name}.toml"
-    path.write_text(
-        "[storage]\n" + "\n".join(lines) + '\n[handle]\nprefixes = ["TEST"]\n'
-        f'[auth]\nkey_file = "{tmp_path / "secret.key"}"\n'
-    )
-    return path
-
-
-def sqlite_table(tmp_path: Path, name: str) -> dict[str, str]:
-    return {"backend": "sqlite", "path": str(tmp_path / f"{name}.sqlite3")}
+from .helpers import (
+    pg_execute,
+    sqlite_table,
+    write_config,
+)
 
 
 def run(coro):
@@ -280,7 +269,7 @@ def _at_version_1(table: dict[str, str]) -> None:
             "INSERT INTO handle_server_schema VALUES (1)",
             *(re.sub(r"'([0-9a-f]{8,})'", r"'\\x\1'::bytea", s) for s in _OLD_ROWS),
         ]
-        _pg_execute(table["dsn"], ";\n".join(statements))
+        pg_execute(table["dsn"], ";\n".join(statements))
 
 
 def test_serve_refuses_an_older_schema_until_migrate_brings_it_up(tmp_path, capsys, storage_table):

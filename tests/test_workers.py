@@ -19,9 +19,7 @@ import storage.sqlite
 from handle_server import keys
 from handle_server.app import create_app
 
-from .conftest import ADMIN_AUTH, Api, make_config, url_value
-from .test_server_process import Server
-from .test_sessions import handle_header, sign
+from .helpers import ADMIN_AUTH, Api, Server, handle_header, make_config, sign, url_value
 
 
 async def _url(api: Api, handle: str):
