@@ -272,7 +272,7 @@ async def test_turning_an_admin_value_into_another_type(people: Api, perms: P, a
 
 
 async def test_user_identities_are_created_granted_and_revoked_through_the_api(api: Api):
-    """The README's walk-through: an operator creates an identity, grants it rights on the
+    """The walk-through of docs/api.md: an operator creates an identity, grants it rights on the
     prefix through the admin group, and revokes them."""
     user = basic("300:TEST/USER01", "user-pass")
     secret = {"index": 300, "type": "HS_SECKEY", "data": "user-pass", "permissions": "1100"}
