@@ -157,11 +157,9 @@ async def test_pages_stay_right_as_handles_come_and_go(store):
     assert await _page(store, 0, 5, prefix="TEST2") == ["TEST2/0"]
 
 
-async def test_sqlite_concurrent_deep_pages_skip_once(tmp_path: Path, monkeypatch):
-    import storage.sqlite
-
-    monkeypatch.setattr(storage.sqlite, "_LONG_SKIP", 5)
+async def test_sqlite_concurrent_deep_pages_skip_once(tmp_path: Path):
     store = await SQLiteStore.open(tmp_path / "deep.sqlite3")
+    store.long_skip = 5  # every skip here is a long one
     try:
         names = [f"TEST/{i:03d}" for i in range(300)]
         await store.import_records([rec(n, (1, b"v")) for n in names])

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-import storage.sqlite
+import storage.sqlite.store
 from handle_server import keys
 from handle_server.app import create_app
 
@@ -59,8 +59,8 @@ async def test_servers_on_one_sqlite_file_see_each_others_writes_at_once(aiohttp
 async def test_a_server_that_fell_behind_the_pruned_change_log_forgets_everything(
     aiohttp_client, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(storage.sqlite, "_CHANGES_KEPT", 3)
-    monkeypatch.setattr(storage.sqlite, "_PRUNE_EVERY", 2)
+    monkeypatch.setattr(storage.sqlite.store, "_CHANGES_KEPT", 3)
+    monkeypatch.setattr(storage.sqlite.store, "_PRUNE_EVERY", 2)
     config = make_config(tmp_path)
     a = Api(await aiohttp_client(create_app(config)))
     b = Api(await aiohttp_client(create_app(config)))

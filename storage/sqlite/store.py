@@ -1,31 +1,19 @@
-"""SQLite backend on aiosqlite: the embedded default.
-
-WAL journal with ``synchronous=FULL``: a transaction is on disk when COMMIT returns, so an
-answered write survives ``kill -9`` and power loss. One writer connection runs every change as
-a ``BEGIN IMMEDIATE`` transaction (serialised in-process by a lock, across processes by SQLite's
-own write lock); a separate reader connection serves lookups and never blocks the writer.
-"""
+"""The SQLite ``HandleStore``: its connections, reads, writes and shared authentication state."""
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
-import fcntl
-import mmap
-import os
 import sqlite3
-import struct
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
 
-from .base import Change, ChangeListener, HandleStore, ImportResult, SessionRecord
-from .errors import SchemaMismatch, SearchTimeout, StoreUnavailable
-from .model import Handle, HandleValue, handle_key, prefix_of
-from .rows import (
+from ..base import Change, ChangeListener, HandleStore, ImportResult, SessionRecord
+from ..errors import SchemaMismatch, SearchTimeout, StoreUnavailable
+from ..model import Handle, HandleValue, handle_key, prefix_of
+from ..rows import (
     SEARCH_COLUMNS,
     VALUE_COLUMNS,
     AuthSQL,
@@ -42,11 +30,13 @@ from .rows import (
     value_from_row,
     value_row,
 )
+from .anchors import LONG_SKIP, PageAnchors
+from .commit import GroupCommit
+from .signal import ChangeSignal
 
 __all__ = ["SQLiteStore"]
 
 _BUSY_TIMEOUT_MS = 10_000
-_SIGNAL = struct.Struct("<q")
 _CHANGES_KEPT = 10_000  # rows of handle_changes kept for processes that fell behind
 _PRUNE_EVERY = 1000  # writes between prunings
 
@@ -84,41 +74,6 @@ def _text_or_none(data: bytes | str | None) -> str | None:
     return None if "\x00" in text else text
 
 
-class _ChangeSignal:
-    """A counter shared by every process that serves one SQLite file: the highest
-    ``handle_changes.seq`` committed, kept in ``<file>-changes`` (8 bytes, memory-mapped). A
-    writer raises it after each commit; a reader compares it with what it last saw, which costs
-    no system call. It only says *that* something changed: what changed is read from the
-    database."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            if os.fstat(self._fd).st_size < _SIGNAL.size:
-                os.ftruncate(self._fd, _SIGNAL.size)
-            self._map = mmap.mmap(self._fd, _SIGNAL.size)
-        except BaseException:
-            os.close(self._fd)
-            raise
-
-    def value(self) -> int:
-        return _SIGNAL.unpack_from(self._map)[0]
-
-    def raise_to(self, seq: int, *, reset: bool = False) -> None:
-        """Set the counter to ``seq`` if that is higher (any ``seq`` with ``reset``)."""
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        try:
-            if reset or seq > self.value():
-                _SIGNAL.pack_into(self._map, 0, seq)
-        finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-    def close(self) -> None:
-        self._map.close()
-        os.close(self._fd)
-
-
 class SQLiteStore(HandleStore):
     def __init__(
         self,
@@ -136,17 +91,16 @@ class SQLiteStore(HandleStore):
         self._searcher: aiosqlite.Connection | None = None  # opened by the first search
         self._search_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
-        # Group commit: updates that arrive while a transaction commits wait here, and the next
-        # transaction takes them all (one fsync for many writes, each in its own savepoint).
-        self._queued: list[_QueuedUpdate] = []
-        self._committer: asyncio.Task[None] | None = None
-        self._signal = _ChangeSignal(f"{path}-changes") if path != ":memory:" else None
+        self._group = GroupCommit(self._transaction, self._run, self._group_committed)
+        self._signal = ChangeSignal(f"{path}-changes") if path != ":memory:" else None
         if self._signal is not None and self._signal.value() > last_change:
             self._signal.raise_to(last_change, reset=True)  # a file made anew under an old one
         self._seen = last_change  # the last change the listeners were told of
         self._seen_signal = self._signal.value() if self._signal else 0
         self._catching_up = asyncio.Lock()
-        self._anchors = _PageAnchors()
+        self._anchors = PageAnchors()
+        #: Rows a listing skips (from the nearest anchor) beyond which it skips alone.
+        self.long_skip = LONG_SKIP
         self._listeners: list[ChangeListener] = [self._anchors]
 
     @classmethod
@@ -290,7 +244,7 @@ class SQLiteStore(HandleStore):
     ) -> AsyncIterator[list[str]]:
         """Pages are read by key (``key > last``). A page deep in a prefix would cost a skip of
         ``offset`` index entries; the first key of every page served is remembered instead
-        (``_PageAnchors``), so the same or a following page is an index seek."""
+        (``PageAnchors``), so the same or a following page is an index seek."""
         low, high = prefix_bounds(prefix)
         await self.catch_up()  # other processes' writes forget the anchors they moved
         anchors = self._anchors
@@ -300,7 +254,7 @@ class SQLiteStore(HandleStore):
         last: str | None = None
         if offset > 0:
             start, last = anchors.nearest(low, offset)
-            if offset - start > _LONG_SKIP:
+            if offset - start > self.long_skip:
                 # A long skip is made by one listing at a time per prefix: the others asking
                 # for that page meanwhile wait for its anchor instead of skipping too.
                 async with anchors.skipping(low):
@@ -485,72 +439,29 @@ class SQLiteStore(HandleStore):
         )
 
     async def update(self, handle: str, change: Change) -> tuple[Handle | None, Handle | None]:
-        """As the contract says; concurrent updates share transactions (group commit). Each
-        runs in a savepoint of its own, so one that raises is rolled back alone, and each is
-        answered only after the COMMIT that holds it."""
-        result = asyncio.get_running_loop().create_future()
-        queued = _QueuedUpdate(handle_key(handle), change, result)
-        self._queued.append(queued)
-        if self._committer is None or self._committer.done():
-            self._committer = asyncio.ensure_future(self._commit_queued())
-        # Shielded: a cancelled caller does not cancel the transaction the others share.
-        return await asyncio.shield(queued.result)
+        """As the contract says; concurrent updates share transactions (``GroupCommit``)."""
+        return await self._group.submit(handle_key(handle), change)
 
-    async def _commit_queued(self) -> None:
-        """Take every queued update into one transaction, commit, answer them; again while
-        more came meanwhile."""
-        while self._queued:
-            batch, self._queued = self._queued[:_GROUP_MAX], self._queued[_GROUP_MAX:]
-            done: list[tuple[_QueuedUpdate, tuple[Handle | None, Handle | None]]] = []
-            seqs: list[int] = []
-            try:
-                async with self._transaction() as db:
-                    for queued in batch:
-                        outcome = await self._apply_queued(db, queued)
-                        if outcome is not None:
-                            result, seq = outcome
-                            done.append((queued, result))
-                            if seq is not None:
-                                seqs.append(seq)
-            except BaseException as exc:  # nothing of the batch is stored
-                failure = exc if isinstance(exc, Exception) else StoreUnavailable(repr(exc))
-                for queued in batch:  # (those that failed alone keep their own exception)
-                    _settle(queued.result, error=failure)
-                if not isinstance(exc, Exception):
-                    for queued in self._queued:
-                        _settle(queued.result, error=failure)
-                    self._queued = []
-                    raise
-                continue
-            for seq in seqs:
-                self._published(seq)
-            for queued, (before, after) in done:
-                if before is None or after is None:  # a handle came or went: pages moved
-                    self._anchors.changed(queued.key)
-                _settle(queued.result, value=(before, after))
+    async def _run(
+        self, db: aiosqlite.Connection, key: str, change: Change
+    ) -> tuple[tuple[Handle | None, Handle | None], int | None]:
+        """One update inside a group's transaction: ``((before, after), seq)``."""
+        before = await self._load(db, key)
+        after = change(before)
+        if after is not None and handle_key(after.handle) != key:
+            raise ValueError(f"a change of {key!r} returned a record for {after.handle!r}")
+        return (before, after), await self._apply(db, key, before, after)
 
-    async def _apply_queued(
-        self, db: aiosqlite.Connection, queued: _QueuedUpdate
-    ) -> tuple[tuple[Handle | None, Handle | None], int | None] | None:
-        """One update in its savepoint: ``((before, after), seq)``, or ``None`` when it
-        failed (its future then holds the exception and nothing of it remains)."""
-        key = queued.key
-        await db.execute("SAVEPOINT one_update")
-        try:
-            before = await self._load(db, key)
-            after = queued.change(before)
-            if after is not None and handle_key(after.handle) != key:
-                raise ValueError(f"a change of {key!r} returned a record for {after.handle!r}")
-            seq = await self._apply(db, key, before, after)
-        except Exception as exc:
-            await db.execute("ROLLBACK TO one_update")
-            await db.execute("RELEASE one_update")
-            if isinstance(exc, sqlite3.Error):
-                exc = StoreUnavailable(f"SQLite write failed: {exc}")
-            _settle(queued.result, error=exc)
-            return None
-        await db.execute("RELEASE one_update")
-        return (before, after), seq
+    def _group_committed(
+        self, seqs: list[int], results: list[tuple[str, tuple[Handle | None, Handle | None]]]
+    ) -> None:
+        """A group is on disk: tell the other processes, and forget the page anchors of the
+        prefixes where a handle came or went (pages moved)."""
+        for seq in seqs:
+            self._published(seq)
+        for key, (before, after) in results:
+            if before is None or after is None:
+                self._anchors.changed(key)
 
     def _published(self, seq: int) -> None:
         """After the commit of change ``seq``: tell the other processes."""
@@ -730,91 +641,6 @@ class SQLiteStore(HandleStore):
             async with db.execute(AuthSQL.GET_SECRET, (name,)) as cur:
                 (value,) = await cur.fetchone()
         return bytes(value)
-
-
-class _PageAnchors:
-    """Where listing pages start: for a prefix's lower bound and an offset, the key just before
-    the handle at that offset. Told of every change (a ``ChangeListener``), it forgets the
-    anchors of the prefix changed: a handle created or deleted moves every page after it. An
-    anchor read before such a change is not remembered after it (``generation``)."""
-
-    _MAX_PER_PREFIX = 4096
-
-    def __init__(self) -> None:
-        self._offsets: dict[str, list[int]] = {}  # sorted
-        self._keys: dict[tuple[str, int], str] = {}
-        self._generations: dict[str, int] = {}
-        self._epoch = 0  # moved by a change of any handle: every prefix's generation moves
-        self._skips: dict[str, asyncio.Lock] = {}
-
-    def skipping(self, low: str) -> asyncio.Lock:
-        """Held while a listing of the prefix skips a long way."""
-        return self._skips.setdefault(low, asyncio.Lock())
-
-    def generation(self, low: str) -> int:
-        # Both counts only grow, so their sum moves whenever either does.
-        return self._epoch + self._generations.get(low, 0)
-
-    def nearest(self, low: str, offset: int) -> tuple[int, str | None]:
-        """The anchor at or before ``offset``: ``(its offset, key)``, or ``(0, None)``."""
-        offsets = self._offsets.get(low)
-        if offsets:
-            at = bisect.bisect_right(offsets, offset) - 1
-            if at >= 0:
-                return offsets[at], self._keys[(low, offsets[at])]
-        return 0, None
-
-    def remember(self, low: str, offset: int, key: str, generation: int) -> None:
-        if generation != self.generation(low) or (low, offset) in self._keys:
-            return
-        offsets = self._offsets.setdefault(low, [])
-        if len(offsets) >= self._MAX_PER_PREFIX:
-            self._forget(low)
-            offsets = self._offsets.setdefault(low, [])
-        bisect.insort(offsets, offset)
-        self._keys[(low, offset)] = key
-
-    def _forget(self, low: str) -> None:
-        for offset in self._offsets.pop(low, []):
-            del self._keys[(low, offset)]
-
-    def changed(self, key: str | None) -> None:
-        if key is None:  # also for prefixes with a listing in flight and no anchor yet
-            self._epoch += 1
-            self._offsets.clear()
-            self._keys.clear()
-            return
-        low = prefix_bounds(prefix_of(key))[0]
-        self._generations[low] = self._generations.get(low, 0) + 1
-        self._forget(low)
-
-    def watching(self, live: bool) -> None:
-        self.changed(None)
-
-
-#: Rows a listing skips (from the nearest anchor) beyond which it skips alone.
-_LONG_SKIP = 10_000
-
-#: Updates one group-commit transaction takes at most.
-_GROUP_MAX = 256
-
-
-@dataclass(slots=True)
-class _QueuedUpdate:
-    key: str
-    change: Change
-    result: asyncio.Future[tuple[Handle | None, Handle | None]]
-
-
-def _settle(
-    future: asyncio.Future, *, value: object = None, error: BaseException | None = None
-) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(value)
 
 
 async def _write_values(db: aiosqlite.Connection, key: str, values: Iterable[HandleValue]) -> None:
