@@ -11,9 +11,13 @@ import dataclasses
 import ipaddress
 import re
 import tomllib
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from storage import PREFIX_HANDLE_AUTHORITY
 
 __all__ = [
     "AdminConfig",
@@ -25,7 +29,6 @@ __all__ = [
     "parse_config",
 ]
 
-PREFIX_HANDLE_AUTHORITY = "0.NA"
 _PREFIX_RE = re.compile(r"^[^\s/\x00-\x1f\x7f]+$")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _ACCESS_FORMATS = ("combined", "common", "json")
@@ -36,21 +39,68 @@ class ConfigError(Exception):
     """A configuration file that cannot be used; the message names file, table and key."""
 
 
+def option(
+    default: Any,
+    help: str,
+    *,
+    min: int | None = None,
+    max: int | None = None,
+    choices: tuple[str, ...] = (),
+    nonempty: bool = False,
+    unit: str = "",
+) -> Any:
+    """One option's whole declaration: its default, the line of help ``config.example.toml``
+    shows for it, and the bounds every value is checked against (``_check_options``)."""
+    meta = {"help": help, "min": min, "max": max, "choices": choices, "nonempty": nonempty}
+    return field(default=default, metadata={**meta, "unit": unit})
+
+
+_SECONDS = {"min": 1, "max": 86_400, "unit": " seconds"}
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_body_bytes: int = 1_048_576
-    max_concurrent_requests: int = 1024
-    idle_timeout: int = 75
-    body_timeout: int = 60
-    header_timeout: int = 10
-    max_connections: int = 4096
-    tls_cert: str = ""
-    tls_key: str = ""
-    event_loop: str = "asyncio"
-    public_url: str = ""
-    trusted_proxies: tuple[str, ...] = ()
+    host: str = option("127.0.0.1", "address to listen on; --host overrides it", nonempty=True)
+    port: int = option(8000, "port to listen on; --port overrides it", min=0, max=65535)
+    max_body_bytes: int = option(
+        1_048_576, "a PUT body larger than this is refused with 413 (min 1024)", min=1024
+    )
+    max_concurrent_requests: int = option(
+        1024, "requests handled at once per process; more get 503 + Retry-After", min=1
+    )
+    idle_timeout: int = option(
+        75, "seconds before closing a connection that sends no (whole) request", **_SECONDS
+    )
+    body_timeout: int = option(
+        60, "seconds a client has to send a request body; slower gets 408", **_SECONDS
+    )
+    header_timeout: int = option(
+        10,
+        "seconds a client has to send a request's line and headers once it has begun one; "
+        "slower is disconnected",
+        **_SECONDS,
+    )
+    max_connections: int = option(
+        4096,
+        "open connections per process; at the limit the longest-idle keep-alive connections "
+        "are closed (the open-files limit is raised to its hard limit at start-up, min 16)",
+        min=16,
+    )
+    tls_cert: str = option("", 'PEM certificate (chain) file: with tls_key, serve HTTPS; "" = HTTP')
+    tls_key: str = option("", "PEM private key file of tls_cert")
+    event_loop: str = option(
+        "asyncio", '"asyncio" or "uvloop" (faster; Linux and macOS)', choices=_EVENT_LOOPS
+    )
+    public_url: str = option(
+        "",
+        "how clients reach this server, for the absolute URLs it writes "
+        '(e.g. "https://hdl.example.org"); "" = http(s)://host:port',
+    )
+    trusted_proxies: tuple[str, ...] = option(
+        (),
+        "addresses or CIDR blocks of reverse proxies whose X-Forwarded-For names the client "
+        "(for throttling and logs)",
+    )
 
     @property
     def base_url(self) -> str:
@@ -65,19 +115,41 @@ class ServerConfig:
 
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
-    backend: str = "sqlite"
-    path: str = "var/handles.sqlite3"
-    dsn: str = ""
+    backend: str = option(
+        "sqlite",
+        '"sqlite" (embedded, one machine) or "postgresql" (shared by many nodes)',
+        choices=("sqlite", "postgresql"),
+    )
+    path: str = option(
+        "var/handles.sqlite3",
+        'the SQLite file (its folder is created); default "var/handles.sqlite3"',
+    )
+    dsn: str = option("", 'PostgreSQL: "postgresql://user:password@host:5432/database"')
 
 
 @dataclass(frozen=True, slots=True)
 class HandleConfig:
-    prefixes: tuple[str, ...] = ()
-    max_handle_length: int = 1024
-    max_values: int = 1000
-    max_value_bytes: int = 524_288
-    max_record_bytes: int = 1_048_576
-    max_location_bytes: int = 65_536
+    prefixes: tuple[str, ...] = option(
+        (), "the prefixes this server homes (default: none, every handle refused)"
+    )
+    max_handle_length: int = option(1024, "longest handle accepted, in UTF-8 bytes", min=16)
+    max_values: int = option(
+        1000, "values one handle may hold; a write beyond it gets 400 (min 1)", min=1
+    )
+    max_value_bytes: int = option(
+        524_288,
+        "data bytes one value may hold; more gets 400 (min 1024; a Onezone share's metadata "
+        "takes up to 400,000)",
+        min=1024,
+    )
+    max_record_bytes: int = option(
+        1_048_576,
+        "type and data bytes of all of one handle's values; a write beyond it gets 413 and "
+        "changes nothing (min max_value_bytes)",
+    )
+    max_location_bytes: int = option(
+        65_536, "data bytes of a 10320/loc value (a location list); more gets 400", min=1024
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,39 +175,78 @@ class AdminConfig:
 
 @dataclass(frozen=True, slots=True)
 class CacheConfig:
-    max_entries: int = 100_000
-    max_bytes: int = 268_435_456
-    max_ttl: int = 86_400
-    not_found_ttl: int = 5
+    max_entries: int = option(100_000, "records kept at most", min=0)
+    max_bytes: int = option(268_435_456, "memory the cached records may take, about (bytes)", min=0)
+    max_ttl: int = option(
+        86_400,
+        "ceiling on how long a record is cached (seconds); 0 turns the cache off",
+        min=0,
+    )
+    not_found_ttl: int = option(
+        5, 'how long "handle not found" is remembered (seconds); a create clears it', min=0
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class AuthConfig:
-    key_file: str = "var/secret.key"
-    failure_limit: int = 10
-    failure_window: int = 300
-    session_idle_timeout: int = 1800
-    max_sessions: int = 100_000
-    max_sessions_per_identity: int = 100
+    key_file: str = option(
+        "var/secret.key",
+        "the server key secret keys are kept encrypted with (made at the first start)",
+        nonempty=True,
+    )
+    failure_limit: int = option(
+        10, "failures of one identity from one address before 429; 0 turns it off", min=0
+    )
+    failure_window: int = option(300, "seconds the failures are counted over", min=1)
+    session_idle_timeout: int = option(
+        1800, "an /api/sessions session unused this long ends (seconds)", min=1
+    )
+    max_sessions: int = option(
+        100_000,
+        "proved or closed sessions kept at most (closed ones, then the ones that would "
+        "expire first, go first)",
+        min=1,
+    )
+    max_sessions_per_identity: int = option(
+        100,
+        "sessions one identity may have proved at once; proving one more ends its own "
+        "oldest, never anybody else's",
+        min=1,
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class SearchConfig:
-    max_conditions: int = 10
-    timeout: int = 5
-    max_concurrent: int = 2
+    max_conditions: int = option(
+        10, "TYPE=pattern conditions in one search (repeats merged); more gets 400", min=1
+    )
+    timeout: int = option(
+        5, "seconds one search may run; longer is stopped and answered 503", min=1
+    )
+    max_concurrent: int = option(
+        2, "searches run at once per process; others wait their turn", min=1
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
-    per_prefix_counts: bool = False
+    per_prefix_counts: bool = option(
+        False,
+        "/metrics shows how many handles each prefix has (which the listing API tells only "
+        "to those holding LIST_HANDLES)",
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class LogConfig:
-    level: str = "info"
-    access: bool = True
-    access_format: str = "combined"
+    level: str = option("info", "debug, info, warning or error", choices=_LOG_LEVELS)
+    access: bool = option(True, "log every request (at info level)")
+    access_format: str = option(
+        "combined",
+        "combined or common (Apache/NCSA formats), or json (one object per line, alone, for "
+        "log shippers)",
+        choices=_ACCESS_FORMATS,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,10 +260,19 @@ class HandleServiceConfig:
 
 @dataclass(frozen=True, slots=True)
 class OnezoneConfig:
-    api_base: str = "/api/v3/onezone"
-    proxy_base: str = "/onedata/v1"
-    share_url_template: str = "https://onezone.example.org/share/{resourceId}"
-    public_handle_base: str = "https://hdl.handle.net"
+    api_base: str = option(
+        "/api/v3/onezone", 'where the Onezone handle API is served; "" turns it off'
+    )
+    proxy_base: str = option(
+        "/onedata/v1", 'where the handle-proxy contract is served; "" turns it off'
+    )
+    share_url_template: str = option(
+        "https://onezone.example.org/share/{resourceId}",
+        "a share's public URL: the handle's URL value",
+    )
+    public_handle_base: str = option(
+        "https://hdl.handle.net", "public handle = <this>/<prefix>/<suffix> (no trailing /)"
+    )
     handle_services: tuple[HandleServiceConfig, ...] = ()
 
     def handle_service(self, service_id: str) -> HandleServiceConfig | None:
@@ -265,60 +385,66 @@ def _onezone(raw: Any, source: str) -> OnezoneConfig:
     return dataclasses.replace(built, handle_services=tuple(services))
 
 
+#: What a value of each option type must be in TOML, and how to tell.
+_KINDS: dict[Any, tuple[str, Callable[[Any], bool]]] = {
+    bool: ("true or false", lambda v: isinstance(v, bool)),
+    int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    str: ("a string", lambda v: isinstance(v, str)),
+    tuple[str, ...]: (
+        "an array of strings",
+        lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    ),
+}
+
+
 def _build(cls: type, table: dict[str, Any], source: str, where: str) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    types = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in table.items():
-        if key not in fields:
-            known = ", ".join(fields)
-            raise ConfigError(f"{source}: {where} {key}: unknown key (known: {known})")
-        expected = fields[key].type
-        if expected == "bool":
-            ok = isinstance(value, bool)
-        elif expected == "int":
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif expected == "str":
-            ok = isinstance(value, str)
-        elif expected == "tuple[str, ...]":
-            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-            value = tuple(value) if ok else value
-        elif key == "handle_services":
+        if key not in known:
+            raise ConfigError(f"{source}: {where} {key}: unknown key (known: {', '.join(known)})")
+        if types[key] not in _KINDS:  # handle_services, an array of tables, is read apart
             raise ConfigError(f"{source}: {where} {key}: must be an array of tables")
-        else:  # pragma: no cover - a new field type needs a branch here
-            raise AssertionError(f"unhandled config type {expected}")
-        if not ok:
-            wanted = {
-                "bool": "true or false",
-                "int": "an integer",
-                "str": "a string",
-                "tuple[str, ...]": "an array of strings",
-            }[expected]
+        wanted, fits = _KINDS[types[key]]
+        if not fits(value):
             raise ConfigError(f"{source}: {where} {key}: must be {wanted}, got {value!r}")
-        kwargs[key] = value
+        kwargs[key] = tuple(value) if isinstance(value, list) else value
     return cls(**kwargs)
+
+
+def _check_options(table: str, values: Any, fail: Callable[[str, str], None]) -> None:
+    """Each option of ``values`` (the table ``[table]``) within what it declares."""
+    for f in dataclasses.fields(values):
+        meta, value, where = f.metadata, getattr(values, f.name), f"[{table}] {f.name}"
+        if not meta:
+            continue
+        if meta["nonempty"] and not value:
+            fail(where, "must not be empty")
+        choices = meta["choices"]
+        if choices and value not in choices:
+            if len(choices) == 2:
+                fail(where, f'must be "{choices[0]}" or "{choices[1]}", got {value!r}')
+            fail(where, f"must be one of {', '.join(choices)}, got {value!r}")
+        low, high, unit = meta["min"], meta["max"], meta["unit"]
+        if low is not None and high is not None and not low <= value <= high:
+            fail(where, f"must be between {low} and {high}{unit}, got {value}")
+        if low is not None and high is None and value < low:
+            fail(
+                where,
+                f"must be at least {low}, got {value}"
+                if low
+                else f"must not be negative, got {value}",
+            )
 
 
 def _check(config: Config, source: str) -> None:
     def fail(where: str, message: str) -> None:
         raise ConfigError(f"{source}: {where}: {message}")
 
+    for table in (*_TABLES, "onezone"):
+        _check_options(table, getattr(config, table), fail)
     s = config.server
-    if not s.host:
-        fail("[server] host", "must not be empty")
-    if not 0 <= s.port <= 65535:
-        fail("[server] port", f"must be between 0 and 65535, got {s.port}")
-    if s.max_body_bytes < 1024:
-        fail("[server] max_body_bytes", f"must be at least 1024, got {s.max_body_bytes}")
-    if s.max_concurrent_requests < 1:
-        fail(
-            "[server] max_concurrent_requests",
-            f"must be at least 1, got {s.max_concurrent_requests}",
-        )
-    for key in ("idle_timeout", "body_timeout", "header_timeout"):
-        if not 1 <= getattr(s, key) <= 86400:
-            fail(f"[server] {key}", f"must be between 1 and 86400 seconds, got {getattr(s, key)}")
-    if s.max_connections < 16:
-        fail("[server] max_connections", f"must be at least 16, got {s.max_connections}")
     if s.public_url and (
         not s.public_url.startswith(("https://", "http://")) or s.public_url.endswith("/")
     ):
@@ -331,37 +457,16 @@ def _check(config: Config, source: str) -> None:
             ipaddress.ip_network(block, strict=False)
         except ValueError:
             fail("[server] trusted_proxies", f"{block!r} is not an address or CIDR block")
-    if s.event_loop not in _EVENT_LOOPS:
-        fail("[server] event_loop", f'must be "asyncio" or "uvloop", got {s.event_loop!r}')
     st = config.storage
-    if st.backend not in ("sqlite", "postgresql"):
-        fail("[storage] backend", f'must be "sqlite" or "postgresql", got {st.backend!r}')
     if st.backend == "sqlite" and not st.path:
         fail("[storage] path", "must not be empty")
     if st.backend == "postgresql" and not st.dsn.startswith(("postgresql://", "postgres://")):
         fail("[storage] dsn", f'must be a "postgresql://..." URL, got {st.dsn!r}')
-    if config.handle.max_handle_length < 16:
-        fail(
-            "[handle] max_handle_length",
-            f"must be at least 16, got {config.handle.max_handle_length}",
-        )
-    if config.handle.max_values < 1:
-        fail("[handle] max_values", f"must be at least 1, got {config.handle.max_values}")
-    if config.handle.max_value_bytes < 1024:
-        fail(
-            "[handle] max_value_bytes",
-            f"must be at least 1024, got {config.handle.max_value_bytes}",
-        )
     if config.handle.max_record_bytes < config.handle.max_value_bytes:
         fail(
             "[handle] max_record_bytes",
             f"must be at least max_value_bytes ({config.handle.max_value_bytes}), "
             f"got {config.handle.max_record_bytes}",
-        )
-    if config.handle.max_location_bytes < 1024:
-        fail(
-            "[handle] max_location_bytes",
-            f"must be at least 1024, got {config.handle.max_location_bytes}",
         )
     seen: set[str] = set()
     for prefix in config.handle.prefixes:
@@ -396,40 +501,13 @@ def _check(config: Config, source: str) -> None:
         ids.add((prefix.upper(), int(index)))
         if not admin.secret:
             fail(f"{where} secret", "must not be empty")
-    c = config.cache
-    for key in ("max_entries", "max_bytes", "max_ttl", "not_found_ttl"):
-        if getattr(c, key) < 0:
-            fail(f"[cache] {key}", f"must not be negative, got {getattr(c, key)}")
     if bool(s.tls_cert) != bool(s.tls_key):
         fail("[server] tls_cert", "tls_cert and tls_key go together: give both or neither")
     for key in ("tls_cert", "tls_key"):
         path = getattr(s, key)
         if path and not Path(path).is_file():
             fail(f"[server] {key}", f"no such file {path!r}")
-    a = config.auth
-    if not a.key_file:
-        fail("[auth] key_file", "must not be empty")
-    if a.failure_limit < 0:
-        fail("[auth] failure_limit", f"must not be negative, got {a.failure_limit}")
-    for key in (
-        "failure_window",
-        "session_idle_timeout",
-        "max_sessions",
-        "max_sessions_per_identity",
-    ):
-        if getattr(a, key) < 1:
-            fail(f"[auth] {key}", f"must be at least 1, got {getattr(a, key)}")
-    for key in ("max_conditions", "timeout", "max_concurrent"):
-        if getattr(config.search, key) < 1:
-            fail(f"[search] {key}", f"must be at least 1, got {getattr(config.search, key)}")
     _check_onezone(config, seen, fail)
-    if config.log.level not in _LOG_LEVELS:
-        fail("[log] level", f"must be one of {', '.join(_LOG_LEVELS)}, got {config.log.level!r}")
-    if config.log.access_format not in _ACCESS_FORMATS:
-        fail(
-            "[log] access_format",
-            f"must be one of {', '.join(_ACCESS_FORMATS)}, got {config.log.access_format!r}",
-        )
 
 
 _ONEZONE_BASE = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Iterable, Seque
 from dataclasses import dataclass
 
 from storage import (
+    PREFIX_HANDLE_AUTHORITY,
     Change,
     Handle,
     HandleAlreadyExists,
@@ -44,7 +45,7 @@ from .auth.secrets import KEEP_MARKERS, KeyFileError, SecretKeeper
 from .auth.sessions import SessionStore
 from .auth.throttle import FailureThrottle
 from .cache import Lookup, ResolutionCache
-from .config import PREFIX_HANDLE_AUTHORITY, Config
+from .config import Config
 from .encoding import AdminPermission, AdminRecord, encode_admin, encode_vlist
 from .errors import (
     AuthenticationNeeded,

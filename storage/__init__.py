@@ -17,10 +17,20 @@ from .errors import (
     ValueAlreadyExists,
     ValuesNotFound,
 )
-from .model import DEFAULT_TTL, Handle, HandleValue, TTLType, ValueReference, handle_key, prefix_of
+from .model import (
+    DEFAULT_TTL,
+    PREFIX_HANDLE_AUTHORITY,
+    Handle,
+    HandleValue,
+    TTLType,
+    ValueReference,
+    handle_key,
+    prefix_of,
+)
 
 __all__ = [
     "DEFAULT_TTL",
+    "PREFIX_HANDLE_AUTHORITY",
     "Change",
     "ChangeListener",
     "Handle",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "DEFAULT_TTL",
+    "PREFIX_HANDLE_AUTHORITY",
     "Handle",
     "HandleValue",
     "TTLType",
@@ -21,6 +22,8 @@ __all__ = [
 ]
 
 DEFAULT_TTL = 86400
+#: The naming authority of prefix handles: ``0.NA/TEST`` is the prefix handle of ``TEST``.
+PREFIX_HANDLE_AUTHORITY = "0.NA"
 
 
 class TTLType(enum.IntEnum):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from pathlib import Path
 
@@ -45,6 +46,36 @@ def test_the_example_lists_every_option_with_the_default():
     for key, value in onezone.items():
         assert value == getattr(defaults.onezone, key), ("onezone", key)
     assert set(raw) == _fields(Config) - {"source"}
+
+
+def _example_help() -> dict[tuple[str, str], str]:
+    """(table, key) -> the comment after the key in the example, continuation lines joined."""
+    helps: dict[tuple[str, str], str] = {}
+    table, last = "", None
+    for line in EXAMPLE.read_text().splitlines():
+        if match := re.match(r"^\[+([\w.]+)\]+", line):
+            table, last = match.group(1), None
+        elif match := re.match(r"^(\w+) = .*?\s+# (.*)$", line):
+            last = (table, match.group(1))
+            helps[last] = match.group(2)
+        elif (match := re.match(r"^\s{10,}# (.*)$", line)) and last is not None:
+            helps[last] += " " + match.group(1)
+        else:
+            last = None
+    return helps
+
+
+def test_the_example_shows_each_options_declared_help():
+    """One declaration per option: the help beside each key in the example is the one the
+    option declares (``config.option``)."""
+    helps = _example_help()
+    defaults = Config()
+    for table in ("server", "storage", "handle", "cache", "auth", "search", "metrics", "log"):
+        for f in dataclasses.fields(getattr(defaults, table)):
+            assert helps.get((table, f.name)) == f.metadata["help"], (table, f.name)
+    for f in dataclasses.fields(OnezoneConfig):
+        if f.name != "handle_services":
+            assert helps.get(("onezone", f.name)) == f.metadata["help"], f.name
 
 
 def test_the_example_loads():

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from collections import deque
 
-from storage import Handle, HandleStore, ValueReference, handle_key
+from storage import PREFIX_HANDLE_AUTHORITY, Handle, HandleStore, ValueReference, handle_key
 
-from ..config import PREFIX_HANDLE_AUTHORITY, Config
+from ..config import Config
 from ..encoding import AdminPermission, decode_admin, decode_vlist
 from .identities import VLIST_TYPE, Identity, matches
 from .permissions import is_admin_value
