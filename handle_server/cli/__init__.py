@@ -1,6 +1,9 @@
-"""The ``handle-server`` command: ``serve`` and the store's maintenance (``main``), the
-handle commands ``get``, ``create``, ``delete``, ``list`` and ``add-admin`` (``admin``), and
-``export``/``import`` (``transfer``)."""
+"""The ``handle-server`` command: its parser and which command runs what (``main``); ``serve``
+(the server in this process or in workers, TLS, the event loop, signals, logging); the handle
+commands ``get``, ``create``, ``delete``, ``list`` and ``add-admin`` (``admin``); the store's
+maintenance: ``migrate``, ``check-config``, ``keygen``, ``export``, ``import``
+(``maintenance``, with ``transfer`` for the export format's files and ``stores`` for opening
+the configured store)."""
 
 from .main import main
 

@@ -8,10 +8,15 @@ way are seen at once by servers running on the same store (see ``HandleStore.wat
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import base64
 import contextlib
+import getpass
+import os
 import re
 import ssl
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,12 +28,13 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from storage import handle_key
+from storage import SchemaMismatch, StoreUnavailable, handle_key
 
 from ..app import create_app
 from ..auth.authorizer import Authorizer
 from ..config import AdminConfig, Config
 from ..encoding import AdminPermission
+from .stores import store_failure
 
 __all__ = [
     "EXIT_EXISTS",
@@ -372,3 +378,130 @@ async def _put_admin(
     return await api.call(
         "PUT", api.handle_path(handle), params=params, body=[value], accept=accept
     )
+
+
+# -- the commands, as argparse hands them over --------------------------------------------------
+
+
+SECRET_VARIABLE = "HANDLE_SERVER_SECRET"
+
+
+def admin_command(args: argparse.Namespace, config: Config) -> int:
+    """Run one of the handle commands (``ADMIN_ACTIONS``) where ``args`` send it (see
+    ``handle_server.admin``)."""
+    action = ADMIN_ACTIONS[args.command]
+
+    async def run() -> int:
+        target = args.prefix if args.command == "list" else args.handle
+        if args.server is not None:
+            secret = _secret(args) if args.identity else None
+            where = remote_api(args.server, args.identity, secret, cafile=args.cafile)
+        else:
+            where = local_api(config, administered_prefix(target))
+        async with where as api:
+            await action(api, args)
+        return 0
+
+    try:
+        if (args.server is None) == (config.source is None):
+            raise AdminFailed("give either --config FILE or --server URL", EXIT_USAGE)
+        if args.server is None and (args.identity or args.secret_file or args.cafile):
+            raise AdminFailed("--identity, --secret-file and --cafile go with --server", EXIT_USAGE)
+        return asyncio.run(run())
+    except AdminFailed as exc:
+        print(f"handle-server {args.command}: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except (SchemaMismatch, StoreUnavailable) as exc:
+        return store_failure(exc)
+
+
+def _secret(args: argparse.Namespace) -> str:
+    """The identity's secret key: never from the command line, where other users see it."""
+    if args.secret_file is not None:
+        try:
+            return args.secret_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AdminFailed(f"--secret-file {args.secret_file}: {exc}", EXIT_USAGE) from None
+    if SECRET_VARIABLE in os.environ:
+        return os.environ[SECRET_VARIABLE]
+    if sys.stdin.isatty():
+        return getpass.getpass(f"secret key of {args.identity}: ")
+    raise AdminFailed(
+        f"--identity {args.identity} needs its secret key: --secret-file FILE or "
+        f"${SECRET_VARIABLE}",
+        EXIT_USAGE,
+    )
+
+
+def _print_json(body: Any) -> None:
+    sys.stdout.buffer.write(orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n")
+    sys.stdout.buffer.flush()
+
+
+async def _get(api: HandleApi, args: argparse.Namespace) -> None:
+    params = [("index", str(i)) for i in args.index] + [("type", t) for t in args.type]
+    public = args.public or not api.authenticated  # anonymous callers see public values
+    params.append(("publicOnly", "true" if public else "false"))
+    params.append(("auth", "true"))  # from the store, not a cache
+    _print_json(await api.get(args.handle, params))
+
+
+def _body_of(args: argparse.Namespace) -> Any:
+    if args.json is None:
+        if not args.url and not args.value:
+            raise AdminFailed("give the values: --url, --value or --json", EXIT_USAGE)
+        return parse_values(args.value, args.url)
+    if args.url or args.value:
+        raise AdminFailed("--json gives all the values: leave out --url and --value", EXIT_USAGE)
+    try:
+        raw = sys.stdin.buffer.read() if args.json == "-" else Path(args.json).read_bytes()
+        return orjson.loads(raw)
+    except OSError as exc:
+        raise AdminFailed(f"--json {args.json}: {exc.strerror or exc}", EXIT_USAGE) from None
+    except orjson.JSONDecodeError as exc:
+        raise AdminFailed(f"--json {args.json}: not JSON: {exc}", EXIT_USAGE) from None
+
+
+async def _create(api: HandleApi, args: argparse.Namespace) -> None:
+    body = _body_of(args)
+    if args.handle.endswith("/"):
+        answer = await api.put(args.handle, body, [("mintNewSuffix", "true")])
+        print(f"created {answer.body['handle']}")
+        return
+    params = [("overwrite", "true" if args.overwrite else "false")]
+    answer = await api.put(args.handle, body, params)
+    print(f"{'created' if answer.status == 201 else 'replaced'} {args.handle}")
+
+
+async def _delete(api: HandleApi, args: argparse.Namespace) -> None:
+    await api.delete(args.handle, args.index)
+    if args.index:
+        listed = ", ".join(map(str, sorted(set(args.index))))
+        print(f"removed index {listed} of {args.handle}")
+    else:
+        print(f"deleted {args.handle}")
+
+
+async def _list(api: HandleApi, args: argparse.Namespace) -> None:
+    if args.page is not None and args.page < 0:
+        raise AdminFailed(f"--page must not be negative, got {args.page}", EXIT_USAGE)
+    body = await api.list(args.prefix, args.page, args.page_size)
+    names = body.get("handles", [])
+    if names:
+        sys.stdout.write("\n".join(names) + "\n")
+    sys.stdout.flush()
+
+
+async def _add_admin(api: HandleApi, args: argparse.Namespace) -> None:
+    permissions = parse_permissions(args.permissions)
+    done, index = await add_admin(api, args.handle, args.admin, permissions, index=args.index)
+    print(f"{done}: {args.admin} is an admin of {args.handle} at index {index} ({permissions})")
+
+
+ADMIN_ACTIONS = {
+    "get": _get,
+    "create": _create,
+    "delete": _delete,
+    "list": _list,
+    "add-admin": _add_admin,
+}

@@ -1,0 +1,160 @@
+"""The commands that look after the store: ``migrate``, ``check-config``, ``keygen``,
+``export`` and ``import``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import storage
+from storage import HandleStore
+
+from ..auth.secrets import KeyFileError, SecretKeeper
+from ..config import Config, ConfigError
+from ..service import HandleService
+from .serve import tls_context, warn_about
+from .stores import where, with_store
+from .transfer import ImportFailed, export_store, export_to_path, import_file
+
+__all__ = ["check_config", "export", "import_", "keygen", "migrate"]
+
+log = logging.getLogger("handle_server")
+
+
+def migrate(config: Config, *, check: bool) -> int:
+    backend = config.storage.backend
+    latest = storage.schema_version(backend)
+    if check:
+
+        async def report(store: HandleStore) -> int:
+            print(f"{where(config)}: schema version {latest}, up to date")
+            return 0
+
+        status = with_store(config, report, migrate=False)
+        return 1 if status == 2 else status
+
+    async def done(store: HandleStore) -> int:
+        was = store.schema_from
+        if was == latest:
+            print(f"{where(config)}: schema version {latest}, up to date")
+        elif was == 0:
+            print(f"{where(config)}: created schema version {latest}")
+        else:
+            print(f"{where(config)}: migrated schema version {was} to {latest}")
+        return 0
+
+    return with_store(config, done, migrate=True)
+
+
+def check_config(config: Config) -> int:
+    """What ``serve`` would check before it listens, and a summary. Exit code 0 when it would
+    start, 2 for a mistake in the configuration or a schema it will not run on, 1 when the
+    store cannot be reached."""
+    warn_about(config)  # warnings go to the log (stderr) as when serving
+    try:
+        tls = tls_context(config)
+    except ConfigError as exc:
+        print(f"handle-server: {exc}", file=sys.stderr)
+        return 2
+    s = config.server
+    print(f"{config.source}: configuration is valid")
+    print(f"  listens on {s.host}:{s.port} ({'HTTPS' if tls else 'plain HTTP'})")
+    print(f"  prefixes: {', '.join(config.handle.prefixes) or '(none)'}")
+    print(f"  admins: {', '.join(a.id for a in config.admins) or '(none)'}")
+    key_file = config.auth.key_file
+    if not Path(key_file).exists():
+        print(f"  server key: {key_file} does not exist yet; serve makes it (or keygen)")
+    else:
+        try:
+            keeper = SecretKeeper.from_key_file(key_file)
+        except KeyFileError as exc:
+            print(f"handle-server: {exc}", file=sys.stderr)
+            return 2
+        print(f"  server key: {key_file}, key id {keeper.key_id.decode()}")
+    latest = storage.schema_version(config.storage.backend)
+    if config.storage.backend == "sqlite" and not Path(config.storage.path).exists():
+        print(f"  store: {config.storage.path} does not exist yet; serve creates it")
+        return 0
+
+    async def report(store: HandleStore) -> int:
+        print(f"  store: {where(config)}, schema version {latest}, up to date")
+        return 0
+
+    return with_store(config, report, migrate=False)
+
+
+def keygen(config: Config, *, rekey_admins: bool) -> int:
+    """Make the key file (never over an existing one); with ``rekey_admins``, keep the
+    configured admins' secrets with it in the store."""
+    path = config.auth.key_file
+    if not rekey_admins:
+        try:
+            SecretKeeper.make_key_file(path)
+        except FileExistsError:
+            print(f"handle-server keygen: {path} exists; it is not replaced", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"handle-server keygen: cannot write {path}: {exc.strerror}", file=sys.stderr)
+            return 1
+        print(f"made the server key {path}: back it up apart from the store")
+        return 0
+    try:
+        keeper, made = SecretKeeper.load_or_make(path)
+    except KeyFileError as exc:
+        print(f"handle-server keygen: {exc}", file=sys.stderr)
+        return 2
+
+    async def rekey(store: HandleStore) -> int:
+        await HandleService(store, config, keeper).home_prefixes(rekey=True)
+        print(
+            f"kept the secrets of {len(config.admins)} configured admin(s) with the key "
+            f"{keeper.key_id.decode()} in {path}{' (made now)' if made else ''}"
+        )
+        return 0
+
+    return with_store(config, rekey, migrate=False)
+
+
+def export(config: Config, output: str | None, batch: int) -> int:
+    async def run(store: HandleStore) -> int:
+        if output is None:
+            count = await export_store(store, sys.stdout.buffer, batch=batch)
+            sys.stdout.buffer.flush()
+        else:
+            count = await export_to_path(store, Path(output), batch=batch)
+        log.info("exported %d handles", count)
+        return 0
+
+    return with_store(config, run, migrate=False)
+
+
+def import_(config: Config, path: Path, batch: int, replace: bool) -> int:
+    if not path.is_file():
+        print(f"handle-server: {path}: no such file", file=sys.stderr)
+        return 2
+
+    async def run(store: HandleStore) -> int:
+        try:
+            summary = await import_file(store, path, batch=batch, replace=replace)
+        except ImportFailed as exc:
+            s = exc.summary
+            print(
+                f"handle-server: {exc}\n"
+                f"handle-server: lines 1-{s.lines} are stored ({s.result.created} created, "
+                f"{s.result.replaced} replaced, {s.result.unchanged} already there); fix the "
+                "line and run the same command again: what is stored is recognised and skipped",
+                file=sys.stderr,
+            )
+            return 1
+        r = summary.result
+        log.info(
+            "imported %d lines: %d handles created, %d replaced, %d already there",
+            summary.lines,
+            r.created,
+            r.replaced,
+            r.unchanged,
+        )
+        return 0
+
+    return with_store(config, run, migrate=False)
