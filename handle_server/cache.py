@@ -19,6 +19,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 from xml.etree.ElementTree import Element
 
 from cachetools import TLRUCache
@@ -31,8 +32,13 @@ __all__ = ["Answer", "CacheStats", "Lookup", "ResolutionCache", "public_view", "
 
 _ENTRY_OVERHEAD = 200  # bytes a cached record costs beyond its data, roughly
 
-#: A finished answer: (the handle as asked, body, ETag).
-Answer = tuple[str, bytes, str]
+
+class Answer(NamedTuple):
+    """A finished REST answer kept on a cache entry."""
+
+    name: str  # the handle as asked: the answer repeats its spelling
+    body: bytes
+    etag: str
 
 
 @dataclass(slots=True)

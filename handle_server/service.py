@@ -248,6 +248,13 @@ class HandleService:
             )
         return Resolution(handle, tuple(chosen))
 
+    async def read_record(self, handle: str, *, fresh: bool) -> Handle | None:
+        """The record of ``handle`` for a caller that decides itself what it shows (Onezone's
+        API): as stored, private values included (``fresh``), or the cached public view."""
+        if fresh:
+            return await self.store.get(handle)
+        return (await self.cache.lookup(handle)).record
+
     async def count_handles(self, prefix: str, identity: Identity | None) -> int:
         """How many handles ``prefix`` has; the caller needs LIST_HANDLES on its prefix
         handle."""

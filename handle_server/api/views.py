@@ -11,6 +11,7 @@ from aiohttp import web
 from storage import ValueAlreadyExists, handle_key
 
 from .. import keys, params
+from ..cache import Answer
 from ..errors import (
     AuthenticationNeeded,
     BodyTooLarge,
@@ -85,8 +86,8 @@ async def resolve_json(request: web.Request, handle: str) -> web.Response:
     # asked for again and again); anything else, every time.
     entry = resolution.entry if identity is None and "pretty" not in request.query else None
     answer = entry.answer if entry is not None else None
-    if answer is not None and answer[0] == handle:
-        body, etag = answer[1], answer[2]
+    if answer is not None and answer.name == handle:
+        body, etag = answer.body, answer.etag
     else:
         body = json_bytes(
             request,
@@ -99,7 +100,7 @@ async def resolve_json(request: web.Request, handle: str) -> web.Response:
         etag = etag_of(body)
         if entry is not None:
             # A copy of exactly its size: orjson's bytes keep their (4 KiB) buffer.
-            entry.answer = handle, bytes(memoryview(body)), etag
+            entry.answer = Answer(handle, bytes(memoryview(body)), etag)
     return cached_response(
         request,
         body,

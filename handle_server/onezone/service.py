@@ -340,10 +340,7 @@ class OnezoneService:
         if _HANDLE_ID.fullmatch(handle_id):
             for prefix in self._prefixes():
                 name = f"{prefix}/{handle_id}"
-                if fresh:
-                    record = await self.handles.store.get(name)
-                else:
-                    record = (await self.handles.cache.lookup(name)).record
+                record = await self.handles.read_record(name, fresh=fresh)
                 share = ShareHandle.from_record(record) if record is not None else None
                 if share is not None and share.handle_id == handle_id:
                     return share, record
@@ -395,7 +392,7 @@ class OnezoneService:
             for prefix in self._prefixes():
                 if handle_key(prefix) == handle_key(r.service.prefix):
                     continue
-                other = await self.handles.store.get(f"{prefix}/{handle_id}")
+                other = await self.handles.read_record(f"{prefix}/{handle_id}", fresh=True)
                 if other is not None and ShareHandle.from_record(other) is not None:
                     raise _already_registered(r.resource_id, other.handle)
             try:
@@ -480,7 +477,7 @@ class OnezoneService:
                 for name in batch:
                     if not _HANDLE_ID.fullmatch(name.partition("/")[2]):
                         continue
-                    record = await self.handles.store.get(name)
+                    record = await self.handles.read_record(name, fresh=True)
                     share = ShareHandle.from_record(record) if record is not None else None
                     if share is not None and share.service_id in ids:
                         found.append(share.handle_id)
