@@ -13,6 +13,7 @@ import aiohttp
 import orjson
 import pytest
 
+from handle_server import keys
 from handle_server.app import create_app
 from handle_server.config import ConfigError, parse_config
 from handle_server.ops.connections import AcceptFailureLog
@@ -81,7 +82,9 @@ async def test_requests_beyond_the_limit_are_503(aiohttp_server, tmp_path):
                 asyncio.create_task(api.put(f"TEST/w{n}", [url_value("https://a.org")]))
                 for n in range(2)
             ]
-            await asyncio.sleep(0.5)  # both are waiting for the write lock
+            limit = server.app[keys.LIMIT]
+            while limit.in_flight < 2:  # until both hold their slots, waiting for the lock
+                await asyncio.sleep(0.01)
             status, body = await api.get("TEST/anything")
             assert (status, body["responseCode"]) == (503, 3)
             assert api.last.headers["Retry-After"] == "1"
