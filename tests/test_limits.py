@@ -83,7 +83,9 @@ async def test_requests_beyond_the_limit_are_503(aiohttp_server, tmp_path):
                 for n in range(2)
             ]
             limit = server.app[keys.LIMIT]
-            while limit.in_flight < 2:  # until both hold their slots, waiting for the lock
+            for _ in range(500):  # until both hold their slots, waiting for the lock (5 s)
+                if limit.in_flight == 2:
+                    break
                 await asyncio.sleep(0.01)
             status, body = await api.get("TEST/anything")
             assert (status, body["responseCode"]) == (503, 3)
