@@ -12,7 +12,7 @@ from aiohttp import web
 import storage
 
 from . import keys
-from .api import openapi
+from .api import docs
 from .auth.secrets import SecretKeeper
 from .config import Config
 from .middlewares import error_middleware
@@ -50,7 +50,7 @@ def create_app(
     app[keys.METRICS] = metrics = Metrics()
     app[resolver.RNG] = random.Random()
     app.on_response_prepare.append(resolver.vary_on_accept)
-    app.on_response_prepare.append(SecurityHeaders(pages.STYLE, openapi.DOCS_STYLE))
+    app.on_response_prepare.append(SecurityHeaders(pages.STYLE, docs.DOCS_STYLE))
     if store is None:
         app.cleanup_ctx.append(_store_ctx)
     else:

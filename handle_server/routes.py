@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import keys
-from .api import sessions
+from .api import docs, sessions
 from .api import views as api
 from .onezone import views as onezone
 from .ops import views as ops
@@ -45,8 +45,8 @@ def setup_routes(app: web.Application) -> None:
     r.add_put(sessions.SESSION_THIS, sessions.session_this)
     r.add_post(sessions.SESSION_THIS, sessions.session_this)
     r.add_delete(sessions.SESSION_THIS, sessions.end_session)
-    r.add_get("/api/openapi.json", ops.openapi_json)
-    r.add_get("/api/docs", ops.api_docs)
+    r.add_get("/api/openapi.json", docs.openapi_json)
+    r.add_get("/api/docs", docs.api_docs)
     r.add_route("*", "/api/{tail:(?s:.*)}", _unknown_api)
     r.add_get(api.REVERSE_LOOKUP, api.reverse_lookup)
     r.add_get(api.REVERSE_LOOKUP + "/", api.reverse_lookup)

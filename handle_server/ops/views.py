@@ -1,6 +1,5 @@
 """Operator endpoints: ``GET /metrics`` (Prometheus), ``/healthz`` (liveness), ``/readyz``
-(readiness), ``/api/openapi.json`` and ``/api/docs`` (the API's description), and the
-middleware that counts every request."""
+(readiness), and the middleware that counts every request."""
 
 from __future__ import annotations
 
@@ -14,15 +13,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from storage import StoreUnavailable
 
 from .. import keys
-from ..api.openapi import describe, docs_page
 from ..responses import json_response
 
 __all__ = [
-    "api_docs",
     "healthz",
     "metrics",
     "metrics_middleware",
-    "openapi_json",
     "readyz",
     "route_of",
 ]
@@ -82,15 +78,3 @@ async def readyz(request: web.Request) -> web.Response:
         reason = str(exc) or f"no answer within {_READY_TIMEOUT:g} s"
         return json_response(request, {"status": "unavailable", "store": reason}, status=503)
     return json_response(request, {"status": "ok"})
-
-
-async def openapi_json(request: web.Request) -> web.Response:
-    """GET /api/openapi.json"""
-    return json_response(request, describe(request.app[keys.CONFIG].onezone))
-
-
-async def api_docs(request: web.Request) -> web.Response:
-    """GET /api/docs: the description as a page to read."""
-    return web.Response(
-        text=docs_page(describe(request.app[keys.CONFIG].onezone)), content_type="text/html"
-    )
