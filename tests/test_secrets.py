@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import hashlib
 import hmac
 import os
@@ -186,3 +187,14 @@ def test_check_config_reports_the_server_key(tmp_path, capsys):
     key.write_text("not a key\n")
     assert main(["check-config", "--config", str(config)]) == 2
     assert "not a handle-server key file" in capsys.readouterr().err
+
+
+def test_key_files_made_at_once_are_whole_and_one(tmp_path):
+    """Workers (or nodes on a shared folder) starting together: one key file, whole, for
+    all of them."""
+    key = tmp_path / "server.key"
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda _: SecretKeeper.load_or_make(key), range(32)))
+    assert sum(1 for _, new in made if new) == 1
+    assert len({keeper.key_id for keeper, _ in made}) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["server.key"]  # no leftovers

@@ -25,6 +25,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import tempfile
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -75,13 +76,21 @@ class SecretKeeper:
     @staticmethod
     def make_key_file(path: str | Path) -> None:
         """Write a new random key to ``path`` (readable by its owner only); never over an
-        existing file."""
+        existing file (``FileExistsError``). The file appears whole or not at all: it is
+        written beside and linked into place, so workers starting together never read half
+        of one."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         text = f"{_KEY_FILE_HEADER}\n{base64.b64encode(os.urandom(32)).decode()}\n"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        fd, written = tempfile.mkstemp(dir=path.parent, prefix=".key-", suffix=".tmp")  # 0600
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(written, path)
+        finally:
+            os.unlink(written)
 
     @classmethod
     def from_key_file(cls, path: str | Path) -> SecretKeeper:
