@@ -16,6 +16,8 @@ from .api import docs
 from .auth.secrets import SecretKeeper
 from .config import Config
 from .middlewares import error_middleware
+from .native import views as native_views
+from .native.service import NativeService
 from .onezone.service import OnezoneService
 from .ops.forwarded import TrustedProxies
 from .ops.limits import ConcurrencyLimit
@@ -70,6 +72,8 @@ def create_app(
         await service.start()
         app[keys.SERVICE] = service
         app[keys.ONEZONE] = OnezoneService(service, config.onezone, service.authenticator)
+        if config.native.enabled:
+            app[native_views.NATIVE] = NativeService(service, clock=clock)
         yield
         stats = service.cache.stats
         log.info(

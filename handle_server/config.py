@@ -238,6 +238,24 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class NativeConfig:
+    enabled: bool = option(
+        False,
+        "serve the Handle System's native protocol (RFC 3652): over TCP, and as POSTs of "
+        "application/x-hdl-message to the HTTP port",
+    )
+    host: str = option("", 'address of the native interfaces; "" = [server] host')
+    port: int = option(
+        2641, "port of the native interfaces (the Handle System's is 2641)", min=0, max=65535
+    )
+    tcp: bool = option(True, "serve native messages over TCP")
+    max_message_bytes: int = option(
+        262_144, "longest native message accepted (the reference's limit)", min=1024
+    )
+    timeout: int = option(30, "seconds a native client has to send a whole message", **_SECONDS)
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = option("info", "debug, info, warning or error", choices=_LOG_LEVELS)
     access: bool = option(True, "log every request (at info level)")
@@ -292,6 +310,7 @@ class Config:
     auth: AuthConfig = AuthConfig()
     search: SearchConfig = SearchConfig()
     metrics: MetricsConfig = MetricsConfig()
+    native: NativeConfig = NativeConfig()
     log: LogConfig = LogConfig()
     onezone: OnezoneConfig = OnezoneConfig()
     #: Where the configuration was read from (``None`` for the built-in defaults).
@@ -309,6 +328,7 @@ _TABLES = {
     "auth": AuthConfig,
     "search": SearchConfig,
     "metrics": MetricsConfig,
+    "native": NativeConfig,
     "log": LogConfig,
 }
 

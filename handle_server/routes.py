@@ -7,6 +7,7 @@ from aiohttp import web
 from . import keys
 from .api import docs, sessions
 from .api import views as api
+from .native import views as native
 from .onezone import views as onezone
 from .ops import views as ops
 from .resolver import views as resolver
@@ -53,6 +54,8 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/metrics", ops.metrics)
     r.add_get("/healthz", ops.healthz)
     r.add_get("/readyz", ops.readyz)
+    if app[keys.CONFIG].native.enabled:  # native messages POSTed to any path
+        r.add_post("/{tail:(?s:.*)}", native.message)
     r.add_get("/", resolver.lookup)
     r.add_get("/favicon.ico", resolver.favicon)
     r.add_get("/{handle:(?s:.+)}", resolver.resolve)

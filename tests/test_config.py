@@ -28,7 +28,17 @@ def _fields(cls: type) -> set[str]:
 def test_the_example_lists_every_option_with_the_default():
     raw = tomllib.loads(EXAMPLE.read_text())
     defaults = Config()
-    for table in ("server", "storage", "handle", "cache", "auth", "search", "metrics", "log"):
+    for table in (
+        "server",
+        "storage",
+        "handle",
+        "cache",
+        "auth",
+        "search",
+        "metrics",
+        "native",
+        "log",
+    ):
         cls = type(getattr(defaults, table))
         assert set(raw[table]) == _fields(cls), table
         for key, value in raw[table].items():
@@ -70,7 +80,17 @@ def test_the_example_shows_each_options_declared_help():
     option declares (``config.option``)."""
     helps = _example_help()
     defaults = Config()
-    for table in ("server", "storage", "handle", "cache", "auth", "search", "metrics", "log"):
+    for table in (
+        "server",
+        "storage",
+        "handle",
+        "cache",
+        "auth",
+        "search",
+        "metrics",
+        "native",
+        "log",
+    ):
         for f in dataclasses.fields(getattr(defaults, table)):
             assert helps.get((table, f.name)) == f.metadata["help"], (table, f.name)
     for f in dataclasses.fields(OnezoneConfig):

@@ -27,6 +27,7 @@ HTTP_LAYER = (
     "handle_server.api.",
     "handle_server.resolver.views",
     "handle_server.onezone.views",
+    "handle_server.native.views",
     "handle_server.ops.",
     "handle_server.cli.",
 )

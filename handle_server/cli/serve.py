@@ -19,6 +19,8 @@ from storage import SchemaMismatch, StoreUnavailable
 from ..app import create_app
 from ..auth.secrets import KeyFileError
 from ..config import Config, ConfigError
+from ..native.tcp import NativeTcp
+from ..native.views import NATIVE
 from ..ops.access_log import MalformedRequestFilter, access_log_options
 from ..ops.connections import (
     AcceptFailureLog,
@@ -189,15 +191,25 @@ async def _run(
         keepalive_timeout=s.idle_timeout,
         **access_log_options(config, worker),
     )
+    native: asyncio.Server | None = None
     try:
         await runner.setup()  # inside: what started before a failure (the store) is closed
         site = web.TCPSite(
             runner, s.host, s.port, ssl_context=tls, reuse_port=listening is not None or None
         )
         await site.start()
+        n = config.native
+        if n.enabled and n.tcp:
+            tcp = NativeTcp(app[NATIVE], max_message_bytes=n.max_message_bytes, timeout=n.timeout)
+            native = await asyncio.start_server(
+                tcp.serve, n.host or s.host, n.port, reuse_port=listening is not None or None
+            )
+            log.info("native protocol on tcp %s:%d", n.host or s.host, n.port)
         _listening(listening, "https" if tls else "http", config)
         await asyncio.Event().wait()  # until a signal ends the loop (web.GracefulExit)
     finally:
+        if native is not None:
+            native.close()
         await runner.cleanup()
 
 

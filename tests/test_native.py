@@ -1,0 +1,142 @@
+"""The native Handle protocol: the codec against bytes of real CNRI exchanges
+(``../shared/cnri/NOTES.md``), and CNRI's own client resolving through our server over TCP and
+HTTP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from handle_server.native import codec
+from storage import HandleValue
+
+from .helpers import ADMIN_AUTH, Server, free_port, url_value
+
+CNRI = Path(__file__).resolve().parent.parent.parent / "shared" / "cnri"
+
+# CNRI's client resolving CNRI/test-1 over TCP (NOTES.md, "Wire facts observed").
+REQUEST = bytes.fromhex(
+    "02030000" "00000000" "5c1fc500" "00000000" "00000033"
+    "00000001" "00000000" "19000000" "ffff" "00" "00" "6b0f51f6" "00000017"
+    "0000000b" "434e52492f746573742d31" "00000000" "00000000"
+    "00000000"
+)  # fmt: skip
+# The first value of the reference's answer.
+URL_VALUE = bytes.fromhex(
+    "00000001" "6b0ea90f" "00" "00015180" "0e" "00000003" "55524c"
+    "00000019" + b"http://example.org/test-1".hex() + "00000000"
+)  # fmt: skip
+
+
+def test_a_real_request_decodes_and_encodes_back_to_its_bytes():
+    envelope = codec.decode_envelope(REQUEST)
+    assert (envelope.major, envelope.minor, envelope.request_id, envelope.length) == (
+        2,
+        3,
+        0x5C1FC500,
+        51,
+    )
+    message = codec.decode_message(REQUEST[20:])
+    assert (message.op_code, message.response_code, message.site_serial) == (1, 0, 0xFFFF)
+    assert message.flag(codec.FLAG_RECURSIVE) and message.flag(codec.FLAG_PUBLIC_ONLY)
+    assert not message.flag(codec.FLAG_AUTHORITATIVE)
+    asked = codec.ResolutionRequest.decode(message.body)
+    assert (asked.handle, asked.indexes, asked.types) == (b"CNRI/test-1", [], [])
+    assert envelope.encode() + codec.encode_message(message) == REQUEST
+
+
+def test_a_value_encodes_as_the_reference_encodes_it():
+    value = HandleValue(1, "URL", b"http://example.org/test-1", ttl=86400, timestamp=0x6B0EA90F)
+    assert codec.encode_value(value) == URL_VALUE
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        REQUEST[20:30],  # a header cut short
+        REQUEST[20:44] + b"\x00\x00",  # a body shorter than its length
+        REQUEST[20:44] + bytes.fromhex("ffffffff") + REQUEST[48:],  # a handle length that lies
+    ],
+)
+def test_broken_messages_are_refused_not_read_past(broken):
+    with pytest.raises(codec.MessageError):
+        message = codec.decode_message(broken)
+        codec.ResolutionRequest.decode(message.body)
+
+
+# -- CNRI's client against our server ------------------------------------------------------------
+
+
+def _cnri_ready() -> str | None:
+    if not (CNRI / "resolve.sh").is_file():
+        return f"{CNRI} is not here"
+    if not shutil.which("java") or not shutil.which("javac"):
+        return "Java 17 (openjdk-17-jdk-headless) is not installed"
+    return None
+
+
+@pytest.fixture
+def native_server(tmp_path):
+    reason = _cnri_ready()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must test against the CNRI client: {reason}")
+        pytest.skip(reason)
+    native_port = free_port()
+    config = tmp_path / "native.toml"
+    config.write_text(
+        f'[storage]\npath = "{tmp_path / "h.sqlite3"}"\n[handle]\nprefixes = ["TEST"]\n'
+        '[[admins]]\nid = "300:0.NA/TEST"\nsecret = "admin-secret"\n'
+        f"[native]\nenabled = true\nport = {native_port}\n"
+    )
+    server = Server(["--config", str(config)], tmp_path)
+    server.native_port = native_port
+    yield server
+    server.stop()
+
+
+def cnri_resolve(port: int, handle: str, proto: str, *options: str) -> tuple[str, list[str]]:
+    out = subprocess.run(
+        ["bash", str(CNRI / "resolve.sh"), "127.0.0.1", str(port), handle, proto, *options],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CNRI_BUILD": "/tmp/cnri-build"},
+    )
+    lines = out.stdout.strip().splitlines()
+    assert lines, out.stderr
+    return lines[0], lines[1:]
+
+
+@pytest.mark.slow
+async def test_the_cnri_client_resolves_through_our_server(native_server):
+    await native_server.ready()
+    values = [
+        url_value("https://example.org/doc"),
+        {"index": 2, "type": "EMAIL", "data": "pid@example.org"},
+        {"index": 3, "type": "SECRET_NOTE", "data": "only-for-admins", "permissions": "1100"},
+    ]
+    async with aiohttp.ClientSession() as session:
+        async with session.put(
+            f"{native_server.base}/api/handles/TEST/doc", json=values, headers=ADMIN_AUTH
+        ) as resp:
+            assert resp.status == 201
+    for proto, port in (("tcp", native_server.native_port), ("http", native_server.port)):
+        rc, lines = cnri_resolve(port, "TEST/doc", proto)
+        assert rc == "RC 1 SUCCESS" or rc.startswith("RC 1 "), (proto, rc, lines)
+        shown = "\n".join(lines)
+        assert "https://example.org/doc" in shown and "pid@example.org" in shown, proto
+        assert "only-for-admins" not in shown, proto  # never a private value, anonymously
+        rc, lines = cnri_resolve(port, "TEST/doc", proto, "--type", "EMAIL")
+        assert rc.startswith("RC 1 ") and "pid@example.org" in "\n".join(lines)
+        assert "https://example.org/doc" not in "\n".join(lines)
+        rc, _ = cnri_resolve(port, "TEST/none", proto)
+        assert rc.startswith("RC 100"), (proto, rc)
+        rc, _ = cnri_resolve(port, "OTHER/x", proto)
+        assert rc.startswith("RC 301"), (proto, rc)
+    assert "Traceback" not in native_server.log.read_text()
