@@ -249,6 +249,13 @@ class NativeConfig:
         2641, "port of the native interfaces (the Handle System's is 2641)", min=0, max=65535
     )
     tcp: bool = option(True, "serve native messages over TCP")
+    udp: bool = option(
+        True,
+        "serve native messages over UDP (answers of one datagram only: no amplification)",
+    )
+    udp_rate: int = option(
+        100, "UDP answers a second to one source address; more are dropped", min=1
+    )
     max_message_bytes: int = option(
         262_144, "longest native message accepted (the reference's limit)", min=1024
     )

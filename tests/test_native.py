@@ -4,8 +4,11 @@ HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import socket
+import struct
 import subprocess
 from pathlib import Path
 
@@ -13,6 +16,7 @@ import aiohttp
 import pytest
 
 from handle_server.native import codec
+from handle_server.native.udp import MAX_DATAGRAM
 from storage import HandleValue
 
 from .helpers import ADMIN_AUTH, Server, free_port, url_value
@@ -126,7 +130,11 @@ async def test_the_cnri_client_resolves_through_our_server(native_server):
             f"{native_server.base}/api/handles/TEST/doc", json=values, headers=ADMIN_AUTH
         ) as resp:
             assert resp.status == 201
-    for proto, port in (("tcp", native_server.native_port), ("http", native_server.port)):
+    for proto, port in (
+        ("tcp", native_server.native_port),
+        ("udp", native_server.native_port),
+        ("http", native_server.port),
+    ):
         rc, lines = cnri_resolve(port, "TEST/doc", proto)
         assert rc == "RC 1 SUCCESS" or rc.startswith("RC 1 "), (proto, rc, lines)
         shown = "\n".join(lines)
@@ -139,4 +147,57 @@ async def test_the_cnri_client_resolves_through_our_server(native_server):
         assert rc.startswith("RC 100"), (proto, rc)
         rc, _ = cnri_resolve(port, "OTHER/x", proto)
         assert rc.startswith("RC 301"), (proto, rc)
+    assert "Traceback" not in native_server.log.read_text()
+
+
+def _request(handle: bytes, request_id: int) -> bytes:
+    body = struct.pack(">I", len(handle)) + handle + bytes(8)
+    message = codec.encode_message(codec.Message(codec.OC_RESOLUTION, 0, body=body))
+    return codec.Envelope(2, 3, request_id=request_id, length=len(message)).encode() + message
+
+
+def _udp_answers(port: int, requests: list[bytes], wait: float = 1.0) -> list[bytes]:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(wait)
+        for datagram in requests:
+            s.sendto(datagram, ("127.0.0.1", port))
+        answers = []
+        try:
+            while True:
+                answers.append(s.recv(65536))
+        except TimeoutError:
+            return answers
+
+
+@pytest.mark.slow
+async def test_udp_never_amplifies_and_is_rate_limited(native_server):
+    """An answer longer than one datagram is not sent over UDP (the client asks again over
+    TCP), so no request gets back more than 512 bytes; and one address gets at most
+    ``udp_rate`` answers a second."""
+    await native_server.ready()
+    big = [{"index": i, "type": "DESC", "data": "x" * 200} for i in range(1, 6)]
+    async with aiohttp.ClientSession() as session:
+        for name, values in (("TEST/small", [url_value("https://s.org")]), ("TEST/big", big)):
+            async with session.put(
+                f"{native_server.base}/api/handles/{name}", json=values, headers=ADMIN_AUTH
+            ) as resp:
+                assert resp.status == 201
+    port = native_server.native_port
+    small = _request(b"TEST/small", 1)
+    (answer,) = _udp_answers(port, [small])
+    assert codec.decode_message(answer[20:]).response_code == codec.RC_SUCCESS
+    assert _udp_answers(port, [_request(b"TEST/big", 2)]) == []  # too big for one datagram
+    rc, lines = cnri_resolve(port, "TEST/big", "tcp")  # over TCP it is all there
+    assert rc.startswith("RC 1 ") and len(lines) == 5
+    # The worst amplification: the longest answer over the shortest request.
+    smallest = _request(b"T/x", 3)
+    assert len(answer) <= MAX_DATAGRAM and MAX_DATAGRAM / len(smallest) < 10
+    # 300 requests at once from one address: at most the rate (100 a second) answered.
+    flood = [_request(b"TEST/small", 10 + n) for n in range(300)]
+    answered = _udp_answers(port, flood)
+    assert 50 <= len(answered) <= 150, len(answered)
+    # Garbage is dropped, and the service goes on.
+    assert _udp_answers(port, [b"\x00" * 7, small[:30], b"\xff" * 600], wait=0.3) == []
+    await asyncio.sleep(1.1)  # the bucket fills again
+    assert len(_udp_answers(port, [small])) == 1
     assert "Traceback" not in native_server.log.read_text()

@@ -20,6 +20,7 @@ from ..app import create_app
 from ..auth.secrets import KeyFileError
 from ..config import Config, ConfigError
 from ..native.tcp import NativeTcp
+from ..native.udp import NativeUdp
 from ..native.views import NATIVE
 from ..ops.access_log import MalformedRequestFilter, access_log_options
 from ..ops.connections import (
@@ -192,6 +193,7 @@ async def _run(
         **access_log_options(config, worker),
     )
     native: asyncio.Server | None = None
+    udp_transport: asyncio.BaseTransport | None = None
     try:
         await runner.setup()  # inside: what started before a failure (the store) is closed
         site = web.TCPSite(
@@ -205,11 +207,21 @@ async def _run(
                 tcp.serve, n.host or s.host, n.port, reuse_port=listening is not None or None
             )
             log.info("native protocol on tcp %s:%d", n.host or s.host, n.port)
+        if n.enabled and n.udp:
+            loop = asyncio.get_running_loop()
+            udp_transport, _ = await loop.create_datagram_endpoint(
+                lambda: NativeUdp(app[NATIVE], rate=n.udp_rate),
+                local_addr=(n.host or s.host, n.port),
+                reuse_port=listening is not None or None,
+            )
+            log.info("native protocol on udp %s:%d", n.host or s.host, n.port)
         _listening(listening, "https" if tls else "http", config)
         await asyncio.Event().wait()  # until a signal ends the loop (web.GracefulExit)
     finally:
         if native is not None:
             native.close()
+        if udp_transport is not None:
+            udp_transport.close()
         await runner.cleanup()
 
 

@@ -1,0 +1,90 @@
+"""The native protocol over UDP: one request in one datagram, one answer in one datagram.
+
+An answer goes to an address nobody has verified, so this interface must not be an
+amplifier (as DNS servers learned): an answer is sent only if it fits in one datagram of the
+reference's size (512 bytes), so the bytes sent are never more than 512 for a request of at
+least ~60; a longer answer is not sent, and the client, having heard nothing, asks again over
+TCP as the reference's resolver does after its UDP retries. Answers to one source address are
+also limited to ``rate`` a second (a token bucket; the rest are dropped)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from cachetools import LRUCache
+
+from . import codec
+from .codec import MessageError
+from .service import NativeService
+
+__all__ = ["MAX_DATAGRAM", "NativeUdp"]
+
+log = logging.getLogger(__name__)
+
+#: The reference's UDP packet size (Common.MAX_UDP_PACKET_SIZE).
+MAX_DATAGRAM = 512
+#: UDP requests being answered at once; more are dropped.
+_MAX_WORKING = 1024
+
+
+class NativeUdp(asyncio.DatagramProtocol):
+    def __init__(
+        self,
+        service: NativeService,
+        *,
+        rate: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.service = service
+        self.rate = rate
+        self._clock = clock
+        self._buckets: LRUCache[str, list[float]] = LRUCache(100_000)  # address -> tokens, when
+        self.transport: asyncio.DatagramTransport | None = None
+        self._working: set[asyncio.Future[None]] = set()
+        self.dropped_large = 0
+        self.dropped_rate = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def _allowed(self, address: str) -> bool:
+        now = self._clock()
+        tokens, then = self._buckets.get(address, (self.rate, now))
+        tokens = min(self.rate, tokens + (now - then) * self.rate)
+        if tokens < 1:
+            self._buckets[address] = [tokens, now]
+            return False
+        self._buckets[address] = [tokens - 1, now]
+        return True
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        try:
+            envelope = codec.decode_envelope(data)
+        except MessageError:
+            return
+        if envelope.length != len(data) - codec.ENVELOPE.size or envelope.flags:
+            return  # multi-packet, encrypted or compressed requests, or lying lengths
+        if not self._allowed(addr[0]):
+            self.dropped_rate += 1
+            return
+        if len(self._working) >= _MAX_WORKING:
+            self.dropped_rate += 1  # a flood from many addresses: no queue grows without end
+            return
+        task = asyncio.ensure_future(self._answer(envelope, data[codec.ENVELOPE.size :], addr))
+        self._working.add(task)
+        task.add_done_callback(self._working.discard)
+
+    async def _answer(self, envelope: codec.Envelope, message: bytes, addr: tuple) -> None:
+        try:
+            answer = await self.service.answer(envelope, message)
+        except Exception:  # one datagram never takes the interface down
+            log.exception("native UDP request from %s failed", addr[0])
+            return
+        if len(answer) > MAX_DATAGRAM:
+            self.dropped_large += 1  # the client asks again over TCP
+            return
+        if self.transport is not None:
+            self.transport.sendto(answer, addr)
