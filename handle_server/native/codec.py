@@ -14,7 +14,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from storage import HandleValue, TTLType
+from storage import HandleValue, TTLType, ValueReference
 
 __all__ = [
     "ENVELOPE",
@@ -26,6 +26,8 @@ __all__ = [
     "ResolutionRequest",
     "decode_envelope",
     "decode_message",
+    "decode_resolution_body",
+    "decode_value",
     "encode_message",
     "encode_resolution_body",
     "encode_value",
@@ -207,6 +209,42 @@ def encode_value(value: HandleValue) -> bytes:
         + struct.pack(">I", len(value.references))
         + references
     )
+
+
+def decode_value(reader: Reader) -> HandleValue:
+    index, timestamp = reader.int4(), reader.int4()
+    ttl_type = reader.take(1)[0]
+    ttl = int.from_bytes(reader.take(4), "big", signed=True)
+    permissions = reader.take(1)[0]
+    value_type = reader.string().decode("utf-8", "surrogateescape")
+    data = reader.string()
+    references = tuple(
+        ValueReference(reader.string().decode("utf-8"), reader.int4())
+        for _ in range(min(reader.int4(), 10_000))
+    )
+    return HandleValue(
+        index,
+        value_type,
+        data,
+        ttl=ttl,
+        ttl_type=TTLType.ABSOLUTE if ttl_type == 1 else TTLType.RELATIVE,
+        timestamp=timestamp,
+        references=references,
+        **HandleValue.flags_from_bits(permissions),
+    )
+
+
+def decode_resolution_body(body: bytes, *, digest: bool = False) -> tuple[bytes, list[HandleValue]]:
+    """The handle and values of a resolution answer (``digest``: the body starts with a
+    request digest, skipped)."""
+    reader = Reader(body)
+    if digest:
+        reader.take(1 + 20)
+    handle = reader.string()
+    count = reader.int4()
+    if count > 100_000:
+        raise MessageError(f"a list of {count} values")
+    return handle, [decode_value(reader) for _ in range(count)]
 
 
 def request_digest(request: Message) -> bytes:
