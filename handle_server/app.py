@@ -73,7 +73,9 @@ def create_app(
         app[keys.SERVICE] = service
         app[keys.ONEZONE] = OnezoneService(service, config.onezone, service.authenticator)
         if config.native.enabled:
-            app[native_views.NATIVE] = NativeService(service, clock=clock)
+            app[native_views.NATIVE] = NativeService(
+                service, clock=clock, answered=metrics.native_answered
+            )
         yield
         stats = service.cache.stats
         log.info(

@@ -30,9 +30,16 @@ _ERROR_CODES: dict[type[HandleError], int] = {
 
 
 class NativeService:
-    def __init__(self, handles: HandleService, *, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        handles: HandleService,
+        *,
+        clock: Callable[[], float] = time.time,
+        answered: Callable[[int, int], None] = lambda op, rc: None,
+    ) -> None:
         self.handles = handles
         self._clock = clock
+        self._answered = answered  # told each answer's operation and response code
 
     async def answer(self, envelope: Envelope, data: bytes) -> bytes:
         """The whole answer (envelope and message) to the message ``data`` that came in
@@ -44,6 +51,7 @@ class NativeService:
             reply = self._error(request, codec.RC_PROTOCOL_ERROR, str(exc))
         else:
             reply = await self._reply(request)
+        self._answered(reply.op_code, reply.response_code)
         message = codec.encode_message(reply)
         out = Envelope(
             envelope.major,

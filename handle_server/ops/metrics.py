@@ -46,6 +46,10 @@ __all__ = ["MULTIPROCESS_DIR", "Metrics", "MetricsStore", "multiprocess_mode"]
 T = TypeVar("T")
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+#: The operation codes of RFC 3652 and the reference (AbstractMessage.OC_*).
+_NATIVE_OPS = frozenset(
+    {1, 2, 100, 101, 102, 103, 104, 105, 200, 201, 300, 301, 302, 400, 401, 402}
+)
 _METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH"})
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -89,6 +93,12 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.native = Counter(
+            "handle_server_native_requests",
+            "Native protocol (RFC 3652) requests answered, by operation code and response code",
+            ["op", "rc"],
+            registry=r,
+        )
         self.handles = Gauge(
             "handle_server_handles",
             "Handles stored under each homed prefix (read when /metrics is scraped)",
@@ -121,6 +131,12 @@ class Metrics:
         if latency is None:
             latency = self._latencies[route, method] = self.latency.labels(route, method)
         latency.observe(seconds)
+
+    def native_answered(self, op_code: int, response_code: int) -> None:
+        """Count one native answer. Operation codes the protocol does not define count as
+        ``other``, so that no client can grow the label set."""
+        op = str(op_code) if op_code in _NATIVE_OPS else "other"
+        self.native.labels(op, str(response_code)).inc()
 
     def render(self) -> bytes:
         """The text exposition format: this process's figures, or every worker's summed."""
