@@ -33,7 +33,7 @@ def path_handle(request: web.Request, mount: str) -> str:
     return handle
 
 
-def flag(request: web.Request, name: str, default: bool) -> bool:
+def flag(request: web.Request, name: str, default: bool | None) -> bool | None:
     """A boolean parameter: absent -> ``default``; empty, true, yes, 1 -> True; false, no, 0 ->
     False (any case); anything else is refused rather than guessed."""
     given = request.query.getall(name, [])

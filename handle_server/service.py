@@ -439,7 +439,7 @@ class HandleService:
         )
         raise InvalidAdmin(handle, f"{identity} does not hold {wanted} on {handle} ({where})")
 
-    async def _prepare(self, values: Iterable[HandleValue]) -> list[HandleValue]:
+    def _prepare(self, values: Iterable[HandleValue]) -> list[HandleValue]:
         """Stamp the write time and hash any secret key given in plain."""
         now = int(self._clock())
         prepared = []
@@ -539,7 +539,7 @@ class HandleService:
         the handle itself, as the reference server. No HS_ADMIN value is added for the caller:
         a handle created without one can be changed only by the prefix's configured admins."""
         self.check_handle(handle)
-        prepared = await self._prepare(values)
+        prepared = self._prepare(values)
 
         def plan(before: Handle | None):
             if before is None:
@@ -560,7 +560,7 @@ class HandleService:
         self.check_handle(stem, stem=True)
         if self.is_prefix_handle(stem):
             raise InvalidHandle(stem, "Cannot mint prefix handles")
-        prepared = await self._prepare(values)
+        prepared = self._prepare(values)
         for _ in range(_MINT_ATTEMPTS):
             name = stem + str(uuid.uuid4())
             self.check_handle(name)
@@ -589,7 +589,7 @@ class HandleService:
         """Add ``values`` to an existing handle, replacing those at the same indexes when
         ``overwrite``. True if every value was new."""
         self.check_handle(handle)
-        prepared = await self._prepare(values)
+        prepared = self._prepare(values)
         new_indexes = {v.index for v in prepared}
 
         def plan(before: Handle | None):

@@ -377,14 +377,13 @@ class PostgresStore(HandleStore):
             limit=limit,
             dialect="postgresql",
         )
-        deadline = asyncio.get_running_loop().time() + (
-            time_limit if time_limit is not None else 1e9
-        )
+        loop = asyncio.get_running_loop()
+        deadline = None if time_limit is None else loop.time() + time_limit
         try:
             async with asyncio.timeout_at(deadline), self._pool.acquire() as conn:
                 async with conn.transaction(readonly=True):
-                    if time_limit is not None:
-                        left = max(1, int((deadline - asyncio.get_running_loop().time()) * 1000))
+                    if deadline is not None:
+                        left = max(1, int((deadline - loop.time()) * 1000))
                         await conn.execute(f"SET LOCAL statement_timeout = {left}")
                     rows = await conn.fetch(numbered(sql), *params)
         except (TimeoutError, asyncpg.QueryCanceledError):

@@ -21,6 +21,20 @@ from handle_server.config import (
 EXAMPLE = Path(__file__).parent.parent / "config.example.toml"
 
 
+#: The tables of plain options (``[[admins]]`` and ``[onezone]`` are checked apart).
+OPTION_TABLES = (
+    "server",
+    "storage",
+    "handle",
+    "cache",
+    "auth",
+    "search",
+    "metrics",
+    "native",
+    "log",
+)
+
+
 def _fields(cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
@@ -28,17 +42,7 @@ def _fields(cls: type) -> set[str]:
 def test_the_example_lists_every_option_with_the_default():
     raw = tomllib.loads(EXAMPLE.read_text())
     defaults = Config()
-    for table in (
-        "server",
-        "storage",
-        "handle",
-        "cache",
-        "auth",
-        "search",
-        "metrics",
-        "native",
-        "log",
-    ):
+    for table in OPTION_TABLES:
         cls = type(getattr(defaults, table))
         assert set(raw[table]) == _fields(cls), table
         for key, value in raw[table].items():
@@ -80,17 +84,7 @@ def test_the_example_shows_each_options_declared_help():
     option declares (``config.option``)."""
     helps = _example_help()
     defaults = Config()
-    for table in (
-        "server",
-        "storage",
-        "handle",
-        "cache",
-        "auth",
-        "search",
-        "metrics",
-        "native",
-        "log",
-    ):
+    for table in OPTION_TABLES:
         for f in dataclasses.fields(getattr(defaults, table)):
             assert helps.get((table, f.name)) == f.metadata["help"], (table, f.name)
     for f in dataclasses.fields(OnezoneConfig):

@@ -70,7 +70,8 @@ async def resolve_json(request: web.Request, handle: str) -> web.Response:
     indexes = [params.int_value(i, "index") for i in request.query.getall("index", [])]
     types = request.query.getall("type", [])
     identity = await params.identity(request)
-    public_only = params.flag(request, "publicOnly", default=identity is None)
+    asked = params.flag(request, "publicOnly", default=None)
+    public_only = asked if asked is not None else identity is None
     refresh = params.flag(request, "auth", default=False)
     service = request.app[keys.SERVICE]
     resolution = await service.resolve(
@@ -80,7 +81,7 @@ async def resolve_json(request: web.Request, handle: str) -> web.Response:
         public_only=public_only,
         identity=identity,
         refresh=refresh,
-        asked_for_private=not params.flag(request, "publicOnly", default=True),
+        asked_for_private=asked is False,
     )
     # A public answer of a whole cached view is built once per cache entry (a hot handle is
     # asked for again and again); anything else, every time.

@@ -562,9 +562,8 @@ class SQLiteStore(HandleStore):
         )
         # Its own connection, one search at a time: the reads that resolve handles never wait
         # behind one.
-        deadline = asyncio.get_running_loop().time() + (
-            time_limit if time_limit is not None else 1e9
-        )
+        loop = asyncio.get_running_loop()
+        deadline = None if time_limit is None else loop.time() + time_limit
         try:
             async with asyncio.timeout_at(deadline):
                 await self._search_lock.acquire()
