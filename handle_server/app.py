@@ -16,8 +16,11 @@ from .api import docs
 from .auth.secrets import SecretKeeper
 from .config import Config
 from .middlewares import error_middleware
+from .native import signing
 from .native import views as native_views
+from .native.auth import Challenges
 from .native.service import NativeService
+from .native.site import SiteError, this_site
 from .onezone.service import OnezoneService
 from .ops.forwarded import TrustedProxies
 from .ops.limits import ConcurrencyLimit
@@ -69,13 +72,12 @@ def create_app(
         store = MetricsStore(app[keys.STORE], metrics)
         service = HandleService(store, config, keeper, clock=clock)
         service.cache.on_event = metrics.cache_event
+        native = _native_service(config, service, metrics, clock) if config.native.enabled else None
         await service.start()
         app[keys.SERVICE] = service
         app[keys.ONEZONE] = OnezoneService(service, config.onezone, service.authenticator)
-        if config.native.enabled:
-            app[native_views.NATIVE] = NativeService(
-                service, clock=clock, answered=metrics.native_answered
-            )
+        if native is not None:
+            app[native_views.NATIVE] = native
         yield
         stats = service.cache.stats
         log.info(
@@ -90,6 +92,39 @@ def create_app(
     app.cleanup_ctx.append(service_ctx)
     setup_routes(app)
     return app
+
+
+def _native_service(
+    config: Config, service: HandleService, metrics: Metrics, clock: Callable[[], float]
+) -> NativeService:
+    """The native protocol's service, with the server's key pair (made now if there is none)
+    and this site's HS_SITE, which ``service`` then puts on the prefix handles."""
+    n = config.native
+    key, made = signing.load_or_make_key(n.key_file)
+    if made:
+        log.warning(
+            "made a new native key pair in %s: it signs certified answers, and its public half "
+            "is in this site's HS_SITE (handle-server siteinfo). Back it up, and give every node "
+            "of this site the same file",
+            n.key_file,
+        )
+    public_key = signing.encode_public_key(key.public_key())
+    try:
+        service.site = this_site(config, public_key).encode()
+    except SiteError as exc:
+        log.warning("no HS_SITE for the prefix handles: %s", exc)
+    challenges = Challenges(
+        service.store, service.authenticator, lifetime=n.challenge_timeout, clock=clock
+    )
+    return NativeService(
+        service,
+        challenges=challenges,
+        key=key,
+        site=service.site,
+        site_serial=n.site_serial,
+        clock=clock,
+        answered=metrics.native_answered,
+    )
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -260,6 +260,26 @@ class NativeConfig:
         262_144, "longest native message accepted (the reference's limit)", min=1024
     )
     timeout: int = option(30, "seconds a native client has to send a whole message", **_SECONDS)
+    key_file: str = option(
+        "var/native_key.pem",
+        "the server's key pair (PEM, RSA or DSA): signs certified answers, and its public half "
+        "is in this site's HS_SITE (made at the first start, or by keygen --native)",
+        nonempty=True,
+    )
+    public_address: str = option(
+        "",
+        "the IP address the Handle System reaches this server at, for its HS_SITE; "
+        '"" = the native host, if that is one address',
+    )
+    site_serial: int = option(
+        1,
+        "serial number of this site's HS_SITE: raise it whenever the site changes",
+        min=0,
+        max=65535,
+    )
+    challenge_timeout: int = option(
+        20, "seconds a native client has to answer an authentication challenge", **_SECONDS
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -528,6 +548,15 @@ def _check(config: Config, source: str) -> None:
         ids.add((prefix.upper(), int(index)))
         if not admin.secret:
             fail(f"{where} secret", "must not be empty")
+    if config.native.public_address:
+        try:
+            ipaddress.ip_address(config.native.public_address)
+        except ValueError:
+            fail(
+                "[native] public_address",
+                f"must be an IP address (the Handle System's site records hold addresses), "
+                f"got {config.native.public_address!r}",
+            )
     if bool(s.tls_cert) != bool(s.tls_key):
         fail("[server] tls_cert", "tls_cert and tls_key go together: give both or neither")
     for key in ("tls_cert", "tls_key"):

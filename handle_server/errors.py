@@ -1,14 +1,25 @@
 """Request-level errors: what a request got wrong, or may not do. The Handle-domain errors
-(not found, already exists, ...) live in ``storage.errors``; ``middlewares.py`` maps both to
-HTTP statuses and Handle response codes."""
+(not found, already exists, ...) live in ``storage.errors``. ``status_and_code`` maps both to
+the HTTP status and the Handle response code the reference answers them with: the HTTP API
+answers with both (``middlewares.py``), the native protocol with the response code."""
 
 from __future__ import annotations
 
 import math
 
-from storage import HandleError
+from storage import (
+    HandleAlreadyExists,
+    HandleError,
+    HandleNotFound,
+    InvalidData,
+    SearchTimeout,
+    StoreUnavailable,
+    ValueAlreadyExists,
+    ValuesNotFound,
+)
 
 __all__ = [
+    "ERROR_TABLE",
     "AuthenticationFailed",
     "AuthenticationNeeded",
     "BodyTooLarge",
@@ -24,6 +35,7 @@ __all__ = [
     "ServerTooBusy",
     "TooManyFailures",
     "TryAgainLater",
+    "status_and_code",
 ]
 
 
@@ -94,3 +106,39 @@ class TooManyFailures(TryAgainLater):
 
 class ServerTooBusy(TryAgainLater):
     """More requests at once than ``[server] max_concurrent_requests``."""
+
+
+RC_ERROR = 2
+RC_PROTOCOL_ERROR = 4
+
+#: exception class -> (HTTP status, responseCode). Looked up along the class's MRO.
+ERROR_TABLE: dict[type[HandleError], tuple[int, int]] = {
+    BodyTooLarge: (413, RC_PROTOCOL_ERROR),
+    RequestTimeout: (408, RC_PROTOCOL_ERROR),
+    ClientDisconnected: (499, RC_PROTOCOL_ERROR),  # nginx's "client closed request"
+    ProtocolError: (400, RC_PROTOCOL_ERROR),
+    InvalidData: (400, RC_PROTOCOL_ERROR),
+    StoreUnavailable: (503, 3),  # RC_SERVER_TOO_BUSY
+    SearchTimeout: (503, 3),
+    HandleNotFound: (404, 100),
+    HandleAlreadyExists: (409, 101),
+    InvalidHandle: (400, 102),
+    ValuesNotFound: (400, 200),  # a GET that matches nothing is a 200 answer, not an error
+    ValueAlreadyExists: (409, 201),
+    InvalidValue: (400, 202),
+    RecordTooLarge: (413, 202),
+    ServerNotResponsible: (400, 301),
+    InvalidAdmin: (403, 400),
+    InsufficientPermissions: (403, 401),
+    AuthenticationNeeded: (401, 402),
+    AuthenticationFailed: (401, 403),  # the reference answers a wrong secret with 401 too
+    TooManyFailures: (429, 3),  # RC_SERVER_TOO_BUSY; the reference has no throttling
+    ServerTooBusy: (503, 3),  # RC_SERVER_TOO_BUSY
+}
+
+
+def status_and_code(exc: HandleError) -> tuple[int, int]:
+    for cls in type(exc).__mro__:
+        if cls in ERROR_TABLE:
+            return ERROR_TABLE[cls]
+    return 500, RC_ERROR

@@ -1,5 +1,5 @@
-"""The one place where exceptions become answers: exception class -> (HTTP status, Handle
-responseCode), with the statuses the reference server uses for those codes."""
+"""The one place where exceptions become HTTP answers: the status and responseCode of
+``errors.status_and_code``, as JSON or, for a browser, a page."""
 
 from __future__ import annotations
 
@@ -8,80 +8,26 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from storage import (
-    HandleAlreadyExists,
-    HandleError,
-    HandleNotFound,
-    InvalidData,
-    SearchTimeout,
-    StoreUnavailable,
-    ValueAlreadyExists,
-    ValuesNotFound,
-)
+from storage import HandleError, StoreUnavailable
 
 from . import keys
 from .errors import (
-    AuthenticationFailed,
-    AuthenticationNeeded,
-    BodyTooLarge,
+    RC_ERROR,
+    RC_PROTOCOL_ERROR,
     ClientDisconnected,
-    InsufficientPermissions,
-    InvalidAdmin,
-    InvalidHandle,
-    InvalidValue,
-    ProtocolError,
-    RecordTooLarge,
     RequestTimeout,
-    ServerNotResponsible,
-    ServerTooBusy,
-    TooManyFailures,
     TryAgainLater,
+    status_and_code,
 )
 from .resolver.pages import error_page
 from .responses import json_response, wants_json
 from .serializers import error_body
 
-__all__ = ["ERROR_TABLE", "error_middleware"]
+__all__ = ["error_middleware"]
 
 log = logging.getLogger(__name__)
 
-RC_ERROR = 2
-RC_PROTOCOL_ERROR = 4
-
-#: exception class -> (HTTP status, responseCode). Looked up along the class's MRO.
-ERROR_TABLE: dict[type[HandleError], tuple[int, int]] = {
-    BodyTooLarge: (413, RC_PROTOCOL_ERROR),
-    RequestTimeout: (408, RC_PROTOCOL_ERROR),
-    ClientDisconnected: (499, RC_PROTOCOL_ERROR),  # nginx's "client closed request"
-    ProtocolError: (400, RC_PROTOCOL_ERROR),
-    InvalidData: (400, RC_PROTOCOL_ERROR),
-    StoreUnavailable: (503, 3),  # RC_SERVER_TOO_BUSY
-    SearchTimeout: (503, 3),
-    HandleNotFound: (404, 100),
-    HandleAlreadyExists: (409, 101),
-    InvalidHandle: (400, 102),
-    ValuesNotFound: (400, 200),  # a GET that matches nothing is a 200 answer, not an error
-    ValueAlreadyExists: (409, 201),
-    InvalidValue: (400, 202),
-    RecordTooLarge: (413, 202),
-    ServerNotResponsible: (400, 301),
-    InvalidAdmin: (403, 400),
-    InsufficientPermissions: (403, 401),
-    AuthenticationNeeded: (401, 402),
-    AuthenticationFailed: (401, 403),  # the reference answers a wrong secret with 401 too
-    TooManyFailures: (429, 3),  # RC_SERVER_TOO_BUSY; the reference has no throttling
-    ServerTooBusy: (503, 3),  # RC_SERVER_TOO_BUSY
-}
-
 _WWW_AUTHENTICATE = {"WWW-Authenticate": 'Basic realm="handle"'}
-
-
-def status_and_code(exc: HandleError) -> tuple[int, int]:
-    for cls in type(exc).__mro__:
-        if cls in ERROR_TABLE:
-            return ERROR_TABLE[cls]
-    return 500, RC_ERROR
-
 
 #: Paths whose answers are JSON whoever asks (the resolver's pages are HTML for browsers).
 _JSON_PATHS = ("/api/", "/hrls/")

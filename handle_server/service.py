@@ -116,10 +116,19 @@ def select(values: Iterable[HandleValue], indexes: Collection[int], types: Seque
     return [v for v in values if v.index in indexes or any(type_matches(v.type, w) for w in types)]
 
 
-def _is_managed(value: HandleValue) -> bool:
-    """Values of a prefix handle that come from the configuration: the admins' secret keys and
-    the admin group at index 200."""
-    return value.type.upper() == SECKEY_TYPE or value.index == ADMIN_GROUP_INDEX
+#: Where a prefix handle holds this site's HS_SITE (as the reference's prefix handles do).
+SITE_INDEX = 1
+
+
+def _is_managed(value: HandleValue, *, site: bool = False) -> bool:
+    """Values of a prefix handle that come from the configuration: the admins' secret keys,
+    the admin group at index 200, and (``site``: the native protocol is served) the HS_SITE
+    at index 1."""
+    return (
+        value.type.upper() == SECKEY_TYPE
+        or value.index == ADMIN_GROUP_INDEX
+        or (site and value.index == SITE_INDEX and value.type.upper() == "HS_SITE")
+    )
 
 
 class HandleService:
@@ -159,6 +168,9 @@ class HandleService:
         self._prefixes = {handle_key(p): p for p in config.handle.prefixes}
         self._locks = KeyedLocks()  # writes to one handle in this process take turns
         self._search_turns = asyncio.Semaphore(config.search.max_concurrent)
+        #: This site's HS_SITE record when the native protocol is served: prefix handles
+        #: carry it (set before ``start``).
+        self.site: bytes | None = None
 
     def now(self) -> float:
         return self._clock()
@@ -508,8 +520,9 @@ class HandleService:
                 f"The prefix handle {before.handle} is homed from the configuration "
                 "and cannot be deleted",
             )
-        old = {v.index: v for v in before.values if _is_managed(v)}
-        new = {v.index: v for v in after.values if _is_managed(v)}
+        site = self.site is not None
+        old = {v.index: v for v in before.values if _is_managed(v, site=site)}
+        new = {v.index: v for v in after.values if _is_managed(v, site=site)}
         changed = sorted(
             i
             for i in old.keys() | new.keys()
@@ -519,8 +532,8 @@ class HandleService:
             raise InsufficientPermissions(
                 before.handle,
                 f"The values at index {', '.join(map(str, changed))} of {before.handle} "
-                "(admin secret keys and the admin group) come from the configuration's "
-                "[[admins]]: change them there and restart",
+                "(admin secret keys, the admin group, this site's HS_SITE) come from the "
+                "configuration: change them there and restart",
             )
 
     async def create(
@@ -609,6 +622,28 @@ class HandleService:
         before, _ = await self._write(handle, identity, plan)
         assert before is not None
         return not (before.indexes & new_indexes)
+
+    async def modify_values(
+        self, handle: str, values: Sequence[HandleValue], *, identity: Identity | None
+    ) -> None:
+        """Replace the values at the indexes of ``values``; all must exist, else nothing
+        changes (the native protocol's modify-value)."""
+        self.check_handle(handle)
+        prepared = self._prepare(values)
+        wanted = {v.index for v in prepared}
+
+        def plan(before: Handle | None):
+            if before is None:
+                raise HandleNotFound(handle)
+            restored = self._restore_secrets(handle, before, prepared)
+            after, needs = merge_added(before, restored)
+            missing = wanted - before.indexes
+            if missing:
+                raise _RefusedOnceAllowed(ValuesNotFound(handle, missing), needs, before)
+            self._guard(before, after)
+            return after, needs, before
+
+        await self._write(handle, identity, plan)
 
     async def remove_values(
         self, handle: str, indexes: Collection[int], *, identity: Identity | None
@@ -701,16 +736,32 @@ class HandleService:
                 wanted[ADMIN_GROUP_INDEX] = HandleValue(
                     index=ADMIN_GROUP_INDEX, type="HS_VLIST", data=group, timestamp=now
                 )
-
-            await self._update(name, functools.partial(_homed, name, wanted, now))
+            held = current.value_at(SITE_INDEX) if current else None
+            if self.site is not None and held is not None and held.type.upper() != "HS_SITE":
+                log.warning(
+                    "%s holds a %s at index %d, where this site's HS_SITE goes: it is left "
+                    "alone, and the Handle System cannot learn this site from %s",
+                    name,
+                    held.type,
+                    SITE_INDEX,
+                    name,
+                )
+            elif self.site is not None:
+                wanted[SITE_INDEX] = HandleValue(
+                    index=SITE_INDEX, type="HS_SITE", data=self.site, timestamp=now
+                )
+            homed = functools.partial(_homed, name, wanted, now, site=self.site is not None)
+            await self._update(name, homed)
             log.info("homed prefix %s with %d admin(s)", prefix, len(admins))
 
 
-def _homed(name: str, wanted: dict[int, HandleValue], now: int, before: Handle | None) -> Handle:
+def _homed(
+    name: str, wanted: dict[int, HandleValue], now: int, before: Handle | None, *, site: bool
+) -> Handle:
     """The prefix handle ``name`` with its configured values set to ``wanted`` (unchanged ones
     keep their timestamps) and its other values kept; a new one also gets an HS_ADMIN at 100
     granting the admin group every permission."""
-    kept = {v.index: v for v in (before.values if before else ()) if not _is_managed(v)}
+    kept = {v.index: v for v in (before.values if before else ()) if not _is_managed(v, site=site)}
     for index, value in wanted.items():
         old = before.value_at(index) if before else None
         kept[index] = old if old is not None and old.same_content(value) else value

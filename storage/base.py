@@ -194,6 +194,25 @@ class HandleStore(abc.ABC):
         """The secret called ``name``: ``candidate`` (stored now) if there was none yet, else
         the one stored first. Every process and node on this store gets the same bytes."""
 
+    # -- tickets: short-lived state one request leaves for a later one ---------------------------
+
+    @abc.abstractmethod
+    async def put_ticket(
+        self, key: bytes, data: bytes, *, expires: float, now: float, limit: int
+    ) -> None:
+        """Store ``data`` under ``key`` until ``expires`` (replacing what ``key`` held). A new
+        key first drops the tickets expired by ``now`` and, when ``limit`` are stored, the ones
+        that expire first. Atomic."""
+
+    @abc.abstractmethod
+    async def get_ticket(self, key: bytes, *, now: float) -> bytes | None:
+        """The data stored under ``key``, ``None`` if there is none or it expired by ``now``."""
+
+    @abc.abstractmethod
+    async def take_ticket(self, key: bytes, *, now: float) -> bytes | None:
+        """As ``get_ticket``, and remove it: of several callers taking one ticket at once,
+        one gets it."""
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Release connections; pending writes have already completed."""

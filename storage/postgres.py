@@ -455,6 +455,30 @@ class PostgresStore(HandleStore):
 
         return await self._transaction(work, "the shared secret")
 
+    async def put_ticket(
+        self, key: bytes, data: bytes, *, expires: float, now: float, limit: int
+    ) -> None:
+        async def work(conn: asyncpg.Connection) -> None:
+            if await conn.fetchval(_SQL["HAS_TICKET"], key) is None:
+                await conn.execute(_SQL["DROP_EXPIRED_TICKETS"], now)
+                stored = await conn.fetchval(_SQL["COUNT_TICKETS"])
+                if stored >= limit:
+                    await conn.execute(_SQL["EVICT_TICKETS"], stored - limit + 1)
+            await conn.execute(_SQL["PUT_TICKET"], key, data, expires)
+
+        await self._transaction(work, "the ticket")
+
+    async def get_ticket(self, key: bytes, *, now: float) -> bytes | None:
+        data = await self._read(lambda pool: pool.fetchval(_SQL["GET_TICKET"], key, now))
+        return bytes(data) if data is not None else None
+
+    async def take_ticket(self, key: bytes, *, now: float) -> bytes | None:
+        async def work(conn: asyncpg.Connection) -> bytes | None:
+            row = await conn.fetchrow(_SQL["TAKE_TICKET"], key)
+            return bytes(row["data"]) if row is not None and row["expires"] > now else None
+
+        return await self._transaction(work, "the ticket")
+
 
 #: ``AuthSQL``'s statements with PostgreSQL's placeholders; the deletes that tidy up skip the
 #: rows another transaction holds, so they never wait and take part in no deadlock.

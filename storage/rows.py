@@ -216,6 +216,22 @@ class AuthSQL:
     )
     ADD_SECRET = "INSERT INTO server_secrets (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING"
     GET_SECRET = "SELECT value FROM server_secrets WHERE name = ?"
+    GET_TICKET = "SELECT data FROM tickets WHERE key = ? AND expires > ?"
+    TAKE_TICKET = "DELETE FROM tickets WHERE key = ? RETURNING data, expires"
+    HAS_TICKET = "SELECT 1 FROM tickets WHERE key = ?"
+    DROP_EXPIRED_TICKETS = (
+        "DELETE FROM tickets WHERE key IN"
+        f" (SELECT key FROM tickets WHERE expires <= ? {SKIP_LOCKED})"
+    )
+    COUNT_TICKETS = "SELECT count(*) FROM tickets"
+    EVICT_TICKETS = (
+        "DELETE FROM tickets WHERE key IN"
+        f" (SELECT key FROM tickets ORDER BY expires LIMIT ? {SKIP_LOCKED})"
+    )
+    PUT_TICKET = (
+        "INSERT INTO tickets (key, data, expires) VALUES (?, ?, ?) ON CONFLICT (key)"
+        " DO UPDATE SET data = excluded.data, expires = excluded.expires"
+    )
 
     @staticmethod
     def failures(count: int) -> str:

@@ -5,6 +5,7 @@ HTTP."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import socket
@@ -156,9 +157,13 @@ async def test_the_cnri_client_resolves_through_our_server(native_server):
     assert "Traceback" not in native_server.log.read_text()
 
 
-def _request(handle: bytes, request_id: int) -> bytes:
+#: What CNRI's client sets on a resolution: recursive, cache-certify, public-only.
+CNRI_FLAGS = codec.FLAG_RECURSIVE | codec.FLAG_CACHE_CERTIFY | codec.FLAG_PUBLIC_ONLY
+
+
+def _request(handle: bytes, request_id: int, flags: int = CNRI_FLAGS) -> bytes:
     body = struct.pack(">I", len(handle)) + handle + bytes(8)
-    message = codec.encode_message(codec.Message(codec.OC_RESOLUTION, 0, body=body))
+    message = codec.encode_message(codec.Message(codec.OC_RESOLUTION, 0, flags, body=body))
     return codec.Envelope(2, 3, request_id=request_id, length=len(message)).encode() + message
 
 
@@ -238,12 +243,17 @@ VALUES = st.lists(
 
 @pytest.fixture
 async def native_app(aiohttp_client, tmp_path):
-    app = create_app(make_config(tmp_path, native={"enabled": True}))
+    app = create_app(
+        make_config(tmp_path, native={"enabled": True, "key_file": str(tmp_path / "n.pem")})
+    )
     return app, Api(await aiohttp_client(app))
 
 
-def _native(app, handle: bytes, request_id: int = 7) -> bytes:
-    request = _request(handle, request_id)
+_EXAMPLES = itertools.count()
+
+
+def _native(app, handle: bytes, request_id: int = 7, flags: int = CNRI_FLAGS) -> bytes:
+    request = _request(handle, request_id, flags)
     envelope = codec.decode_envelope(request)
     return app[NATIVE].answer(envelope, request[20:])
 
@@ -254,12 +264,20 @@ def _native(app, handle: bytes, request_id: int = 7) -> bytes:
 @given(values=VALUES, name=st.from_regex(r"TEST/[a-z0-9]{1,12}", fullmatch=True))
 async def test_native_answers_carry_what_rest_answers_carry(native_app, values, name):
     app, api = native_app
-    status, _ = await api.put(name, values)
-    assert status in (200, 201)
+    name += f"-{next(_EXAMPLES)}"  # one app serves every example: a name is never reused
+    status, body = await api.put(name, values)
+    assert status in (200, 201), body
     _, rest = await api.get(name)  # anonymous: the public values
     answer = await _native(app, name.encode())
     message = codec.decode_message(answer[20:])
     public = rest["values"] if rest else []
+    # Not public-only, as the reference: challenged if a value is not public, else the same.
+    unflagged = codec.decode_message((await _native(app, name.encode(), flags=0))[20:])
+    if len(public) < len(values):
+        assert unflagged.response_code == codec.RC_AUTHENTICATION_NEEDED
+        assert all(v["data"].encode() not in unflagged.body for v in values if v["data"])
+    else:
+        assert unflagged.body == message.body
     if not public:
         assert message.response_code == codec.RC_VALUES_NOT_FOUND
         return

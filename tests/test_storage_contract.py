@@ -448,6 +448,27 @@ async def test_a_shared_secret_is_made_once(store):
     assert await store.shared_secret("other", b"c" * 32) == b"c" * 32
 
 
+async def test_tickets_expire_are_taken_once_and_are_bounded(store):
+    await store.put_ticket(b"a", b"challenge a", expires=200, now=100, limit=3)
+    assert await store.get_ticket(b"a", now=150) == b"challenge a"
+    assert await store.get_ticket(b"a", now=200) is None  # expired
+    await store.put_ticket(b"a", b"renewed", expires=300, now=150, limit=3)
+    assert await store.get_ticket(b"a", now=250) == b"renewed"
+    # Taken once: the second taker (and any later reader) finds nothing.
+    taken = await asyncio.gather(*(store.take_ticket(b"a", now=250) for _ in range(5)))
+    assert sorted(taken, key=bool) == [None] * 4 + [b"renewed"]
+    assert await store.get_ticket(b"a", now=250) is None
+    # An expired ticket cannot be taken.
+    await store.put_ticket(b"old", b"x", expires=260, now=250, limit=3)
+    assert await store.take_ticket(b"old", now=260) is None
+    # At the limit the tickets that expire first make room.
+    for i, expires in enumerate((500, 400, 600)):
+        await store.put_ticket(b"k%d" % i, b"v", expires=expires, now=300, limit=3)
+    await store.put_ticket(b"new", b"v", expires=700, now=300, limit=3)
+    held = [k for k in (b"k0", b"k1", b"k2", b"new") if await store.get_ticket(k, now=300)]
+    assert held == [b"k0", b"k2", b"new"]
+
+
 # -- reverse lookup -----------------------------------------------------------------------------
 
 

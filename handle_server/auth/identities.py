@@ -1,5 +1,6 @@
 """Identities: an identity is ``index:handle``, a reference to the HS_SECKEY value that proves
-it; HS_ADMIN values and HS_VLIST groups name identities the same way."""
+it (or an HS_PUBKEY, over the native protocol); HS_ADMIN values and HS_VLIST groups name
+identities the same way."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import re
 
 from storage import ValueReference, handle_key
 
-__all__ = ["SECKEY_TYPE", "VLIST_TYPE", "Identity", "matches", "parse_identity"]
+__all__ = ["PUBKEY_TYPE", "SECKEY_TYPE", "VLIST_TYPE", "Identity", "matches", "parse_identity"]
 
 SECKEY_TYPE = "HS_SECKEY"
+PUBKEY_TYPE = "HS_PUBKEY"
 VLIST_TYPE = "HS_VLIST"
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 #: An identity is a reference to the value (an HS_SECKEY) that proves it: ``index:handle``.

@@ -24,20 +24,35 @@ __all__ = [
     "MessageError",
     "Reader",
     "ResolutionRequest",
+    "challenge_body",
     "decode_envelope",
+    "decode_handle_body",
+    "decode_indexes_body",
     "decode_message",
     "decode_resolution_body",
     "decode_value",
+    "decode_values_body",
     "encode_message",
     "encode_resolution_body",
     "encode_value",
     "error_body",
+    "handles_body",
     "request_digest",
+    "string",
 ]
 
 # Operation codes (AbstractMessage.OC_*).
 OC_RESOLUTION = 1
 OC_GET_SITE_INFO = 2
+OC_CREATE_HANDLE = 100
+OC_DELETE_HANDLE = 101
+OC_ADD_VALUE = 102
+OC_REMOVE_VALUE = 103
+OC_MODIFY_VALUE = 104
+OC_LIST_HANDLES = 105
+OC_RESPONSE_TO_CHALLENGE = 200
+OC_SESSION_SETUP = 400
+OC_SESSION_TERMINATE = 403
 # Response codes (AbstractMessage.RC_*).
 RC_SUCCESS = 1
 RC_ERROR = 2
@@ -48,6 +63,10 @@ RC_HANDLE_NOT_FOUND = 100
 RC_INVALID_HANDLE = 102
 RC_VALUES_NOT_FOUND = 200
 RC_SERVER_NOT_RESP = 301
+RC_AUTHENTICATION_NEEDED = 402
+RC_INVALID_CREDENTIAL = 404
+RC_AUTHEN_TIMEOUT = 405
+RC_SESSION_TIMEOUT = 500
 # Header opflags (Encoder.MSG_FLAG_*).
 FLAG_AUTHORITATIVE = 0x80000000
 FLAG_CERTIFY = 0x40000000
@@ -59,6 +78,7 @@ FLAG_KEEP_ALIVE = 0x02000000
 FLAG_PUBLIC_ONLY = 0x01000000
 FLAG_REQUEST_DIGEST = 0x00800000
 FLAG_OVERWRITE = 0x00400000
+FLAG_MINT = 0x00200000  # create: mint a new suffix (the reference's v8 clients)
 # Envelope flags (Encoder.ENV_FLAG_*, the first of its two flag bytes).
 ENV_COMPRESSED = 0x80
 ENV_ENCRYPTED = 0x40
@@ -191,8 +211,47 @@ class ResolutionRequest:
         return cls(reader.string(), reader.int4_list(), reader.string_list())
 
 
-def _string(data: bytes) -> bytes:
+def string(data: bytes) -> bytes:
+    """A byte string on the wire: its length, then the bytes."""
     return struct.pack(">I", len(data)) + data
+
+
+_string = string
+
+
+def decode_values_body(body: bytes, limit: int = 10_000) -> tuple[bytes, list[HandleValue]]:
+    """The handle and values of a create, add-value or modify-value request."""
+    reader = Reader(body)
+    handle = reader.string()
+    count = reader.int4()
+    if count > limit:
+        raise MessageError(f"a list of {count} values")
+    return handle, [decode_value(reader) for _ in range(count)]
+
+
+def decode_indexes_body(body: bytes) -> tuple[bytes, list[int]]:
+    """The handle and indexes of a remove-value request."""
+    reader = Reader(body)
+    return reader.string(), reader.int4_list()
+
+
+def decode_handle_body(body: bytes) -> bytes:
+    """The handle of a delete or list-handles request."""
+    return Reader(body).string()
+
+
+def challenge_body(nonce: bytes, digest_code: int, digest: bytes) -> bytes:
+    """An RC 402 body: the request's digest (as the reference always sends it) and the
+    nonce; protocol 2.0 had them the other way round, the digest as a byte string."""
+    if digest_code == 0:
+        return string(nonce) + string(digest)
+    return bytes([digest_code]) + digest + string(nonce)
+
+
+def handles_body(handles: Iterable[bytes], *, digest: bytes = b"") -> bytes:
+    """A list-handles answer: the handles, each a byte string."""
+    handles = list(handles)
+    return digest + struct.pack(">I", len(handles)) + b"".join(string(h) for h in handles)
 
 
 def encode_value(value: HandleValue) -> bytes:

@@ -1,17 +1,29 @@
-"""What the server answers a native request: resolution through ``HandleService`` (the REST
-API's rules, cache and store), and the reference's error answers for everything else."""
+"""What the server answers a native request. Every operation goes through ``HandleService``:
+the REST API's rules, authorization, cache and store; nothing here decides who may do what.
+
+Served: resolution (index and type filters, public-only, authoritative reads bypassing the
+cache; a request that is not public-only and selects a value that is not public is
+challenged, as the reference does), get site info, create (with overwrite, and the mint
+flag), delete, add, remove and modify values, list handles (in messages of 50, continued),
+and the challenge-response that proves an identity (``auth.py``). Answers to ``certify``
+requests are signed with the server's key, as the reference signs them. Anything else gets
+the reference's RC 5 (operation not supported).
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 
-from storage import HandleError, HandleNotFound
+from storage import HandleError
 
-from ..errors import InvalidHandle, ServerNotResponsible
-from ..service import HandleService
-from . import codec
+from ..auth.identities import Identity
+from ..errors import InvalidHandle, TooManyFailures, status_and_code
+from ..service import HandleService, select
+from . import codec, signing
+from .auth import ChallengeExpired, Challenges, InvalidCredential
 from .codec import Envelope, Message, MessageError
 
 __all__ = ["NativeService"]
@@ -20,13 +32,28 @@ log = logging.getLogger(__name__)
 
 #: Answers expire twelve hours after they are made, as the reference's do.
 _ANSWER_LIFETIME = 12 * 3600
-#: The site info serial number answers carry (this site's HS_SITE has serial 1).
+#: The site info serial number answers carry when no site is configured.
 _SITE_SERIAL = 1
-_ERROR_CODES: dict[type[HandleError], int] = {
-    HandleNotFound: codec.RC_HANDLE_NOT_FOUND,
-    InvalidHandle: codec.RC_INVALID_HANDLE,
-    ServerNotResponsible: codec.RC_SERVER_NOT_RESP,
+#: Handles per list-handles message (the reference's LIST_HANDLES_PER_MSG).
+LIST_BATCH = 50
+#: Operations that change the store: refused on UDP, as on the reference's query-only port.
+_ADMIN_OPS = {
+    codec.OC_CREATE_HANDLE,
+    codec.OC_DELETE_HANDLE,
+    codec.OC_ADD_VALUE,
+    codec.OC_REMOVE_VALUE,
+    codec.OC_MODIFY_VALUE,
+    codec.OC_LIST_HANDLES,
 }
+#: Response codes of the native protocol's own refusals (the rest: ``status_and_code``).
+_NATIVE_CODES: dict[type[HandleError], int] = {
+    InvalidCredential: codec.RC_INVALID_CREDENTIAL,
+    ChallengeExpired: codec.RC_AUTHEN_TIMEOUT,
+}
+
+
+class _Challenged(Exception):
+    """The request needs an identity: answer with a challenge."""
 
 
 class NativeService:
@@ -34,72 +61,193 @@ class NativeService:
         self,
         handles: HandleService,
         *,
+        challenges: Challenges,
+        key: signing.PrivateKey | None = None,
+        site: bytes | None = None,
+        site_serial: int = _SITE_SERIAL,
         clock: Callable[[], float] = time.time,
         answered: Callable[[int, int], None] = lambda op, rc: None,
     ) -> None:
         self.handles = handles
+        self.challenges = challenges
+        self.key = key
+        self.site = site
+        self.site_serial = site_serial
         self._clock = clock
         self._answered = answered  # told each answer's operation and response code
 
-    async def answer(self, envelope: Envelope, data: bytes) -> bytes:
-        """The whole answer (envelope and message) to the message ``data`` that came in
+    async def answer(
+        self, envelope: Envelope, data: bytes, *, client: str | None = None, udp: bool = False
+    ) -> bytes:
+        """The whole answer (envelopes and messages) to the message ``data`` that came in
         ``envelope``: in the request's protocol version, with its request id."""
+        return b"".join([m async for m in self.answers(envelope, data, client=client, udp=udp)])
+
+    async def answers(
+        self, envelope: Envelope, data: bytes, *, client: str | None = None, udp: bool = False
+    ) -> AsyncIterator[bytes]:
+        """The answer as it is made, one message (with its envelope) at a time: a list of
+        handles comes in many."""
+        session_id = envelope.session_id
         try:
             request = codec.decode_message(data)
         except MessageError as exc:
-            request = Message(0, 0)
-            reply = self._error(request, codec.RC_PROTOCOL_ERROR, str(exc))
+            replies: AsyncIterator[Message] = _one(
+                self._error(Message(0, 0), codec.RC_PROTOCOL_ERROR, str(exc))
+            )
         else:
-            reply = await self._reply(request)
-        self._answered(reply.op_code, reply.response_code)
-        message = codec.encode_message(reply)
-        out = Envelope(
-            envelope.major,
-            envelope.minor,
-            session_id=envelope.session_id,
-            request_id=envelope.request_id,
-            length=len(message),
-        )
-        return out.encode() + message
+            try:
+                reply = await self._reply(envelope, request, data, client, udp)
+            except _Challenge as challenged:
+                session_id = challenged.session_id
+                reply = challenged.reply
+            replies = self._list(reply) if isinstance(reply, _Listing) else _one(reply)
+        async for reply in replies:
+            self._answered(reply.op_code, reply.response_code)
+            message = self._encode(reply)
+            out = Envelope(
+                envelope.major,
+                envelope.minor,
+                session_id=session_id,
+                request_id=envelope.request_id,
+                length=len(message),
+            )
+            yield out.encode() + message
 
-    async def _reply(self, request: Message) -> Message:
+    def _encode(self, reply: Message) -> bytes:
+        """``reply`` on the wire; signed with the server's key if the request asked to
+        ``certify`` its answer."""
+        if self.key is None or not reply.flag(codec.FLAG_CERTIFY):
+            return codec.encode_message(reply)
+        unsigned = codec.encode_message(reply)[:-4]  # header and body, without a credential
+        return unsigned + codec.string(signing.signed_credential(self.key, unsigned))
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    async def _reply(
+        self,
+        envelope: Envelope,
+        request: Message,
+        raw: bytes,
+        client: str | None,
+        udp: bool,
+    ) -> Message | _Listing:
         if request.response_code != 0:
             return self._error(request, codec.RC_PROTOCOL_ERROR, "Expected a request")
-        if request.op_code == codec.OC_RESOLUTION:
-            try:
-                return await self._resolve(request)
-            except MessageError as exc:
-                return self._error(request, codec.RC_PROTOCOL_ERROR, str(exc))
-            except HandleError as exc:
-                code = next(
-                    (rc for cls, rc in _ERROR_CODES.items() if isinstance(exc, cls)),
-                    codec.RC_ERROR,
+        op = request.op_code
+        if op in _ADMIN_OPS and udp:
+            return self._error(
+                request, codec.RC_PROTOCOL_ERROR, "Received admin request on non-admin port"
+            )
+        if op == codec.OC_GET_SITE_INFO:
+            if self.site is None:
+                return self._error(request, codec.RC_OPERATION_NOT_SUPPORTED, "No site info")
+            return self._response(request, codec.RC_SUCCESS, self._digest(request) + self.site)
+        if op == codec.OC_RESPONSE_TO_CHALLENGE:
+            return await self._answered_challenge(envelope, request, client)
+        if op == codec.OC_RESOLUTION or op in _ADMIN_OPS:
+            if envelope.session_id and op != codec.OC_RESOLUTION:
+                # A session this server never set up (it sets none up: see the module).
+                return self._error(
+                    request, codec.RC_SESSION_TIMEOUT, "Invalid session id or session timeout"
                 )
-                # The reference answers "not found" with an empty message.
-                text = "" if code == codec.RC_HANDLE_NOT_FOUND else exc.message
-                return self._error(request, code, text)
+            try:
+                return await self._perform(request, None)
+            except _Challenged:
+                return await self._challenge(envelope, request, raw, client)
         return self._error(
             request,
             codec.RC_OPERATION_NOT_SUPPORTED,
-            f"Operation {request.op_code} is not served here",
+            f"Operation {op} is not served here",
         )
 
-    async def _resolve(self, request: Message) -> Message:
-        asked = codec.ResolutionRequest.decode(request.body)
+    async def _perform(self, request: Message, identity: Identity | None) -> Message | _Listing:
+        """Carry out ``request`` as ``identity``; ``_Challenged`` if it needs one and
+        ``identity`` is ``None``."""
         try:
-            handle = asked.handle.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidHandle(None, "Handle is not valid UTF-8") from None
+            return await self._operation(request, identity)
+        except MessageError as exc:
+            return self._error(request, codec.RC_PROTOCOL_ERROR, str(exc))
+        except HandleError as exc:
+            code = _NATIVE_CODES.get(type(exc)) or status_and_code(exc)[1]
+            # The reference answers "not found" with an empty message.
+            text = "" if code == codec.RC_HANDLE_NOT_FOUND else exc.message
+            return self._error(request, code, text)
+
+    async def _operation(self, request: Message, identity: Identity | None) -> Message | _Listing:
+        op = request.op_code
+        if op == codec.OC_RESOLUTION:
+            return await self._resolve(request, identity)
+        if op == codec.OC_LIST_HANDLES:
+            # The names come in ``_list``; here only the permission is checked.
+            prefix = self.handles.listing_prefix(_text(codec.decode_handle_body(request.body)))
+            if identity is None:
+                raise _Challenged
+            await self.handles.count_handles(prefix, identity)
+            return _Listing(request, prefix)
+        if op == codec.OC_DELETE_HANDLE:
+            handle = _text(codec.decode_handle_body(request.body))
+            self.handles.check_handle(handle)
+            if identity is None:
+                raise _Challenged
+            await self.handles.delete(handle, identity=identity)
+            return self._done(request)
+        if op == codec.OC_REMOVE_VALUE:
+            name, indexes = codec.decode_indexes_body(request.body)
+            handle = _text(name)
+            self.handles.check_handle(handle)
+            if identity is None:
+                raise _Challenged
+            await self.handles.remove_values(handle, indexes, identity=identity)
+            return self._done(request)
+        name, values = codec.decode_values_body(request.body)
+        handle = _text(name)
+        minting = op == codec.OC_CREATE_HANDLE and request.flag(codec.FLAG_MINT)
+        self.handles.check_handle(handle, stem=minting)
+        if identity is None:
+            raise _Challenged
+        if minting:
+            made = await self.handles.mint(handle, values, identity=identity)
+            return self._response(
+                request, codec.RC_SUCCESS, self._digest(request) + codec.string(made.encode())
+            )
+        if op == codec.OC_CREATE_HANDLE:
+            overwrite = request.flag(codec.FLAG_OVERWRITE)
+            new = await self.handles.create(handle, values, overwrite=overwrite, identity=identity)
+            # As the reference: the answer says "overwrite" only if a record was replaced.
+            done = self._done(request)
+            flags = done.op_flags & ~codec.FLAG_OVERWRITE
+            return replace(done, op_flags=flags if new else flags | codec.FLAG_OVERWRITE)
+        if op == codec.OC_ADD_VALUE:
+            overwrite = request.flag(codec.FLAG_OVERWRITE)
+            await self.handles.add_values(handle, values, overwrite=overwrite, identity=identity)
+            return self._done(request)
+        await self.handles.modify_values(handle, values, identity=identity)
+        return self._done(request)
+
+    async def _resolve(self, request: Message, identity: Identity | None) -> Message:
+        asked = codec.ResolutionRequest.decode(request.body)
+        handle = _text(asked.handle)
         types = [t.decode("utf-8", "replace") for t in asked.types]
-        # Anonymous: public values only, whatever the flag says (authenticated native
-        # resolution comes with the native authentication).
+        public_only = request.flag(codec.FLAG_PUBLIC_ONLY)
+        if identity is None and not public_only:
+            # As the reference: a request for every readable value is challenged if it
+            # selects a value that is not public (and answered with the public ones if not).
+            self.handles.check_handle(handle)
+            record = await self.handles.store.get(handle)
+            if record is not None and any(
+                not v.public_read for v in select(record.values, asked.indexes, types)
+            ):
+                raise _Challenged
+            public_only = True
         resolution = await self.handles.resolve(
             handle,
             indexes=asked.indexes,
             types=types,
-            public_only=True,
-            identity=None,
+            public_only=public_only,
+            identity=identity,
             refresh=request.flag(codec.FLAG_AUTHORITATIVE),
+            asked_for_private=True,
         )
         if not resolution.values:
             return self._error(request, codec.RC_VALUES_NOT_FOUND, "")
@@ -108,8 +256,63 @@ class NativeService:
         )
         return self._response(request, codec.RC_SUCCESS, body)
 
+    # -- challenges ------------------------------------------------------------------------
+
+    async def _challenge(
+        self, envelope: Envelope, request: Message, raw: bytes, client: str | None
+    ) -> Message:
+        if not self.challenges.rate.allows(client or "-"):
+            error = TooManyFailures(None, "Too many challenges asked for", retry_after=1)
+            return self._error(request, status_and_code(error)[1], error.message)
+        challenge = await self.challenges.make(envelope.major, envelope.minor, request, raw)
+        body = codec.challenge_body(challenge.nonce, challenge.digest_code, challenge.digest)
+        reply = self._response(request, codec.RC_AUTHENTICATION_NEEDED, body)
+        # The reference always returns the request's digest with a challenge.
+        flags = reply.op_flags | codec.FLAG_REQUEST_DIGEST
+        if challenge.digest_code == 0:
+            flags &= ~codec.FLAG_REQUEST_DIGEST
+        raise _Challenge(replace(reply, op_flags=flags), challenge.session_id)
+
+    async def _answered_challenge(
+        self, envelope: Envelope, request: Message, client: str | None
+    ) -> Message | _Listing:
+        """An OC 200: the answer to the kept request, carried out as the identity proved."""
+        try:
+            challenge, identity = await self.challenges.prove(
+                envelope.session_id, request.body, client=client
+            )
+        except MessageError as exc:
+            return self._error(request, codec.RC_PROTOCOL_ERROR, str(exc))
+        except HandleError as exc:
+            code = _NATIVE_CODES.get(type(exc)) or status_and_code(exc)[1]
+            return self._error(request, code, exc.message)
+        original = codec.decode_message(challenge.request)
+        return await self._perform(original, identity)
+
+    # -- list handles ----------------------------------------------------------------------
+
+    async def _list(self, listing: _Listing) -> AsyncIterator[Message]:
+        """The handles of a prefix, ``LIST_BATCH`` to a message, each but the last marked
+        "continuous" (the caller was checked: ``_operation``)."""
+        request, digest = listing.request, self._digest(listing.request)
+        pending: list[bytes] = []
+        async for batch in self.handles.iter_handles(listing.prefix, limit=None):
+            pending.extend(name.encode("utf-8") for name in batch)
+            while len(pending) > LIST_BATCH:
+                part, pending = pending[:LIST_BATCH], pending[LIST_BATCH:]
+                reply = self._response(
+                    request, codec.RC_SUCCESS, codec.handles_body(part, digest=digest)
+                )
+                yield replace(reply, op_flags=reply.op_flags | codec.FLAG_CONTINUOUS)
+        yield self._response(request, codec.RC_SUCCESS, codec.handles_body(pending, digest=digest))
+
+    # -- answers ---------------------------------------------------------------------------
+
     def _digest(self, request: Message) -> bytes:
         return codec.request_digest(request) if request.flag(codec.FLAG_REQUEST_DIGEST) else b""
+
+    def _done(self, request: Message) -> Message:
+        return self._response(request, codec.RC_SUCCESS, self._digest(request))
 
     def _error(self, request: Message, code: int, text: str) -> Message:
         return self._response(request, code, codec.error_body(text, digest=self._digest(request)))
@@ -121,8 +324,31 @@ class NativeService:
             # As the reference: the request's flags, and "authoritative" (this server homes
             # the handle); never "continuous" or "keep alive" of its own accord.
             (request.op_flags | codec.FLAG_AUTHORITATIVE) & ~codec.FLAG_CONTINUOUS,
-            _SITE_SERIAL,
+            self.site_serial,
             request.recursion,
             int(self._clock()) + _ANSWER_LIFETIME,
             body,
         )
+
+
+class _Listing:
+    """A list-handles request allowed: its answer is the names, in many messages."""
+
+    def __init__(self, request: Message, prefix: str) -> None:
+        self.request, self.prefix = request, prefix
+
+
+class _Challenge(Exception):
+    def __init__(self, reply: Message, session_id: int) -> None:
+        self.reply, self.session_id = reply, session_id
+
+
+def _text(name: bytes) -> str:
+    try:
+        return name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidHandle(None, "Handle is not valid UTF-8") from None
+
+
+async def _one(message: Message) -> AsyncIterator[Message]:
+    yield message

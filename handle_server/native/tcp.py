@@ -25,6 +25,8 @@ class NativeTcp:
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One connection: requests in turn until the client stops, a request does not ask
         to keep the connection, or a message cannot be read."""
+        peer = writer.get_extra_info("peername")
+        client = peer[0] if isinstance(peer, tuple) else None
         try:
             while True:
                 async with asyncio.timeout(self.timeout):
@@ -35,8 +37,9 @@ class NativeTcp:
                     ):
                         return  # not read: nothing in it can be trusted to frame the stream
                     data = await reader.readexactly(envelope.length)
-                writer.write(await self.service.answer(envelope, data))
-                await writer.drain()
+                async for answer in self.service.answers(envelope, data, client=client):
+                    writer.write(answer)
+                    await writer.drain()
                 if not _keeps_alive(data):
                     return
         except (asyncio.IncompleteReadError, TimeoutError, ConnectionError, MessageError):

@@ -30,5 +30,7 @@ async def message(request: web.Request) -> web.Response:
         raise ProtocolError(None, f"Not a native message: {exc}") from None
     if envelope.length != len(data) - codec.ENVELOPE.size:
         raise ProtocolError(None, "The envelope's length is not the body's")
-    answer = await request.app[NATIVE].answer(envelope, data[codec.ENVELOPE.size :])
+    answer = await request.app[NATIVE].answer(
+        envelope, data[codec.ENVELOPE.size :], client=request.remote
+    )
     return web.Response(body=answer, content_type=CONTENT_TYPE)

@@ -240,5 +240,17 @@ class MetricsStore(HandleStore):
     async def shared_secret(self, name: str, candidate: bytes) -> bytes:
         return await self._timed("shared_secret", self.inner.shared_secret(name, candidate))
 
+    async def put_ticket(
+        self, key: bytes, data: bytes, *, expires: float, now: float, limit: int
+    ) -> None:
+        call = self.inner.put_ticket(key, data, expires=expires, now=now, limit=limit)
+        await self._timed("put_ticket", call)
+
+    async def get_ticket(self, key: bytes, *, now: float) -> bytes | None:
+        return await self._timed("get_ticket", self.inner.get_ticket(key, now=now))
+
+    async def take_ticket(self, key: bytes, *, now: float) -> bytes | None:
+        return await self._timed("take_ticket", self.inner.take_ticket(key, now=now))
+
     async def close(self) -> None:
         """The store belongs to whoever opened it: closing this view closes nothing."""

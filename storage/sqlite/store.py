@@ -641,6 +641,30 @@ class SQLiteStore(HandleStore):
                 (value,) = await cur.fetchone()
         return bytes(value)
 
+    async def put_ticket(
+        self, key: bytes, data: bytes, *, expires: float, now: float, limit: int
+    ) -> None:
+        async with self._transaction() as db:
+            async with db.execute(AuthSQL.HAS_TICKET, (key,)) as cur:
+                new = await cur.fetchone() is None
+            if new:
+                await db.execute(AuthSQL.DROP_EXPIRED_TICKETS, (now,))
+                async with db.execute(AuthSQL.COUNT_TICKETS) as cur:
+                    (stored,) = await cur.fetchone()
+                if stored >= limit:
+                    await db.execute(AuthSQL.EVICT_TICKETS, (stored - limit + 1,))
+            await db.execute(AuthSQL.PUT_TICKET, (key, data, expires))
+
+    async def get_ticket(self, key: bytes, *, now: float) -> bytes | None:
+        rows = await self._fetch(AuthSQL.GET_TICKET, (key, now))
+        return bytes(rows[0][0]) if rows else None
+
+    async def take_ticket(self, key: bytes, *, now: float) -> bytes | None:
+        async with self._transaction() as db:
+            async with db.execute(AuthSQL.TAKE_TICKET, (key,)) as cur:
+                row = await cur.fetchone()
+        return bytes(row[0]) if row is not None and row[1] > now else None
+
 
 async def _write_values(db: aiosqlite.Connection, key: str, values: Iterable[HandleValue]) -> None:
     """Store ``values`` of ``key`` (replacing those at their indexes), and their search text."""
