@@ -532,8 +532,8 @@ class HandleService:
             raise InsufficientPermissions(
                 before.handle,
                 f"The values at index {', '.join(map(str, changed))} of {before.handle} "
-                "(admin secret keys, the admin group, this site's HS_SITE) come from the "
-                "configuration: change them there and restart",
+                "(admin secret keys and the admin group from [[admins]], this site's HS_SITE "
+                "from [native]) come from the configuration: change them there and restart",
             )
 
     async def create(

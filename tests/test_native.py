@@ -5,23 +5,28 @@ HTTP."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import itertools
+import json
 import os
 import shutil
 import socket
 import struct
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 import pytest
+from cryptography.hazmat.primitives.asymmetric import dsa, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from handle_server.app import create_app
-from handle_server.native import codec
+from handle_server.native import codec, signing
 from handle_server.native.udp import MAX_DATAGRAM
 from handle_server.native.views import NATIVE
 from storage import HandleValue
@@ -104,6 +109,7 @@ def native_server(tmp_path):
         f'[storage]\npath = "{tmp_path / "h.sqlite3"}"\n[handle]\nprefixes = ["TEST"]\n'
         '[[admins]]\nid = "300:0.NA/TEST"\nsecret = "admin-secret"\n'
         f"[native]\nenabled = true\nport = {native_port}\n"
+        f'key_file = "{tmp_path / "native.pem"}"\n'
     )
     server = Server(["--config", str(config)], tmp_path)
     server.native_port = native_port
@@ -155,6 +161,124 @@ async def test_the_cnri_client_resolves_through_our_server(native_server):
         rc, _ = cnri_resolve(port, "OTHER/x", proto)
         assert rc.startswith("RC 301"), (proto, rc)
     assert "Traceback" not in native_server.log.read_text()
+
+
+def cnri_admin(command: str, port: int, proto: str, *arguments: str) -> list[str]:
+    out = subprocess.run(
+        ["bash", str(CNRI / "hdltool.sh"), command, "127.0.0.1", str(port), proto, *arguments],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CNRI_BUILD": "/tmp/cnri-build"},
+    )  # fmt: skip
+    lines = out.stdout.strip().splitlines()
+    assert lines, out.stderr
+    return lines
+
+
+def handle_server_command(*arguments: str) -> None:
+    subprocess.run([sys.executable, "-m", "handle_server", *arguments], check=True, timeout=60)
+
+
+NO_SESSION = ("--auth", "300:0.NA/TEST", "--secret", "admin-secret", "--no-session")
+
+
+@pytest.mark.slow
+async def test_the_cnri_client_administers_handles_with_a_secret_key(native_server, tmp_path):
+    """Create, add, modify, remove and delete through CNRI's client over TCP and HTTP, with
+    the reference's challenge-response; then what REST shows agrees."""
+    await native_server.ready()
+    for proto, port in (("tcp", native_server.native_port), ("http", native_server.port)):
+        name = f"TEST/cnri-{proto}"
+        made = cnri_admin(
+            "create", port, proto, name, *NO_SESSION,
+            "--value", "1", "URL", "https://example.org/a",
+            "--pvalue", "2", "NOTE", "private-note",
+        )  # fmt: skip
+        assert made[0] == "RC 1 SUCCESS", made
+        again = cnri_admin("create", port, proto, name, *NO_SESSION, "--value", "1", "URL", "x")
+        assert again[0].startswith("RC 101"), again
+        steps = [
+            ("add", "--value", "3", "EMAIL", "pid@example.org"),
+            ("modify", "--value", "1", "URL", "https://example.org/b"),
+            ("remove", "--index", "3"),
+        ]
+        for command, *values in steps:
+            done = cnri_admin(command, port, proto, name, *NO_SESSION, *values)
+            assert done[0] == "RC 1 SUCCESS", (command, done)
+        missing = cnri_admin("modify", port, proto, name, *NO_SESSION, "--value", "7", "URL", "x")
+        assert missing[0].startswith("RC 200"), missing
+        wrong = cnri_admin(
+            "add", port, proto, name, "--auth", "300:0.NA/TEST", "--secret", "not-it",
+            "--no-session", "--value", "5", "URL", "https://example.org/evil",
+        )  # fmt: skip
+        assert wrong[0].startswith("RC 403"), wrong
+        async with aiohttp.ClientSession() as session:
+            async with session.get(
+                f"{native_server.base}/api/handles/{name}?publicOnly=false", headers=ADMIN_AUTH
+            ) as resp:
+                record = await resp.json()
+        shown = {v["index"]: (v["type"], v["data"]["value"]) for v in record["values"]}
+        assert shown[1] == ("URL", "https://example.org/b")
+        assert shown[2] == ("NOTE", "private-note") and 3 not in shown and 5 not in shown
+        assert shown[100][0] == "HS_ADMIN"
+        gone = cnri_admin("delete", port, proto, name, *NO_SESSION)
+        assert gone[0] == "RC 1 SUCCESS", gone
+        rc, _ = cnri_resolve(native_server.native_port, name, "tcp")
+        assert rc.startswith("RC 100"), rc
+    assert "Traceback" not in native_server.log.read_text()
+
+
+@pytest.mark.slow
+async def test_certified_answers_and_site_info_verify_with_the_site_key(native_server, tmp_path):
+    await native_server.ready()
+    public_key, site_json = tmp_path / "pubkey.bin", tmp_path / "site.json"
+    # The server's configuration, with the HTTP port --port gave it.
+    config = tmp_path / "site.toml"
+    config.write_text(
+        (tmp_path / "native.toml").read_text() + f"[server]\nport = {native_server.port}\n"
+    )
+    handle_server_command(
+        "siteinfo", "--config", str(config), "--public-key", str(public_key), "--json",
+        "-o", str(site_json),
+    )  # fmt: skip
+    site = json.loads(site_json.read_text())
+    (server,) = site["servers"]
+    assert base64.b64decode(server["publicKey"]["value"]) == public_key.read_bytes()
+    assert {(i["protocol"], i["port"]) for i in server["interfaces"]} == {
+        ("TCP", native_server.native_port),
+        ("UDP", native_server.native_port),
+        ("HTTP", native_server.port),
+    }
+    for proto, port in (("tcp", native_server.native_port), ("http", native_server.port)):
+        rc, lines = cnri_resolve(
+            port, "0.NA/TEST", proto, "--type", "HS_SITE", "--certify", "--pubkey", str(public_key)
+        )
+        assert rc == "RC 1 SUCCESS", (proto, rc, lines)
+        assert f"TCP/{native_server.native_port}/adm+qry" in lines[0], lines
+    # Over UDP a signed HS_SITE is too long for one datagram (the client asks over TCP); a
+    # small record's signed answer fits.
+    async with aiohttp.ClientSession() as session:
+        async with session.put(
+            f"{native_server.base}/api/handles/TEST/small",
+            json=[url_value("https://e.org/")],
+            headers=ADMIN_AUTH,
+        ) as resp:
+            assert resp.status == 201
+    rc, lines = cnri_resolve(
+        native_server.native_port, "TEST/small", "udp", "--certify", "--pubkey", str(public_key)
+    )
+    assert rc == "RC 1 SUCCESS" and "https://e.org/" in lines[0], (rc, lines)
+    other = tmp_path / "other.bin"
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other.write_bytes(signing.encode_public_key(key.public_key()))
+    rc, _ = cnri_resolve(
+        native_server.native_port, "0.NA/TEST", "tcp", "--certify", "--pubkey", str(other)
+    )
+    assert "INVALID_SIGNATURE" in rc, rc  # a signature the wrong key cannot verify
+    for proto in ("tcp", "udp"):
+        shown = cnri_admin("siteinfo", native_server.native_port, proto)
+        assert shown[0] == "RC 1 SUCCESS" and "serial:1" in shown[1], shown
 
 
 #: What CNRI's client sets on a resolution: recursive, cache-certify, public-only.
@@ -275,7 +399,7 @@ async def test_native_answers_carry_what_rest_answers_carry(native_app, values, 
     unflagged = codec.decode_message((await _native(app, name.encode(), flags=0))[20:])
     if len(public) < len(values):
         assert unflagged.response_code == codec.RC_AUTHENTICATION_NEEDED
-        assert all(v["data"].encode() not in unflagged.body for v in values if v["data"])
+        assert len(unflagged.body) == 1 + 20 + 4 + 16  # digest and nonce: not one value
     else:
         assert unflagged.body == message.body
     if not public:
@@ -328,3 +452,154 @@ async def test_mutated_real_messages_get_an_answer_never_a_crash(native_app, dat
     reply = codec.decode_message(answer[20:])
     assert reply.response_code != 0
     assert (await api.list({"prefix": "TEST"}))[1]["totalCount"] == "0"
+
+
+# -- challenge-response, in process ----------------------------------------------------------------
+
+
+def _exchange(envelope_fields: dict, op: int, body: bytes, flags: int = 0) -> tuple:
+    message = codec.encode_message(codec.Message(op, 0, flags, body=body))
+    envelope = codec.Envelope(2, 5, length=len(message), **envelope_fields)
+    return envelope, message
+
+
+async def _send(app, op: int, body: bytes, *, flags: int = 0, session: int = 0) -> list:
+    """The messages of the answer to one request, as (envelope, message) pairs."""
+    envelope, message = _exchange({"session_id": session, "request_id": 9}, op, body, flags)
+    data = await app[NATIVE].answer(envelope, message, client="192.0.2.7")
+    replies = []
+    while data:
+        got = codec.decode_envelope(data)
+        replies.append((got, codec.decode_message(data[20 : 20 + got.length])))
+        data = data[20 + got.length :]
+    return replies
+
+
+def _answer_body(kind: bytes, identity: tuple[str, int], proof: bytes) -> bytes:
+    handle, index = identity
+    return (
+        codec.string(kind) + codec.string(handle.encode()) + struct.pack(">I", index)
+        + codec.string(proof)
+    )  # fmt: skip
+
+
+def _challenge_of(reply) -> tuple[int, bytes, bytes]:
+    envelope, message = reply
+    assert message.response_code == codec.RC_AUTHENTICATION_NEEDED
+    assert message.body[0] == codec.HASH_SHA1
+    digest, nonce = message.body[1:21], codec.Reader(message.body, 21).string()
+    return envelope.session_id, nonce, digest
+
+
+def _seckey_proof(secret: bytes, nonce: bytes, digest: bytes) -> bytes:
+    return b"\x02" + hashlib.sha1(secret + nonce + digest + secret).digest()
+
+
+async def _as_admin(app, op: int, body: bytes, *, flags: int = 0, secret: bytes = b"admin-secret"):
+    """``op`` carried out as the configured admin (300:0.NA/TEST) through a challenge."""
+    (challenge,) = await _send(app, op, body, flags=flags)
+    session, nonce, digest = _challenge_of(challenge)
+    assert digest == hashlib.sha1(challenge_request_signed_part(op, body, flags)).digest()
+    proof = _answer_body(b"HS_SECKEY", ("0.NA/TEST", 300), _seckey_proof(secret, nonce, digest))
+    return session, await _send(app, codec.OC_RESPONSE_TO_CHALLENGE, proof, session=session)
+
+
+def challenge_request_signed_part(op: int, body: bytes, flags: int) -> bytes:
+    _, message = _exchange({}, op, body, flags)
+    return message[: 24 + len(body)]
+
+
+def _values_body(handle: str, values: list[HandleValue]) -> bytes:
+    encoded = b"".join(codec.encode_value(v) for v in values)
+    return codec.string(handle.encode()) + struct.pack(">I", len(values)) + encoded
+
+
+async def test_list_handles_after_a_challenge_comes_in_continued_messages(native_app):
+    app, api = native_app
+    names = sorted(f"TEST/l{i:03d}" for i in range(120))
+    for name in names:
+        assert (await api.put(name, [url_value("https://e.org/")]))[0] == 201
+    session, replies = await _as_admin(app, codec.OC_LIST_HANDLES, codec.string(b"0.NA/TEST"))
+    assert [m.response_code for _, m in replies] == [codec.RC_SUCCESS] * 3
+    assert [m.flag(codec.FLAG_CONTINUOUS) for _, m in replies] == [True, True, False]
+    assert all(e.session_id == session and e.request_id == 9 for e, _ in replies)
+    listed = []
+    for _, message in replies:
+        reader = codec.Reader(message.body)
+        listed += [reader.string().decode() for _ in range(reader.int4())]
+    assert sorted(listed) == names
+    # The answer was taken with its challenge: sent again, it finds none (405).
+    proof = _answer_body(b"HS_SECKEY", ("0.NA/TEST", 300), b"\x02" + bytes(20))
+    ((_, replayed),) = await _send(app, codec.OC_RESPONSE_TO_CHALLENGE, proof, session=session)
+    assert replayed.response_code == codec.RC_AUTHEN_TIMEOUT
+    # A wrong secret: 403, and nothing listed.
+    _, ((_, refused),) = await _as_admin(
+        app, codec.OC_LIST_HANDLES, codec.string(b"0.NA/TEST"), secret=b"wrong"
+    )
+    assert refused.response_code == 403
+    # A prefix not homed here: 301 at once, no challenge.
+    ((_, other),) = await _send(app, codec.OC_LIST_HANDLES, codec.string(b"0.NA/OTHER"))
+    assert other.response_code == codec.RC_SERVER_NOT_RESP
+
+
+async def test_writes_need_a_proof_and_change_nothing_without_one(native_app):
+    app, api = native_app
+    body = _values_body("TEST/w", [HandleValue(1, "URL", b"https://e.org/w")])
+    ((_, challenge),) = await _send(app, codec.OC_CREATE_HANDLE, body)
+    assert challenge.response_code == codec.RC_AUTHENTICATION_NEEDED
+    assert challenge.flag(codec.FLAG_REQUEST_DIGEST)
+    assert (await api.get("TEST/w"))[0] == 404
+    # Over UDP a write is refused outright, as on the reference's query-only port.
+    envelope, message = _exchange({"request_id": 3}, codec.OC_CREATE_HANDLE, body)
+    answer = await app[NATIVE].answer(envelope, message, udp=True)
+    assert codec.decode_message(answer[20:]).response_code == codec.RC_PROTOCOL_ERROR
+    # Minting: the answer names the handle made under the stem.
+    stem = _values_body("TEST/", [HandleValue(1, "URL", b"https://e.org/m")])
+    _, ((_, minted),) = await _as_admin(app, codec.OC_CREATE_HANDLE, stem, flags=codec.FLAG_MINT)
+    assert minted.response_code == codec.RC_SUCCESS
+    name = codec.Reader(minted.body).string().decode()
+    assert name.startswith("TEST/") and (await api.get(name))[0] == 200
+
+
+async def test_a_private_value_needs_a_proof_to_be_resolved(native_app):
+    app, api = native_app
+    values = [url_value("https://e.org/p"), {"index": 2, "type": "NOTE", "data": "hidden",
+              "permissions": "1100"}]  # fmt: skip
+    assert (await api.put("TEST/p", values))[0] == 201
+    request = codec.string(b"TEST/p") + bytes(8)
+    ((_, public),) = await _send(app, codec.OC_RESOLUTION, request, flags=codec.FLAG_PUBLIC_ONLY)
+    assert b"hidden" not in public.body and b"https://e.org/p" in public.body
+    _, ((_, answer),) = await _as_admin(app, codec.OC_RESOLUTION, request)
+    _, shown = codec.decode_resolution_body(answer.body)
+    assert {v.index: v.data for v in shown} == {1: b"https://e.org/p", 2: b"hidden"}
+
+
+@pytest.mark.parametrize("kind", ["rsa", "dsa"])
+async def test_an_identity_with_a_public_key_administers(native_app, kind):
+    """An HS_PUBKEY identity (RSA or DSA, in the reference's encoding) proves itself by
+    signing the nonce and digest; its HS_ADMIN then lets it add a value."""
+    app, api = native_app
+    if kind == "rsa":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    else:
+        key = dsa.generate_private_key(key_size=1024)
+    public = base64.b64encode(signing.encode_public_key(key.public_key())).decode()
+    holder = [{"index": 300, "type": "HS_PUBKEY", "data": {"format": "base64", "value": public}}]
+    assert (await api.put("TEST/keyholder", holder))[0] == 201
+    admin = {"index": 100, "type": "HS_ADMIN",
+             "data": {"format": "admin", "value": {"handle": "TEST/keyholder", "index": 300,
+                                                   "permissions": "011111111111"}}}  # fmt: skip
+    assert (await api.put("TEST/owned", [admin, url_value("https://e.org/o")]))[0] == 201
+    body = _values_body("TEST/owned", [HandleValue(5, "EMAIL", b"pid@e.org")])
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    for signer, expected in ((other, 403), (key, codec.RC_SUCCESS)):
+        (challenge,) = await _send(app, codec.OC_ADD_VALUE, body)
+        session, nonce, digest = _challenge_of(challenge)
+        hash_name, signature = signing.sign(signer, nonce + digest)
+        proof = _answer_body(
+            b"HS_PUBKEY", ("TEST/keyholder", 300), codec.string(hash_name) + codec.string(signature)
+        )
+        ((_, done),) = await _send(app, codec.OC_RESPONSE_TO_CHALLENGE, proof, session=session)
+        assert (done.op_code, done.response_code) == (codec.OC_ADD_VALUE, expected)
+    _, record = await api.get("TEST/owned")
+    assert {v["index"] for v in record["values"]} == {1, 5, 100}

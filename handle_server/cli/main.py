@@ -14,7 +14,15 @@ from typing import Any
 from .. import __version__
 from ..config import Config, ConfigError, load_config
 from .admin import ADMIN_ACTIONS, SECRET_VARIABLE, admin_command
-from .maintenance import check_config, export, import_, keygen, migrate
+from .maintenance import (
+    check_config,
+    export,
+    import_,
+    keygen,
+    migrate,
+    native_keygen,
+    siteinfo,
+)
 from .serve import serve, setup_logging
 
 __all__ = ["main"]
@@ -86,6 +94,26 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the key was lost: keep the configured admins' secrets anew with the key in "
         "key_file (made if missing); other identities then need new secrets",
+    )
+    keygen.add_argument(
+        "--native",
+        action="store_true",
+        help="make the native protocol's key pair ([native] key_file) instead",
+    )
+    site = with_config(
+        "siteinfo",
+        "write this server's HS_SITE (what the prefix registry needs to send the Handle "
+        "System here)",
+    )
+    site.add_argument("-o", "--output", metavar="FILE", type=Path, help="default: stdout")
+    site.add_argument(
+        "--json", action="store_true", help="the reference's JSON form, not siteinfo.bin"
+    )
+    site.add_argument(
+        "--public-key",
+        metavar="FILE",
+        type=Path,
+        help="also write the server's public key as the reference encodes it (pubkey.bin)",
     )
     _admin_commands(commands)
     return parser
@@ -188,7 +216,12 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "migrate": lambda args, config: migrate(config, check=args.check),
     "export": lambda args, config: export(config, args.output, args.batch),
     "import": lambda args, config: import_(config, args.file, args.batch, args.replace),
-    "keygen": lambda args, config: keygen(config, rekey_admins=args.rekey_admins),
+    "keygen": lambda args, config: (
+        native_keygen(config) if args.native else keygen(config, rekey_admins=args.rekey_admins)
+    ),
+    "siteinfo": lambda args, config: siteinfo(
+        config, args.output, as_json=args.json, public_key=args.public_key
+    ),
 }
 
 

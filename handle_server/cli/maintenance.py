@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ from storage import HandleStore
 
 from ..auth.secrets import KeyFileError, SecretKeeper
 from ..config import Config, ConfigError
+from ..native import signing
+from ..native.site import SiteError, this_site
 from ..service import HandleService
 from .serve import tls_context, warn_about
 from .stores import where, with_store
@@ -82,6 +85,44 @@ def check_config(config: Config) -> int:
         return 0
 
     return with_store(config, report, migrate=False)
+
+
+def native_keygen(config: Config) -> int:
+    """Make the native protocol's key pair (never over an existing file)."""
+    path = config.native.key_file
+    try:
+        signing.make_key_file(path)
+    except FileExistsError:
+        print(f"handle-server keygen: {path} exists; it is not replaced", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"handle-server keygen: cannot write {path}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(
+        f"made the native key pair {path}: back it up, and send this site's new HS_SITE "
+        "(handle-server siteinfo) to the prefix registry"
+    )
+    return 0
+
+
+def siteinfo(config: Config, output: Path | None, *, as_json: bool, public_key: Path | None) -> int:
+    """Write this server's HS_SITE (binary, or the reference's JSON form), and, if asked, its
+    public key in the reference's encoding (what its tools call pubkey.bin)."""
+    try:
+        key = signing.read_key_file(config.native.key_file)
+        site = this_site(config, signing.encode_public_key(key.public_key()))
+    except (signing.KeyFileError, SiteError) as exc:
+        print(f"handle-server siteinfo: {exc}", file=sys.stderr)
+        return 2
+    data = (json.dumps(site.to_json(), indent=2) + "\n").encode() if as_json else site.encode()
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        output.write_bytes(data)
+    if public_key is not None:
+        public_key.write_bytes(signing.encode_public_key(key.public_key()))
+    return 0
 
 
 def keygen(config: Config, *, rekey_admins: bool) -> int:

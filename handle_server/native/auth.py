@@ -137,10 +137,18 @@ class Challenges:
         )
         return challenge
 
-    async def prove(self, session_id: int, answer: bytes, *, client: str | None):
-        """The challenge ``session_id`` names and the identity ``answer`` (an OC 200 body)
-        proves for it; raises ``ChallengeExpired``, ``InvalidCredential``,
-        ``AuthenticationFailed`` or ``TooManyFailures``."""
+    async def take(self, session_id: int) -> Challenge:
+        """The challenge waiting in ``session_id``, no longer waiting; ``ChallengeExpired``
+        if there is none."""
+        data = await self._store.take_ticket(_ticket(session_id), now=self._clock())
+        if data is None:
+            raise ChallengeExpired(None, "No challenge is waiting in this session")
+        return Challenge.decode(session_id, data)
+
+    async def prove(self, challenge: Challenge, answer: bytes, *, client: str | None):
+        """The identity ``answer`` (an OC 200 body) proves for ``challenge``; raises
+        ``InvalidCredential``, ``AuthenticationFailed``, ``TooManyFailures`` or (a body that
+        cannot be read) ``MessageError``."""
         reader = Reader(answer)
         kind = reader.string().decode("utf-8", "replace").upper()
         handle = reader.string().decode("utf-8", "replace")
@@ -152,18 +160,13 @@ class Challenges:
             raise InvalidCredential(None, str(exc)) from None
         if kind not in (SECKEY_TYPE, PUBKEY_TYPE):
             raise InvalidCredential(None, f"Unsupported authentication type {kind[:40]}")
-        data = await self._store.take_ticket(_ticket(session_id), now=self._clock())
-        if data is None:
-            raise ChallengeExpired(None, "No challenge is waiting in this session")
-        challenge = Challenge.decode(session_id, data)
         check = _seckey_check if kind == SECKEY_TYPE else _pubkey_check
-        await self._authenticator.check_proof(
+        return await self._authenticator.check_proof(
             identity,
             kind,
             lambda key: check(challenge, response, key),
             client=client,
         )
-        return challenge, identity
 
 
 def _seckey_check(challenge: Challenge, response: bytes, secret: bytes) -> bool:

@@ -276,17 +276,20 @@ class NativeService:
     async def _answered_challenge(
         self, envelope: Envelope, request: Message, client: str | None
     ) -> Message | _Listing:
-        """An OC 200: the answer to the kept request, carried out as the identity proved."""
+        """An OC 200: the answer to the kept request, carried out as the identity proved (a
+        refusal answers the kept request, as the reference's does)."""
         try:
-            challenge, identity = await self.challenges.prove(
-                envelope.session_id, request.body, client=client
-            )
+            challenge = await self.challenges.take(envelope.session_id)
+        except HandleError as exc:
+            return self._error(request, _NATIVE_CODES[type(exc)], exc.message)
+        original = codec.decode_message(challenge.request)
+        try:
+            identity = await self.challenges.prove(challenge, request.body, client=client)
         except MessageError as exc:
-            return self._error(request, codec.RC_PROTOCOL_ERROR, str(exc))
+            return self._error(original, codec.RC_PROTOCOL_ERROR, str(exc))
         except HandleError as exc:
             code = _NATIVE_CODES.get(type(exc)) or status_and_code(exc)[1]
-            return self._error(request, code, exc.message)
-        original = codec.decode_message(challenge.request)
+            return self._error(original, code, exc.message)
         return await self._perform(original, identity)
 
     # -- list handles ----------------------------------------------------------------------
