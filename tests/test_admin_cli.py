@@ -20,6 +20,7 @@ import trustme
 from handle_server import keys
 from handle_server.app import create_app
 from handle_server.cli.main import main
+from handle_server.native.site import SiteInfo
 
 from .helpers import ADMIN, OTHER_ADMIN, OTHER_SECRET, SECRET, write_config
 
@@ -40,6 +41,43 @@ def test_check_config_reports_the_store(tmp_path, capsys, storage_table):
     capsys.readouterr()
     assert main(["check-config", "--config", str(config)]) == 0
     assert "up to date" in capsys.readouterr().out
+
+
+def test_the_native_key_pair_and_site_record(tmp_path, capsys):
+    """keygen --native makes the key pair once; siteinfo writes the HS_SITE with its public
+    half (binary, JSON, pubkey.bin), and refuses an address nobody could reach."""
+    config = write_config(tmp_path, "c", {"path": str(tmp_path / "h.sqlite3")})
+    key = tmp_path / "keys" / "native.pem"
+    native = f'[native]\nenabled = true\nkey_file = "{key}"\n'
+    config.write_text(config.read_text() + native)
+    assert main(["keygen", "--native", "--config", str(config)]) == 0
+    assert key.stat().st_mode & 0o077 == 0  # the server's alone
+    made = key.read_bytes()
+    assert main(["keygen", "--native", "--config", str(config)]) == 2  # never replaced
+    assert key.read_bytes() == made and "exists" in capsys.readouterr().err
+    site, public = tmp_path / "siteinfo.bin", tmp_path / "pubkey.bin"
+    assert main(["siteinfo", "--config", str(config), "-o", str(site), "--public-key",
+                 str(public)]) == 0  # fmt: skip
+    record = SiteInfo.decode(site.read_bytes())
+    (server,) = record.servers
+    assert (record.serial, record.primary, server.address) == (1, True, "127.0.0.1")
+    assert server.public_key == public.read_bytes()
+    assert {(i.protocol, i.port, i.kind) for i in server.interfaces} == {
+        (1, 2641, 3),  # TCP, administration and queries
+        (0, 2641, 2),  # UDP, queries
+        (2, 8000, 3),  # HTTP, both
+    }
+    assert record.encode() == site.read_bytes()
+    assert main(["siteinfo", "--config", str(config), "--json", "-o", str(tmp_path / "j")]) == 0
+    shown = orjson.loads((tmp_path / "j").read_bytes())
+    assert shown["servers"][0]["interfaces"][0] == {
+        "query": True, "admin": True, "protocol": "TCP", "port": 2641
+    }  # fmt: skip
+    assert main(["check-config", "--config", str(config)]) == 0
+    assert "HS_SITE serial 1 at 127.0.0.1" in capsys.readouterr().out
+    config.write_text(config.read_text().replace("[native]\n", '[native]\nhost = "0.0.0.0"\n'))
+    assert main(["siteinfo", "--config", str(config)]) == 2
+    assert "public_address" in capsys.readouterr().err
 
 
 def test_check_config_fails_clearly(tmp_path, capsys):

@@ -75,6 +75,28 @@ def check_config(config: Config) -> int:
             print(f"handle-server: {exc}", file=sys.stderr)
             return 2
         print(f"  server key: {key_file}, key id {keeper.key_id.decode()}")
+    if config.native.enabled:
+        n = config.native
+        print(
+            f"  native protocol: port {n.port} ({'TCP' if n.tcp else ''}"
+            f"{' and ' if n.tcp and n.udp else ''}{'UDP' if n.udp else ''})"
+        )
+        if not Path(n.key_file).exists():
+            print(
+                f"  native key: {n.key_file} does not exist yet; serve makes it "
+                "(or keygen --native)"
+            )
+        else:
+            try:
+                key = signing.read_key_file(n.key_file)
+                site = this_site(config, signing.encode_public_key(key.public_key()))
+            except (signing.KeyFileError, SiteError) as exc:
+                print(f"handle-server: {exc}", file=sys.stderr)
+                return 2
+            print(
+                f"  native key: {n.key_file}; HS_SITE serial {site.serial} at "
+                f"{site.servers[0].address}"
+            )
     latest = storage.schema_version(config.storage.backend)
     if config.storage.backend == "sqlite" and not Path(config.storage.path).exists():
         print(f"  store: {config.storage.path} does not exist yet; serve creates it")
