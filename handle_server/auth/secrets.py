@@ -58,6 +58,23 @@ REDACTED = b"(secret key, kept encrypted; not shown)"
 KEEP_MARKERS = frozenset({REDACTED, b"(secret key, stored hashed; not shown)"})
 
 
+def write_private_file(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to a new file ``path``, readable by its owner only; never over an
+    existing file (``FileExistsError``). The file appears whole or not at all: it is written
+    beside and linked into place, so workers starting together never read half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, written = tempfile.mkstemp(dir=path.parent, prefix=".key-", suffix=".tmp")  # 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(written, path)
+    finally:
+        os.unlink(written)
+
+
 class KeyFileError(Exception):
     """The key file is missing, unreadable or not one ``handle-server keygen`` makes."""
 
@@ -79,18 +96,8 @@ class SecretKeeper:
         existing file (``FileExistsError``). The file appears whole or not at all: it is
         written beside and linked into place, so workers starting together never read half
         of one."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         text = f"{_KEY_FILE_HEADER}\n{base64.b64encode(os.urandom(32)).decode()}\n"
-        fd, written = tempfile.mkstemp(dir=path.parent, prefix=".key-", suffix=".tmp")  # 0600
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.link(written, path)
-        finally:
-            os.unlink(written)
+        write_private_file(path, text.encode())
 
     @classmethod
     def from_key_file(cls, path: str | Path) -> SecretKeeper:

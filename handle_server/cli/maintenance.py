@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import storage
@@ -112,18 +113,24 @@ def check_config(config: Config) -> int:
 def native_keygen(config: Config) -> int:
     """Make the native protocol's key pair (never over an existing file)."""
     path = config.native.key_file
+    return _make_key(
+        path,
+        signing.make_key_file,
+        f"made the native key pair {path}: back it up, and send this site's new HS_SITE "
+        "(handle-server siteinfo) to the prefix registry",
+    )
+
+
+def _make_key(path: str, make: Callable[[str], None], done: str) -> int:
     try:
-        signing.make_key_file(path)
+        make(path)
     except FileExistsError:
         print(f"handle-server keygen: {path} exists; it is not replaced", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"handle-server keygen: cannot write {path}: {exc.strerror}", file=sys.stderr)
         return 1
-    print(
-        f"made the native key pair {path}: back it up, and send this site's new HS_SITE "
-        "(handle-server siteinfo) to the prefix registry"
-    )
+    print(done)
     return 0
 
 
@@ -152,16 +159,8 @@ def keygen(config: Config, *, rekey_admins: bool) -> int:
     configured admins' secrets with it in the store."""
     path = config.auth.key_file
     if not rekey_admins:
-        try:
-            SecretKeeper.make_key_file(path)
-        except FileExistsError:
-            print(f"handle-server keygen: {path} exists; it is not replaced", file=sys.stderr)
-            return 2
-        except OSError as exc:
-            print(f"handle-server keygen: cannot write {path}: {exc.strerror}", file=sys.stderr)
-            return 1
-        print(f"made the server key {path}: back it up apart from the store")
-        return 0
+        done = f"made the server key {path}: back it up apart from the store"
+        return _make_key(path, SecretKeeper.make_key_file, done)
     try:
         keeper, made = SecretKeeper.load_or_make(path)
     except KeyFileError as exc:

@@ -23,8 +23,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cachetools import LRUCache
-
 from storage import HandleStore
 
 from ..auth.authenticator import Authenticator
@@ -32,8 +30,9 @@ from ..auth.identities import PUBKEY_TYPE, SECKEY_TYPE, parse_identity
 from ..errors import AuthenticationFailed
 from . import codec, signing
 from .codec import MessageError, Reader
+from .rate import RateLimit
 
-__all__ = ["Challenge", "ChallengeExpired", "Challenges", "InvalidCredential", "RateLimit"]
+__all__ = ["Challenge", "ChallengeExpired", "Challenges", "InvalidCredential"]
 
 NONCE_BYTES = 16  # Common.CHALLENGE_NONCE_SIZE
 #: Challenges waiting for an answer, at most (the oldest make room).
@@ -51,23 +50,6 @@ class InvalidCredential(AuthenticationFailed):
 class ChallengeExpired(AuthenticationFailed):
     """An answer to no pending challenge: expired, answered already, or never made (RC
     405)."""
-
-
-class RateLimit:
-    """At most ``rate`` events a second per key (a token bucket each)."""
-
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self._clock = clock
-        self._buckets: LRUCache[str, tuple[float, float]] = LRUCache(100_000)
-
-    def allows(self, key: str) -> bool:
-        now = self._clock()
-        tokens, then = self._buckets.get(key, (self.rate, now))
-        tokens = min(self.rate, tokens + (now - then) * self.rate)
-        allowed = tokens >= 1
-        self._buckets[key] = (tokens - 1 if allowed else tokens, now)
-        return allowed
 
 
 @dataclass(frozen=True, slots=True)

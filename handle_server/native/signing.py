@@ -12,15 +12,14 @@ the answers to ``certify`` requests, and its public half goes into this site's H
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
 
+from ..auth.secrets import write_private_file
 from .codec import MessageError, Reader
 
 __all__ = [
@@ -154,23 +153,13 @@ def signed_credential(key: PrivateKey, data: bytes) -> bytes:
 def make_key_file(path: str | Path) -> None:
     """Write a new RSA-2048 private key to ``path`` (readable by its owner only), never over
     an existing file (``FileExistsError``); the file appears whole or not at all."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    fd, written = tempfile.mkstemp(dir=path.parent, prefix=".native-key-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(written, path)
-    finally:
-        os.unlink(written)
+    write_private_file(path, pem)
 
 
 def read_key_file(path: str | Path) -> PrivateKey:

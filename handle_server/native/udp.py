@@ -14,10 +14,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from cachetools import LRUCache
-
 from . import codec
 from .codec import MessageError
+from .rate import RateLimit
 from .service import NativeService
 
 __all__ = ["MAX_DATAGRAM", "NativeUdp"]
@@ -39,9 +38,7 @@ class NativeUdp(asyncio.DatagramProtocol):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.service = service
-        self.rate = rate
-        self._clock = clock
-        self._buckets: LRUCache[str, list[float]] = LRUCache(100_000)  # address -> tokens, when
+        self.rate = RateLimit(rate, clock)
         self.transport: asyncio.DatagramTransport | None = None
         self._working: set[asyncio.Future[None]] = set()
         self.dropped_large = 0
@@ -50,16 +47,6 @@ class NativeUdp(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def _allowed(self, address: str) -> bool:
-        now = self._clock()
-        tokens, then = self._buckets.get(address, (self.rate, now))
-        tokens = min(self.rate, tokens + (now - then) * self.rate)
-        if tokens < 1:
-            self._buckets[address] = [tokens, now]
-            return False
-        self._buckets[address] = [tokens - 1, now]
-        return True
-
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         try:
             envelope = codec.decode_envelope(data)
@@ -67,7 +54,7 @@ class NativeUdp(asyncio.DatagramProtocol):
             return
         if envelope.length != len(data) - codec.ENVELOPE.size or envelope.flags:
             return  # multi-packet, encrypted or compressed requests, or lying lengths
-        if not self._allowed(addr[0]):
+        if not self.rate.allows(addr[0]):
             self.dropped_rate += 1
             return
         if len(self._working) >= _MAX_WORKING:
