@@ -20,6 +20,7 @@ from .native import signing
 from .native import views as native_views
 from .native.auth import Challenges
 from .native.service import NativeService
+from .native.sessions import NativeSessions
 from .native.site import SiteError, this_site
 from .onezone.service import OnezoneService
 from .ops.forwarded import TrustedProxies
@@ -116,9 +117,11 @@ def _native_service(
     challenges = Challenges(
         service.store, service.authenticator, lifetime=n.challenge_timeout, clock=clock
     )
+    sessions = NativeSessions(service.store, lifetime=config.auth.session_idle_timeout, clock=clock)
     return NativeService(
         service,
         challenges=challenges,
+        sessions=sessions,
         key=key,
         site=service.site,
         site_serial=n.site_serial,

@@ -106,8 +106,14 @@ def _parser() -> argparse.ArgumentParser:
         "System here)",
     )
     site.add_argument("-o", "--output", metavar="FILE", type=Path, help="default: stdout")
-    site.add_argument(
+    form = site.add_mutually_exclusive_group()
+    form.add_argument(
         "--json", action="store_true", help="the reference's JSON form, not siteinfo.bin"
+    )
+    form.add_argument(
+        "--root-info",
+        action="store_true",
+        help="a root_info naming this site the root (for clients on a private Handle System)",
     )
     site.add_argument(
         "--public-key",
@@ -220,7 +226,10 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
         native_keygen(config) if args.native else keygen(config, rekey_admins=args.rekey_admins)
     ),
     "siteinfo": lambda args, config: siteinfo(
-        config, args.output, as_json=args.json, public_key=args.public_key
+        config,
+        args.output,
+        form="json" if args.json else "root_info" if args.root_info else "bin",
+        public_key=args.public_key,
     ),
 }
 

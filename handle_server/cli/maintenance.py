@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from storage import HandleStore
 from ..auth.secrets import KeyFileError, SecretKeeper
 from ..config import Config, ConfigError
 from ..native import signing
-from ..native.site import SiteError, this_site
+from ..native.site import SiteError, root_info, this_site
 from ..service import HandleService
 from .serve import tls_context, warn_about
 from .stores import where, with_store
@@ -134,16 +135,22 @@ def _make_key(path: str, make: Callable[[str], None], done: str) -> int:
     return 0
 
 
-def siteinfo(config: Config, output: Path | None, *, as_json: bool, public_key: Path | None) -> int:
-    """Write this server's HS_SITE (binary, or the reference's JSON form), and, if asked, its
-    public key in the reference's encoding (what its tools call pubkey.bin)."""
+def siteinfo(config: Config, output: Path | None, *, form: str, public_key: Path | None) -> int:
+    """Write this server's HS_SITE (``form``: ``bin``, the reference's binary record;
+    ``json``, its JSON form; ``root_info``, a root_info naming this site the root), and, if
+    asked, its public key in the reference's encoding (what its tools call pubkey.bin)."""
     try:
         key = signing.read_key_file(config.native.key_file)
         site = this_site(config, signing.encode_public_key(key.public_key()))
     except (signing.KeyFileError, SiteError) as exc:
         print(f"handle-server siteinfo: {exc}", file=sys.stderr)
         return 2
-    data = (json.dumps(site.to_json(), indent=2) + "\n").encode() if as_json else site.encode()
+    if form == "json":
+        data = (json.dumps(site.to_json(), indent=2) + "\n").encode()
+    elif form == "root_info":
+        data = root_info([site], timestamp=int(time.time()))
+    else:
+        data = site.encode()
     if output is None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()

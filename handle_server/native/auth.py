@@ -40,7 +40,7 @@ MAX_PENDING = 4096
 #: Challenges a second one client address may ask for.
 CHALLENGE_RATE = 20
 _HASHES = {1: hashlib.md5, 2: hashlib.sha1}
-_TICKET = struct.Struct(">BBB")
+_TICKET = struct.Struct(">BBBI")
 
 
 class InvalidCredential(AuthenticationFailed):
@@ -61,6 +61,7 @@ class Challenge:
     request: bytes  # the message challenged (header, body, credential)
     major: int
     minor: int
+    request_id: int = 0
 
     @property
     def old_format(self) -> bool:
@@ -68,7 +69,7 @@ class Challenge:
 
     def encode(self) -> bytes:
         return (
-            _TICKET.pack(self.major, self.minor, self.digest_code)
+            _TICKET.pack(self.major, self.minor, self.digest_code, self.request_id)
             + codec.string(self.nonce)
             + codec.string(self.digest)
             + self.request
@@ -76,10 +77,10 @@ class Challenge:
 
     @classmethod
     def decode(cls, session_id: int, data: bytes) -> Challenge:
-        major, minor, code = _TICKET.unpack_from(data)
+        major, minor, code, request_id = _TICKET.unpack_from(data)
         reader = Reader(data, _TICKET.size)
         nonce, digest = reader.string(), reader.string()
-        return cls(session_id, nonce, code, digest, data[reader.at :], major, minor)
+        return cls(session_id, nonce, code, digest, data[reader.at :], major, minor, request_id)
 
 
 def _ticket(session_id: int) -> bytes:
@@ -101,14 +102,25 @@ class Challenges:
         self._clock = clock
         self.rate = RateLimit(CHALLENGE_RATE)
 
-    async def make(self, major: int, minor: int, request: codec.Message, raw: bytes) -> Challenge:
-        """A challenge to ``request`` (``raw``: its bytes), kept for ``lifetime`` seconds."""
+    async def make(self, envelope: codec.Envelope, request: codec.Message, raw: bytes) -> Challenge:
+        """A challenge to ``request`` (``raw``: its bytes, which came in ``envelope``), kept
+        for ``lifetime`` seconds; in the request's session, if it has one, else a new id."""
+        major, minor = envelope.major, envelope.minor
         if (major, minor) < (2, 1):
             code, digest = 0, hashlib.md5(request.signed_part).digest()
         else:
             code, digest = codec.HASH_SHA1, hashlib.sha1(request.signed_part).digest()
-        session_id = int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF or 1
-        challenge = Challenge(session_id, os.urandom(NONCE_BYTES), code, digest, raw, major, minor)
+        session_id = envelope.session_id or int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF or 1
+        challenge = Challenge(
+            session_id,
+            os.urandom(NONCE_BYTES),
+            code,
+            digest,
+            raw,
+            major,
+            minor,
+            envelope.request_id,
+        )
         now = self._clock()
         await self._store.put_ticket(
             _ticket(session_id),

@@ -13,6 +13,8 @@ the reference's RC 5 (operation not supported).
 from __future__ import annotations
 
 import logging
+import secrets
+import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -22,9 +24,10 @@ from storage import HandleError
 from ..auth.identities import Identity
 from ..errors import InvalidHandle, TooManyFailures, status_and_code
 from ..service import HandleService, select
-from . import codec, signing
+from . import codec, sessions, signing
 from .auth import ChallengeExpired, Challenges, InvalidCredential
 from .codec import Envelope, Message, MessageError
+from .sessions import NativeSessions, SessionError
 
 __all__ = ["NativeService"]
 
@@ -52,6 +55,9 @@ _NATIVE_CODES: dict[type[HandleError], int] = {
 }
 
 
+_NO_SESSION = "Invalid session id or session timeout"
+
+
 class _Challenged(Exception):
     """The request needs an identity: answer with a challenge."""
 
@@ -62,6 +68,7 @@ class NativeService:
         handles: HandleService,
         *,
         challenges: Challenges,
+        sessions: NativeSessions | None = None,
         key: signing.PrivateKey | None = None,
         site: bytes | None = None,
         site_serial: int = _SITE_SERIAL,
@@ -70,6 +77,7 @@ class NativeService:
     ) -> None:
         self.handles = handles
         self.challenges = challenges
+        self.sessions = sessions
         self.key = key
         self.site = site
         self.site_serial = site_serial
@@ -98,29 +106,70 @@ class NativeService:
         else:
             try:
                 reply = await self._reply(envelope, request, data, client, udp)
-            except _Challenge as challenged:
-                session_id = challenged.session_id
-                reply = challenged.reply
+            except _InSession as moved:
+                session_id = moved.session_id
+                reply = moved.reply
             replies = self._list(reply) if isinstance(reply, _Listing) else _one(reply)
+        session_key = None
+        if session_id and self.sessions is not None and request.op_code != codec.OC_SESSION_SETUP:
+            session = await self.sessions.get(session_id)
+            session_key = session.key if session is not None else None
         async for reply in replies:
             self._answered(reply.op_code, reply.response_code)
-            message = self._encode(reply)
             out = Envelope(
                 envelope.major,
                 envelope.minor,
                 session_id=session_id,
                 request_id=envelope.request_id,
-                length=len(message),
             )
-            yield out.encode() + message
+            message = self._encode(reply, out, session_key)
+            yield replace(out, length=len(message)).encode() + message
 
-    def _encode(self, reply: Message) -> bytes:
-        """``reply`` on the wire; signed with the server's key if the request asked to
-        ``certify`` its answer."""
-        if self.key is None or not reply.flag(codec.FLAG_CERTIFY):
+    def too_long(self, envelope: Envelope, data: bytes) -> bytes:
+        """A short RC 2 answer to a request whose answer does not fit where it must go (one
+        UDP datagram): the reference's clients take RC 2 as a failure of the interface and ask
+        again over the next one, TCP, at once."""
+        try:
+            request = codec.decode_message(data)
+        except MessageError:
+            request = Message(0, 0)
+        reply = self._error(request, codec.RC_ERROR, "Answer too long for UDP: ask over TCP")
+        self._answered(reply.op_code, reply.response_code)
+        message = codec.encode_message(
+            replace(reply, op_flags=reply.op_flags & ~codec.FLAG_CERTIFY)
+        )
+        out = Envelope(
+            envelope.major,
+            envelope.minor,
+            session_id=envelope.session_id,
+            request_id=envelope.request_id,
+            length=len(message),
+        )
+        return out.encode() + message
+
+    def _encode(self, reply: Message, envelope: Envelope, session_key: bytes | None) -> bytes:
+        """``reply`` on the wire. If the request asked to ``certify`` its answer, it is signed:
+        in a session with a MAC under the session key, else with the server's key (as the
+        reference signs)."""
+        if not reply.flag(codec.FLAG_CERTIFY) or (self.key is None and session_key is None):
             return codec.encode_message(reply)
         unsigned = codec.encode_message(reply)[:-4]  # header and body, without a credential
-        return unsigned + codec.string(signing.signed_credential(self.key, unsigned))
+        if session_key is not None:
+            counter = secrets.randbits(31)
+            digest = sessions.mac(
+                session_key,
+                unsigned,
+                major=envelope.major,
+                minor=envelope.minor,
+                session_id=envelope.session_id,
+                request_id=envelope.request_id,
+                counter=counter,
+            )
+            credential = sessions.mac_credential(counter, digest)
+        else:
+            assert self.key is not None
+            credential = signing.signed_credential(self.key, unsigned)
+        return unsigned + codec.string(credential)
 
     # -- dispatch --------------------------------------------------------------------------
 
@@ -145,14 +194,28 @@ class NativeService:
             return self._response(request, codec.RC_SUCCESS, self._digest(request) + self.site)
         if op == codec.OC_RESPONSE_TO_CHALLENGE:
             return await self._answered_challenge(envelope, request, client)
+        if op == codec.OC_SESSION_SETUP and self.sessions is not None:
+            return await self._session_setup(envelope, request)
+        if op == codec.OC_SESSION_TERMINATE and self.sessions is not None:
+            if not await self.sessions.end(envelope.session_id):
+                return self._error(request, codec.RC_SESSION_TIMEOUT, _NO_SESSION)
+            return self._done(request)
         if op == codec.OC_RESOLUTION or op in _ADMIN_OPS:
-            if envelope.session_id and op != codec.OC_RESOLUTION:
-                # A session this server never set up (it sets none up: see the module).
-                return self._error(
-                    request, codec.RC_SESSION_TIMEOUT, "Invalid session id or session timeout"
-                )
+            identity = None
+            if envelope.session_id:
+                session = await self.sessions.get(envelope.session_id) if self.sessions else None
+                if session is None:
+                    return self._error(request, codec.RC_SESSION_TIMEOUT, _NO_SESSION)
+                if session.identity is not None:
+                    # An authenticated session: its requests need only their MAC.
+                    try:
+                        session = await self.sessions.check_mac(session, envelope, request)
+                    except SessionError as exc:
+                        return self._error(request, exc.code, exc.message)
+                    await self.sessions.save(session)
+                    identity = session.identity
             try:
-                return await self._perform(request, None)
+                return await self._perform(request, identity)
             except _Challenged:
                 return await self._challenge(envelope, request, raw, client)
         return self._error(
@@ -264,14 +327,14 @@ class NativeService:
         if not self.challenges.rate.allows(client or "-"):
             error = TooManyFailures(None, "Too many challenges asked for", retry_after=1)
             return self._error(request, status_and_code(error)[1], error.message)
-        challenge = await self.challenges.make(envelope.major, envelope.minor, request, raw)
+        challenge = await self.challenges.make(envelope, request, raw)
         body = codec.challenge_body(challenge.nonce, challenge.digest_code, challenge.digest)
         reply = self._response(request, codec.RC_AUTHENTICATION_NEEDED, body)
         # The reference always returns the request's digest with a challenge.
         flags = reply.op_flags | codec.FLAG_REQUEST_DIGEST
         if challenge.digest_code == 0:
             flags &= ~codec.FLAG_REQUEST_DIGEST
-        raise _Challenge(replace(reply, op_flags=flags), challenge.session_id)
+        raise _InSession(replace(reply, op_flags=flags), challenge.session_id)
 
     async def _answered_challenge(
         self, envelope: Envelope, request: Message, client: str | None
@@ -290,7 +353,36 @@ class NativeService:
         except HandleError as exc:
             code = _NATIVE_CODES.get(type(exc)) or status_and_code(exc)[1]
             return self._error(original, code, exc.message)
+        session = await self.sessions.get(envelope.session_id) if self.sessions else None
+        if session is not None:
+            # A challenge inside a session: the session now holds the identity, once the
+            # challenged request shows the session's MAC.
+            sent_in = Envelope(
+                challenge.major,
+                challenge.minor,
+                session_id=envelope.session_id,
+                request_id=challenge.request_id,
+            )
+            try:
+                session = await self.sessions.check_mac(session, sent_in, original)
+            except SessionError as exc:
+                return self._error(original, exc.code, exc.message)
+            await self.sessions.save(replace(session, identity=identity))
         return await self._perform(original, identity)
+
+    async def _session_setup(self, envelope: Envelope, request: Message) -> Message:
+        assert self.sessions is not None
+        try:
+            session, data = await self.sessions.setup(request.body, envelope.major, envelope.minor)
+        except SessionError as exc:
+            return self._error(request, exc.code, exc.message)
+        body = (
+            self._digest(request)
+            + struct.pack(">H", sessions.KEY_EXCHANGE_DH)
+            + codec.string(data)
+            + b"\x00\x00"  # the reference sizes the mode as four bytes and writes two
+        )
+        raise _InSession(self._response(request, codec.RC_SUCCESS, body), session.session_id)
 
     # -- list handles ----------------------------------------------------------------------
 
@@ -341,7 +433,10 @@ class _Listing:
         self.request, self.prefix = request, prefix
 
 
-class _Challenge(Exception):
+class _InSession(Exception):
+    """The answer goes out in another session than the request's (a challenge's, a new
+    one's)."""
+
     def __init__(self, reply: Message, session_id: int) -> None:
         self.reply, self.session_id = reply, session_id
 

@@ -17,10 +17,12 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import Config
-from .codec import MessageError, Reader
+from storage import HandleValue
 
-__all__ = ["Interface", "Server", "SiteError", "SiteInfo", "this_site"]
+from ..config import Config
+from .codec import MessageError, Reader, encode_value
+
+__all__ = ["Interface", "Server", "SiteError", "SiteInfo", "root_info", "this_site"]
 
 HASH_BY_ALL = 2
 _PRIMARY = 0x80
@@ -165,6 +167,17 @@ class SiteInfo:
             ]
         out["servers"] = [s.to_json() for s in self.servers]
         return out
+
+
+def root_info(sites: list[SiteInfo], *, timestamp: int) -> bytes:
+    """A ``root_info`` file naming ``sites`` as the root (the reference's global values: the
+    length, the count, then HS_SITE values)."""
+    values = b"".join(
+        encode_value(HandleValue(i + 1, "HS_SITE", site.encode(), timestamp=timestamp))
+        for i, site in enumerate(sites)
+    )
+    body = struct.pack(">I", len(sites)) + values
+    return struct.pack(">I", len(body)) + body
 
 
 class SiteError(ValueError):

@@ -3,9 +3,10 @@
 An answer goes to an address nobody has verified, so this interface must not be an
 amplifier (as DNS servers learned): an answer is sent only if it fits in one datagram of the
 reference's size (512 bytes), so the bytes sent are never more than 512 for a request of at
-least ~60; a longer answer is not sent, and the client, having heard nothing, asks again over
-TCP as the reference's resolver does after its UDP retries. Answers to one source address are
-also limited to ``rate`` a second (a token bucket; the rest are dropped)."""
+least ~60. In place of a longer answer goes a short RC 2 ("ask over TCP"), which the
+reference's resolver takes as a failed interface: it asks again over TCP at once (silence
+would cost it its UDP retries, seconds). Answers to one source address are also limited to
+``rate`` a second (a token bucket; the rest are dropped)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ class NativeUdp(asyncio.DatagramProtocol):
         self.rate = RateLimit(rate, clock)
         self.transport: asyncio.DatagramTransport | None = None
         self._working: set[asyncio.Future[None]] = set()
-        self.dropped_large = 0
+        self.too_long = 0
         self.dropped_rate = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -71,7 +72,9 @@ class NativeUdp(asyncio.DatagramProtocol):
             log.exception("native UDP request from %s failed", addr[0])
             return
         if len(answer) > MAX_DATAGRAM:
-            self.dropped_large += 1  # the client asks again over TCP
-            return
+            self.too_long += 1
+            answer = self.service.too_long(envelope, message)
+            if len(answer) > MAX_DATAGRAM:  # pragma: no cover - an error answer is short
+                return
         if self.transport is not None:
             self.transport.sendto(answer, addr)
