@@ -8,9 +8,12 @@ import hashlib
 from urllib.parse import quote
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
 
 from handle_server import keys
 from handle_server.app import create_app
+from handle_server.auth import pubkeys
 from handle_server.errors import AuthenticationFailed, TooManyFailures
 from handle_server.ops.forwarded import TrustedProxies
 
@@ -393,3 +396,45 @@ async def test_x_forwarded_for_is_ignored_unless_the_proxy_is_trusted(aiohttp_cl
         assert (await api.get("TEST/x", headers=spoofed))[0] == 401
     headers = {**ADMIN_AUTH, "X-Forwarded-For": "192.0.2.200"}
     assert (await api.put("TEST/a", [url_value("https://a.org")], headers=headers))[0] == 429
+
+
+@pytest.mark.parametrize("kind", ["rsa", "dsa"])
+async def test_an_hs_pubkey_identity_proves_itself_in_a_session(api: Api, kind):
+    """type="HS_PUBKEY": the signature of the server's nonce and the cnonce with the private
+    key whose public half (the Handle System's encoding) is the identity's value; the same
+    identity administers over the native protocol (tests/test_native.py)."""
+    if kind == "rsa":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    else:
+        key = dsa.generate_private_key(key_size=2048)
+    public = base64.b64encode(pubkeys.encode_public_key(key.public_key())).decode()
+    holder = [{"index": 300, "type": "HS_PUBKEY", "data": {"format": "base64", "value": public}}]
+    assert (await api.put("TEST/keyholder", holder, headers=ADMIN_AUTH))[0] == 201
+    grant = {"index": 100, "type": "HS_ADMIN", "data": {"format": "admin", "value": {
+        "handle": "TEST/keyholder", "index": 300, "permissions": "011111111111"}}}  # fmt: skip
+    assert (await api.put("TEST/owned", [grant], headers=ADMIN_AUTH))[0] == 201
+    identity = "300:TEST/keyholder"
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    for signer, status in ((other, 401), (key, 200)):
+        session = await open_session(api, identity)
+        cnonce = base64.b64encode(b"client nonce").decode()
+        if isinstance(signer, rsa.RSAPrivateKey):
+            signature = signer.sign(
+                base64.b64decode(session["nonce"]) + b"client nonce",
+                padding.PKCS1v15(),
+                hashes.SHA256(),
+            )
+        else:
+            signature = signer.sign(
+                base64.b64decode(session["nonce"]) + b"client nonce", hashes.SHA256()
+            )
+        headers = handle_header(
+            session["sessionId"], version="0", id=quote(identity, safe=""), type="HS_PUBKEY",
+            alg="SHA256", cnonce=cnonce, signature=base64.b64encode(signature).decode(),
+        )  # fmt: skip
+        answer_status, body = await api._call("PUT", "/api/sessions/this", headers=headers)
+        assert answer_status == status, body
+    assert body["authenticated"] is True and body["id"] == identity
+    proven = handle_header(body["sessionId"])
+    status, _ = await api.put("TEST/owned?index=1", [url_value("https://k.org")], headers=proven)
+    assert status in (200, 201)

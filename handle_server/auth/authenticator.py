@@ -33,7 +33,8 @@ from storage import Handle, HandleStore, handle_key
 
 from ..errors import AuthenticationFailed, TooManyFailures
 from ..locks import KeyedLocks
-from .identities import SECKEY_TYPE, Identity, parse_identity
+from . import pubkeys
+from .identities import PUBKEY_TYPE, SECKEY_TYPE, Identity, parse_identity
 from .secrets import ITERATIONS, SecretKeeper, parse_hashed, verify_hashed
 from .sessions import (
     KEY_DERIVATION_ALG,
@@ -271,8 +272,13 @@ class Authenticator:
         except ValueError as exc:
             await self._refuse(client, str(exc))
         await self._check_throttle(identity, client)
-        if (params.type or "").upper() != SECKEY_TYPE:
-            await self._fail(identity, client, f"Unsupported type {params.type!r}: only HS_SECKEY")
+        kind = (params.type or "").upper()
+        if kind == PUBKEY_TYPE:
+            return await self._prove_public_key(session, params, identity, client)
+        if kind != SECKEY_TYPE:
+            await self._fail(
+                identity, client, f"Unsupported type {params.type!r}: HS_SECKEY or HS_PUBKEY"
+            )
         alg = params.alg or ""
         if not known_alg(alg):
             await self._fail(
@@ -293,6 +299,35 @@ class Authenticator:
             if expected is None or not hmac.compare_digest(expected, signature):
                 await self._fail(identity, client, f"Authentication failed for {identity}")
         return identity
+
+    async def _prove_public_key(
+        self,
+        session: Session,
+        params: HandleAuthorization,
+        identity: Identity,
+        client: str | None,
+    ) -> Identity:
+        """``type="HS_PUBKEY"``: ``signature`` signs the server's nonce and the ``cnonce``
+        with the private key of the identity's HS_PUBKEY, hashed with ``alg`` (SHA256,
+        SHA1, ...)."""
+        try:
+            cnonce = b64decode(params.cnonce or "")
+            signature = b64decode(params.signature or "")
+        except ValueError:
+            await self._fail(identity, client, "cnonce and signature must be base64")
+        if not cnonce:
+            await self._fail(identity, client, "cnonce must not be empty")
+        hash_name = (params.alg or "").encode("ascii", "replace")
+        signed = session.nonce + cnonce
+
+        def proves(key_data: bytes) -> bool:
+            try:
+                key = pubkeys.decode_public_key(key_data)
+            except ValueError:
+                return False
+            return pubkeys.verify(key, hash_name, signature, signed)
+
+        return await self.check_proof(identity, PUBKEY_TYPE, proves, client=client)
 
     async def _expected(
         self, identity: Identity, alg: str, stored: bytes | None, nonce: bytes, cnonce: bytes
