@@ -23,6 +23,7 @@ from .native.service import NativeService
 from .native.sessions import NativeSessions
 from .native.site import SiteError, this_site
 from .onezone.service import OnezoneService
+from .ops.access_log import NativeAccessLog
 from .ops.forwarded import TrustedProxies
 from .ops.limits import ConcurrencyLimit
 from .ops.metrics import Metrics, MetricsStore
@@ -127,6 +128,7 @@ def _native_service(
         site_serial=n.site_serial,
         clock=clock,
         answered=metrics.native_answered,
+        access=NativeAccessLog(config),
     )
 
 

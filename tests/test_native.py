@@ -160,7 +160,12 @@ async def test_the_cnri_client_resolves_through_our_server(native_server):
         assert rc.startswith("RC 100"), (proto, rc)
         rc, _ = cnri_resolve(port, "OTHER/x", proto)
         assert rc.startswith("RC 301"), (proto, rc)
-    assert "Traceback" not in native_server.log.read_text()
+    log = native_server.log.read_text()
+    assert "Traceback" not in log
+    # The access log has a line for each, as for HTTP requests.
+    for proto in ("TCP", "UDP", "HTTP"):
+        assert f'"HDL-{proto} resolution TEST/doc" 1 ' in log, proto
+        assert f'"HDL-{proto} resolution TEST/none" 100 ' in log, proto
 
 
 def cnri_admin(command: str, port: int, proto: str, *arguments: str) -> list[str]:
@@ -255,7 +260,13 @@ async def test_the_cnri_client_administers_in_its_sessions(native_server):
         assert wrong[0].startswith("RC 403"), wrong
         gone = cnri_admin("delete", port, proto, name, *admin)
         assert gone[0] == "RC 1 SUCCESS", gone
-    assert "Traceback" not in native_server.log.read_text()
+    log = native_server.log.read_text()
+    assert "Traceback" not in log and "admin-secret" not in log
+    assert '"HDL-TCP session-setup -" 1 ' in log
+    assert '"HDL-TCP create TEST/session-tcp" 402 ' in log  # challenged, then
+    assert '"HDL-TCP create (answered) TEST/session-tcp" 1 ' in log
+    assert '"HDL-HTTP delete (answered) TEST/session-http" 403 ' in log  # the wrong secret
+    assert '"HDL-HTTP delete (answered) TEST/session-http" 1 ' in log
 
 
 def _cnri_private_key(key: dsa.DSAPrivateKey) -> bytes:
@@ -670,7 +681,7 @@ async def test_writes_need_a_proof_and_change_nothing_without_one(native_app):
     assert (await api.get("TEST/w"))[0] == 404
     # Over UDP a write is refused outright, as on the reference's query-only port.
     envelope, message = _exchange({"request_id": 3}, codec.OC_CREATE_HANDLE, body)
-    answer = await app[NATIVE].answer(envelope, message, udp=True)
+    answer = await app[NATIVE].answer(envelope, message, transport="udp")
     assert codec.decode_message(answer[20:]).response_code == codec.RC_PROTOCOL_ERROR
     # Minting: the answer names the handle made under the stem.
     stem = _values_body("TEST/", [HandleValue(1, "URL", b"https://e.org/m")])

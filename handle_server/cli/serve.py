@@ -22,7 +22,7 @@ from ..config import Config, ConfigError
 from ..native.tcp import NativeTcp
 from ..native.udp import NativeUdp
 from ..native.views import NATIVE
-from ..ops.access_log import MalformedRequestFilter, access_log_options
+from ..ops.access_log import MalformedRequestFilter, NativeAccessLog, access_log_options
 from ..ops.connections import (
     AcceptFailureLog,
     ConnectionGuard,
@@ -201,6 +201,8 @@ async def _run(
         )
         await site.start()
         n = config.native
+        if n.enabled:
+            app[NATIVE].access = NativeAccessLog(config, worker)  # its lines name the worker
         if n.enabled and n.tcp:
             tcp = NativeTcp(app[NATIVE], max_message_bytes=n.max_message_bytes, timeout=n.timeout)
             native = await asyncio.start_server(

@@ -53,6 +53,20 @@ OC_LIST_HANDLES = 105
 OC_RESPONSE_TO_CHALLENGE = 200
 OC_SESSION_SETUP = 400
 OC_SESSION_TERMINATE = 403
+#: Operation names, for logs.
+OPERATIONS = {
+    OC_RESOLUTION: "resolution",
+    OC_GET_SITE_INFO: "site-info",
+    OC_CREATE_HANDLE: "create",
+    OC_DELETE_HANDLE: "delete",
+    OC_ADD_VALUE: "add-value",
+    OC_REMOVE_VALUE: "remove-value",
+    OC_MODIFY_VALUE: "modify-value",
+    OC_LIST_HANDLES: "list-handles",
+    OC_RESPONSE_TO_CHALLENGE: "challenge-answer",
+    OC_SESSION_SETUP: "session-setup",
+    OC_SESSION_TERMINATE: "session-end",
+}
 # Response codes (AbstractMessage.RC_*).
 RC_SUCCESS = 1
 RC_ERROR = 2

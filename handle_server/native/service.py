@@ -17,12 +17,13 @@ import secrets
 import struct
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from storage import HandleError
 
 from ..auth.identities import Identity
 from ..errors import InvalidHandle, TooManyFailures, status_and_code
+from ..ops.access_log import NativeAccessLog
 from ..service import HandleService, select
 from . import codec, sessions, signing
 from .auth import ChallengeExpired, Challenges, InvalidCredential
@@ -74,6 +75,7 @@ class NativeService:
         site_serial: int = _SITE_SERIAL,
         clock: Callable[[], float] = time.time,
         answered: Callable[[int, int], None] = lambda op, rc: None,
+        access: NativeAccessLog | None = None,
     ) -> None:
         self.handles = handles
         self.challenges = challenges
@@ -83,29 +85,47 @@ class NativeService:
         self.site_serial = site_serial
         self._clock = clock
         self._answered = answered  # told each answer's operation and response code
+        self.access = access
 
     async def answer(
-        self, envelope: Envelope, data: bytes, *, client: str | None = None, udp: bool = False
+        self,
+        envelope: Envelope,
+        data: bytes,
+        *,
+        client: str | None = None,
+        transport: str = "tcp",
     ) -> bytes:
         """The whole answer (envelopes and messages) to the message ``data`` that came in
         ``envelope``: in the request's protocol version, with its request id."""
-        return b"".join([m async for m in self.answers(envelope, data, client=client, udp=udp)])
+        answers = self.answers(envelope, data, client=client, transport=transport)
+        return b"".join([m async for m in answers])
 
     async def answers(
-        self, envelope: Envelope, data: bytes, *, client: str | None = None, udp: bool = False
+        self,
+        envelope: Envelope,
+        data: bytes,
+        *,
+        client: str | None = None,
+        transport: str = "tcp",
     ) -> AsyncIterator[bytes]:
         """The answer as it is made, one message (with its envelope) at a time: a list of
-        handles comes in many."""
+        handles comes in many. ``transport``: tcp, udp or http (for the access log; changes
+        are refused over UDP)."""
+        started = time.perf_counter()
         session_id = envelope.session_id
+        udp = transport == "udp"
         try:
             request = codec.decode_message(data)
         except MessageError as exc:
+            request = Message(0, 0)
+            logged = _Logged(0, "-")
             replies: AsyncIterator[Message] = _one(
-                self._error(Message(0, 0), codec.RC_PROTOCOL_ERROR, str(exc))
+                self._error(request, codec.RC_PROTOCOL_ERROR, str(exc))
             )
         else:
+            logged = _Logged(request.op_code, _logged_handle(request.op_code, data))
             try:
-                reply = await self._reply(envelope, request, data, client, udp)
+                reply = await self._reply(envelope, request, data, client, udp, logged)
             except _InSession as moved:
                 session_id = moved.session_id
                 reply = moved.reply
@@ -114,8 +134,10 @@ class NativeService:
         if session_id and self.sessions is not None and request.op_code != codec.OC_SESSION_SETUP:
             session = await self.sessions.get(session_id)
             session_key = session.key if session is not None else None
+        sent, code = 0, codec.RC_PROTOCOL_ERROR
         async for reply in replies:
             self._answered(reply.op_code, reply.response_code)
+            code = reply.response_code
             out = Envelope(
                 envelope.major,
                 envelope.minor,
@@ -123,7 +145,19 @@ class NativeService:
                 request_id=envelope.request_id,
             )
             message = self._encode(reply, out, session_key)
+            sent += 20 + len(message)
             yield replace(out, length=len(message)).encode() + message
+        if self.access is not None:
+            name = codec.OPERATIONS.get(logged.op, f"op-{logged.op}")
+            self.access.log(
+                transport,
+                client,
+                name + (" (answered)" if logged.answered else ""),
+                logged.handle,
+                code,
+                sent,
+                time.perf_counter() - started,
+            )
 
     def too_long(self, envelope: Envelope, data: bytes) -> bytes:
         """A short RC 2 answer to a request whose answer does not fit where it must go (one
@@ -180,6 +214,7 @@ class NativeService:
         raw: bytes,
         client: str | None,
         udp: bool,
+        logged: _Logged,
     ) -> Message | _Listing:
         if request.response_code != 0:
             return self._error(request, codec.RC_PROTOCOL_ERROR, "Expected a request")
@@ -193,7 +228,7 @@ class NativeService:
                 return self._error(request, codec.RC_OPERATION_NOT_SUPPORTED, "No site info")
             return self._response(request, codec.RC_SUCCESS, self._digest(request) + self.site)
         if op == codec.OC_RESPONSE_TO_CHALLENGE:
-            return await self._answered_challenge(envelope, request, client)
+            return await self._answered_challenge(envelope, request, client, logged)
         if op == codec.OC_SESSION_SETUP and self.sessions is not None:
             return await self._session_setup(envelope, request)
         if op == codec.OC_SESSION_TERMINATE and self.sessions is not None:
@@ -337,7 +372,7 @@ class NativeService:
         raise _InSession(replace(reply, op_flags=flags), challenge.session_id)
 
     async def _answered_challenge(
-        self, envelope: Envelope, request: Message, client: str | None
+        self, envelope: Envelope, request: Message, client: str | None, logged: _Logged
     ) -> Message | _Listing:
         """An OC 200: the answer to the kept request, carried out as the identity proved (a
         refusal answers the kept request, as the reference's does)."""
@@ -346,6 +381,8 @@ class NativeService:
         except HandleError as exc:
             return self._error(request, _NATIVE_CODES[type(exc)], exc.message)
         original = codec.decode_message(challenge.request)
+        logged.op, logged.answered = original.op_code, True
+        logged.handle = _logged_handle(original.op_code, challenge.request)
         try:
             identity = await self.challenges.prove(challenge, request.body, client=client)
         except MessageError as exc:
@@ -439,6 +476,30 @@ class _InSession(Exception):
 
     def __init__(self, reply: Message, session_id: int) -> None:
         self.reply, self.session_id = reply, session_id
+
+
+@dataclass(slots=True)
+class _Logged:
+    """What the access log shows of a request: the operation carried out (an answer to a
+    challenge carries out the request it answers), on which handle."""
+
+    op: int
+    handle: str
+    answered: bool = False
+
+
+#: Operations whose body starts with a handle (shown in the access log).
+_NAMED = {codec.OC_RESOLUTION, *_ADMIN_OPS}
+
+
+def _logged_handle(op: int, data: bytes) -> str:
+    if op not in _NAMED:
+        return "-"
+    try:
+        name = codec.Reader(data, codec.HEADER.size).string()
+    except MessageError:
+        return "-"
+    return name[:200].decode("utf-8", "replace") or "-"
 
 
 def _text(name: bytes) -> str:

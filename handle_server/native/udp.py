@@ -67,7 +67,7 @@ class NativeUdp(asyncio.DatagramProtocol):
 
     async def _answer(self, envelope: codec.Envelope, message: bytes, addr: tuple) -> None:
         try:
-            answer = await self.service.answer(envelope, message, client=addr[0], udp=True)
+            answer = await self.service.answer(envelope, message, client=addr[0], transport="udp")
         except Exception:  # one datagram never takes the interface down
             log.exception("native UDP request from %s failed", addr[0])
             return

@@ -31,6 +31,6 @@ async def message(request: web.Request) -> web.Response:
     if envelope.length != len(data) - codec.ENVELOPE.size:
         raise ProtocolError(None, "The envelope's length is not the body's")
     answer = await request.app[NATIVE].answer(
-        envelope, data[codec.ENVELOPE.size :], client=request.remote
+        envelope, data[codec.ENVELOPE.size :], client=request.remote, transport="http"
     )
     return web.Response(body=answer, content_type=CONTENT_TYPE)

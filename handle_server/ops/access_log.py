@@ -27,7 +27,13 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from ..config import Config
 
-__all__ = ["ACCESS_FORMATS", "JSONAccessLogger", "MalformedRequestFilter", "access_log_options"]
+__all__ = [
+    "ACCESS_FORMATS",
+    "JSONAccessLogger",
+    "MalformedRequestFilter",
+    "NativeAccessLog",
+    "access_log_options",
+]
 
 LOGGER = "handle_server.access"
 
@@ -58,6 +64,57 @@ class JSONAccessLogger(AbstractAccessLogger):
         if self.log_format:
             entry["worker"] = int(self.log_format)
         self.logger.info(orjson.dumps(entry).decode())
+
+
+class NativeAccessLog:
+    """One line per native request, on the same logger and in the same format as the HTTP
+    requests': the "request" is ``HDL-<transport> <operation> <handle>``, the status the
+    response code. ``combined``/``common``: ``192.0.2.1 - - [01/Dec/2026:14:00:00 +0000]
+    "HDL-TCP resolution CNRI/test-1" 1 223``; ``json``: ``{"time", "remote", "protocol",
+    "operation", "handle", "rc", "bytes", "duration_s"}``."""
+
+    def __init__(self, config: Config, worker: int | None = None) -> None:
+        self.enabled = config.log.access
+        self.json = config.log.access_format == "json"
+        self.worker = worker
+        self.logger = logging.getLogger(LOGGER)
+
+    def log(
+        self,
+        transport: str,
+        client: str | None,
+        operation: str,
+        handle: str,
+        rc: int,
+        size: int,
+        duration: float,
+    ) -> None:
+        if not self.enabled or not self.logger.isEnabledFor(logging.INFO):
+            return
+        now = datetime.datetime.now(datetime.UTC)
+        if self.json:
+            entry: dict[str, Any] = {
+                "time": now.isoformat(timespec="milliseconds"),
+                "remote": client,
+                "protocol": f"hdl-{transport}",
+                "operation": operation,
+                "handle": handle,
+                "rc": rc,
+                "bytes": size,
+                "duration_s": round(duration, 6),
+            }
+            if self.worker is not None:
+                entry["worker"] = self.worker
+            self.logger.info(orjson.dumps(entry).decode())
+            return
+        stamp = now.strftime("[%d/%b/%Y:%H:%M:%S +0000]")
+        request = f"HDL-{transport.upper()} {operation} {_printable(handle)}"
+        self.logger.info('%s - - %s "%s" %d %d', client or "-", stamp, request, rc, size)
+
+
+def _printable(text: str) -> str:
+    """A handle as a log shows it: no quotes, spaces or control characters to forge lines."""
+    return "".join(c if c.isprintable() and c not in ' "' else f"\\x{ord(c):02x}" for c in text)
 
 
 class MalformedRequestFilter(logging.Filter):

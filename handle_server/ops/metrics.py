@@ -48,7 +48,7 @@ T = TypeVar("T")
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 #: The operation codes of RFC 3652 and the reference (AbstractMessage.OC_*).
 _NATIVE_OPS = frozenset(
-    {1, 2, 100, 101, 102, 103, 104, 105, 200, 201, 300, 301, 302, 400, 401, 402}
+    {1, 2, 100, 101, 102, 103, 104, 105, 200, 201, 300, 301, 302, 400, 401, 402, 403, 404}
 )
 _METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH"})
 _LATENCY_BUCKETS = (
