@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import itertools
 import json
@@ -582,6 +583,66 @@ async def test_mutated_real_messages_get_an_answer_never_a_crash(native_app, dat
     reply = codec.decode_message(answer[20:])
     assert reply.response_code != 0
     assert (await api.list({"prefix": "TEST"}))[1]["totalCount"] == "0"
+
+
+def _tcp_exchange(port: int, data: bytes) -> bytes:
+    """``data`` over a new TCP connection, then the write side closed; what comes back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _mutated(data, original: bytes) -> bytes:
+    message = bytearray(original)
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(message) - 1))
+        message[at] = data.draw(st.integers(0, 255))
+    return bytes(message[: data.draw(st.integers(0, len(message)))]) + data.draw(
+        st.binary(max_size=16)
+    )
+
+
+@pytest.mark.slow
+async def test_mutated_messages_over_the_real_transports(native_server):
+    """Mutated real requests (resolution, create) over TCP and UDP to a running server: each
+    TCP answer is whole, well-formed messages or a closed connection; nothing crashes, hangs
+    or changes the store; the server answers as before afterwards."""
+    await native_server.ready()
+    port = native_server.native_port
+    create = _exchange(
+        {"request_id": 5},
+        codec.OC_CREATE_HANDLE,
+        _values_body("TEST/f", [HandleValue(1, "URL", b"x")]),
+    )
+    originals = [REQUEST, create[0].encode() + create[1]]
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.settimeout(0.02)
+
+    @settings(max_examples=300, deadline=None, database=None)
+    @given(data=st.data())
+    def exchange(data):
+        request = _mutated(data, data.draw(st.sampled_from(originals)))
+        answer = _tcp_exchange(port, request)
+        while answer:
+            envelope = codec.decode_envelope(answer)
+            assert len(answer) >= 20 + envelope.length
+            assert codec.decode_message(answer[20 : 20 + envelope.length]).response_code != 0
+            answer = answer[20 + envelope.length :]
+        udp.sendto(request, ("127.0.0.1", port))
+        with contextlib.suppress(TimeoutError):
+            assert len(udp.recv(4096)) <= MAX_DATAGRAM
+
+    await asyncio.to_thread(exchange)
+    udp.close()
+    rc, _ = cnri_resolve(port, "TEST/f", "tcp")
+    assert rc.startswith("RC 100"), rc  # no mutated create got through
+    rc, lines = cnri_resolve(port, "0.NA/TEST", "udp", "--type", "HS_VLIST")
+    assert rc == "RC 1 SUCCESS", (rc, lines)
+    assert "Traceback" not in native_server.log.read_text()
 
 
 # -- challenge-response, in process ----------------------------------------------------------------
