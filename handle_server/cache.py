@@ -47,13 +47,15 @@ class Lookup:
 
     ``answer`` holds the view's finished REST answer (the name as asked, whose spelling the
     answer repeats; the body; its ETag) for the API layer to reuse, and ``locations`` the
-    view's parsed 10320/loc lists for the resolver: both live and die with the entry, so an
-    invalidation drops them too. Nothing else in a lookup changes."""
+    view's parsed 10320/loc lists for the resolver, ``native`` its values as the native protocol
+    encodes them: all live and die with the entry, so an invalidation drops them too. Nothing
+    else in a lookup changes."""
 
     record: Handle | None
     expires: float
     answer: Answer | None = None
     locations: list[Element] | None = None
+    native: bytes | None = None  # the view's values in the native protocol's encoding
 
 
 @dataclass(slots=True)
@@ -158,6 +160,16 @@ class ResolutionCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def peek(self, handle: str) -> Lookup | None:
+        """The cached public view of ``handle`` if it can be answered from the cache right
+        now, without waiting (a hit); ``None`` means: ask ``lookup``."""
+        if not self._store.caught_up():
+            return None
+        cached = self._entries.get(handle_key(handle))
+        if cached is not None:
+            self._count("hit")
+        return cached
 
     async def lookup(self, handle: str, *, refresh: bool = False) -> Lookup:
         """The public view of ``handle``: from the cache, or (on a miss, or ``refresh``, which

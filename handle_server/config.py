@@ -254,7 +254,10 @@ class NativeConfig:
         "serve native messages over UDP (answers of one datagram only: no amplification)",
     )
     udp_rate: int = option(
-        100, "UDP answers a second to one source address; more are dropped", min=1
+        1000,
+        "UDP answers a second to one source address; over it, every other request gets a "
+        "short refusal (the client turns to TCP) and the rest nothing",
+        min=1,
     )
     max_message_bytes: int = option(
         262_144, "longest native message accepted (the reference's limit)", min=1024

@@ -117,6 +117,12 @@ class HandleStore(abc.ABC):
         processes. A backend that can calls ``listener.watching(True)`` once it listens."""
         return False
 
+    def caught_up(self) -> bool:
+        """Whether ``catch_up`` has nothing to tell now (checked without waiting): a cache
+        may then answer without calling it. The default, for backends that push news as it
+        happens: always."""
+        return True
+
     async def catch_up(self) -> None:
         """Tell the listeners now of changes other processes committed that they have not been
         told of yet. A cache calls this before every lookup; it returns at once when there is

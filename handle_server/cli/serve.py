@@ -22,7 +22,12 @@ from ..config import Config, ConfigError
 from ..native.tcp import NativeTcp
 from ..native.udp import NativeUdp
 from ..native.views import NATIVE
-from ..ops.access_log import MalformedRequestFilter, NativeAccessLog, access_log_options
+from ..ops.access_log import (
+    MalformedRequestFilter,
+    NativeAccessLog,
+    access_log_options,
+    batched_access_log,
+)
 from ..ops.connections import (
     AcceptFailureLog,
     ConnectionGuard,
@@ -205,8 +210,8 @@ async def _run(
             app[NATIVE].access = NativeAccessLog(config, worker)  # its lines name the worker
         if n.enabled and n.tcp:
             tcp = NativeTcp(app[NATIVE], max_message_bytes=n.max_message_bytes, timeout=n.timeout)
-            native = await asyncio.start_server(
-                tcp.serve, n.host or s.host, n.port, reuse_port=listening is not None or None
+            native = await asyncio.get_running_loop().create_server(
+                tcp.protocol, n.host or s.host, n.port, reuse_port=listening is not None or None
             )
             log.info("native protocol on tcp %s:%d", n.host or s.host, n.port)
         if n.enabled and n.udp:
@@ -250,11 +255,9 @@ def _listening(event: Any, scheme: str, config: Config) -> None:
 
 
 def setup_logging(config: Config, tag: str = "", *, level: str | None = None) -> None:
-    logging.basicConfig(
-        level=(level or config.log.level).upper(),
-        format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    line = f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s"
+    logging.basicConfig(level=(level or config.log.level).upper(), format=line, stream=sys.stderr)
+    batched_access_log(logging.Formatter(line))  # the same lines, written a loop turn at a time
     logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
     # aiosqlite's debug lines carry every statement's parameters: private values, and secret
     # hashes. Debugging this server never needs them.

@@ -18,17 +18,20 @@ import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from storage import HandleError
 
 from ..auth.identities import Identity
 from ..errors import InvalidHandle, TooManyFailures, status_and_code
-from ..ops.access_log import NativeAccessLog
 from ..service import HandleService, select
 from . import codec, sessions, signing
 from .auth import ChallengeExpired, Challenges, InvalidCredential
 from .codec import Envelope, Message, MessageError
 from .sessions import NativeSessions, SessionError
+
+if TYPE_CHECKING:  # the access log's module is HTTP's too: not imported by the rules
+    from ..ops.access_log import NativeAccessLog
 
 __all__ = ["NativeService"]
 
@@ -57,6 +60,17 @@ _NATIVE_CODES: dict[type[HandleError], int] = {
 
 
 _NO_SESSION = "Invalid session id or session timeout"
+#: Flags that take a resolution off the quick path: each asks for more than a cached answer.
+_NOT_QUICK = (
+    codec.FLAG_AUTHORITATIVE
+    | codec.FLAG_CERTIFY
+    | codec.FLAG_ENCRYPT
+    | codec.FLAG_REQUEST_DIGEST
+    | codec.FLAG_CONTINUOUS
+)
+#: The shortest message the quick path reads: header, an empty handle, two empty lists and
+#: an empty credential.
+_QUICK_SHORTEST = 24 + 4 + 8 + 4
 
 
 class _Challenged(Exception):
@@ -159,15 +173,63 @@ class NativeService:
                 time.perf_counter() - started,
             )
 
-    def too_long(self, envelope: Envelope, data: bytes) -> bytes:
-        """A short RC 2 answer to a request whose answer does not fit where it must go (one
-        UDP datagram): the reference's clients take RC 2 as a failure of the interface and ask
-        again over the next one, TCP, at once."""
+    def quick(
+        self, envelope: Envelope, data: bytes, *, client: str | None, transport: str
+    ) -> bytes | None:
+        """The answer to the most common request there is (a public-only resolution of a
+        whole record, not authoritative, not certified, no digest, no session) when its
+        record is in the cache: made at once, without a task or a wait, byte for byte what
+        ``answers`` makes. ``None``: anything else (ask ``answers``)."""
+        if envelope.session_id or len(data) < _QUICK_SHORTEST:
+            return None
+        op, rc, flags, _, recursion, _, _, body_length = codec.HEADER.unpack_from(data)
+        if op != codec.OC_RESOLUTION or rc or not flags & codec.FLAG_PUBLIC_ONLY:
+            return None
+        if flags & _NOT_QUICK or codec.HEADER.size + body_length + 4 != len(data):
+            return None
+        name_length = int.from_bytes(data[24:28], "big")
+        end = 28 + name_length
+        if end + 8 != codec.HEADER.size + body_length or data[end:] != bytes(12):
+            return None  # index or type filters, or a credential
+        name = data[28:end]
+        try:
+            lookup = self.handles.cache.peek(name.decode("utf-8"))
+        except UnicodeDecodeError:
+            return None
+        if lookup is None or lookup.record is None or not lookup.record.values:
+            return None
+        if lookup.native is None:
+            values = lookup.record.values
+            encoded = [codec.encode_value(v) for v in values]
+            lookup.native = struct.pack(">I", len(encoded)) + b"".join(encoded)
+        body = codec.string(name) + lookup.native
+        expiration = int(self._clock()) + _ANSWER_LIFETIME
+        flags = (flags | codec.FLAG_AUTHORITATIVE) & ~codec.FLAG_CONTINUOUS
+        header = codec.HEADER.pack(
+            op, codec.RC_SUCCESS, flags, self.site_serial, recursion, 0, expiration, len(body)
+        )
+        length = len(header) + len(body) + 4
+        out = codec.ENVELOPE.pack(
+            envelope.major, envelope.minor, 0, 0, envelope.request_id, 0, length
+        )
+        self._answered(op, codec.RC_SUCCESS)
+        if self.access is not None:
+            handle = name[:200].decode("utf-8", "replace")
+            self.access.log(transport, client, "resolution", handle, 1, 20 + length, 0.0)
+        return out + header + body + b"\x00\x00\x00\x00"
+
+    def refusal(self, envelope: Envelope, data: bytes, text: str) -> bytes:
+        """A short RC 2 answer saying ``text``, for a request not answered over UDP (its
+        answer is too long for a datagram, or its address asks too often): the reference's
+        clients take RC 2 as a failure of the interface and ask again over the next one, TCP,
+        at once."""
         try:
             request = codec.decode_message(data)
         except MessageError:
             request = Message(0, 0)
-        reply = self._error(request, codec.RC_ERROR, "Answer too long for UDP: ask over TCP")
+        # No request digest: the refusal stays shorter than the request.
+        request = replace(request, op_flags=request.op_flags & ~codec.FLAG_REQUEST_DIGEST)
+        reply = self._error(request, codec.RC_ERROR, text)
         self._answered(reply.op_code, reply.response_code)
         message = codec.encode_message(
             replace(reply, op_flags=reply.op_flags & ~codec.FLAG_CERTIFY)

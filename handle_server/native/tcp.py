@@ -1,6 +1,14 @@
 """The native protocol over TCP: an envelope, then the message it announces; the answer goes
 back on the same connection, which closes after it unless the request asked to keep it open
-(the keep-alive opflag)."""
+(the keep-alive opflag).
+
+One ``asyncio.Protocol`` per connection, no stream objects and no task unless a request needs
+one: the reference's clients open a connection for every request, so what a connection costs
+is most of what a resolution costs. A cached public resolution is answered from
+``data_received`` itself (``NativeService.quick``); anything else runs as a task, with reading
+paused until its answer is written. A connection that sends nothing whole within ``timeout``
+seconds, or a message that cannot be framed, is closed.
+"""
 
 from __future__ import annotations
 
@@ -8,44 +16,118 @@ import asyncio
 import logging
 
 from . import codec
-from .codec import MessageError
 from .service import NativeService
 
 __all__ = ["NativeTcp"]
 
 log = logging.getLogger(__name__)
 
+_BAD_ENVELOPE = codec.ENV_COMPRESSED | codec.ENV_ENCRYPTED | codec.ENV_TRUNCATED
+
 
 class NativeTcp:
+    """Makes the protocol of each connection (``loop.create_server(tcp.protocol, ...)``)."""
+
     def __init__(self, service: NativeService, *, max_message_bytes: int, timeout: float):
         self.service = service
         self.max_message_bytes = max_message_bytes
         self.timeout = timeout
 
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One connection: requests in turn until the client stops, a request does not ask
-        to keep the connection, or a message cannot be read."""
-        peer = writer.get_extra_info("peername")
-        client = peer[0] if isinstance(peer, tuple) else None
-        try:
-            while True:
-                async with asyncio.timeout(self.timeout):
-                    head = await reader.readexactly(codec.ENVELOPE.size)
-                    envelope = codec.decode_envelope(head)
-                    if envelope.length > self.max_message_bytes or envelope.flags & (
-                        codec.ENV_COMPRESSED | codec.ENV_ENCRYPTED | codec.ENV_TRUNCATED
-                    ):
-                        return  # not read: nothing in it can be trusted to frame the stream
-                    data = await reader.readexactly(envelope.length)
-                async for answer in self.service.answers(envelope, data, client=client):
-                    writer.write(answer)
-                    await writer.drain()
-                if not _keeps_alive(data):
-                    return
-        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError, MessageError):
+    def protocol(self) -> _Connection:
+        return _Connection(self)
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, tcp: NativeTcp) -> None:
+        self.tcp = tcp
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.client: str | None = None
+        self.busy: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.writable = asyncio.Event()  # cleared while the transport's buffer is full
+        self.writable.set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.client = peer[0] if isinstance(peer, tuple) else None
+        self.timer = asyncio.get_running_loop().call_later(self.tcp.timeout, self._expired)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.transport = None
+        self.writable.set()  # a writer waiting for room stops at its next look
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def _expired(self) -> None:
+        if self.transport is not None and self.busy is None:
+            self.transport.close()  # nothing whole in time
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.busy is None:
+            self._next()
+
+    def eof_received(self) -> bool:
+        return self.busy is not None  # an answer in the works is still sent, then closed
+
+    def _next(self) -> None:
+        """Answer the request at the front of the buffer, if it is all in."""
+        transport = self.transport
+        if transport is None or len(self.buffer) < codec.ENVELOPE.size:
             return
+        envelope = codec.decode_envelope(bytes(self.buffer[: codec.ENVELOPE.size]))
+        if envelope.length > self.tcp.max_message_bytes or envelope.flags & _BAD_ENVELOPE:
+            transport.close()  # not read: nothing in it can be trusted to frame the stream
+            return
+        end = codec.ENVELOPE.size + envelope.length
+        if len(self.buffer) < end:
+            return
+        data = bytes(self.buffer[codec.ENVELOPE.size : end])
+        del self.buffer[:end]
+        keep = _keeps_alive(data)
+        quick = self.tcp.service.quick(envelope, data, client=self.client, transport="tcp")
+        if quick is not None:
+            transport.write(quick)
+            self._after(keep)
+            return
+        transport.pause_reading()
+        self.busy = asyncio.ensure_future(self._answer(envelope, data, keep))
+
+    async def _answer(self, envelope: codec.Envelope, data: bytes, keep: bool) -> None:
+        try:
+            async for answer in self.tcp.service.answers(envelope, data, client=self.client):
+                if self.transport is None:
+                    return
+                self.transport.write(answer)
+                await self.writable.wait()  # a long list of handles goes at the client's pace
+        except Exception:  # one request never takes the interface down
+            log.exception("native TCP request from %s failed", self.client)
+            keep = False
         finally:
-            writer.close()
+            self.busy = None
+        if self.transport is not None:
+            self.transport.resume_reading()
+            self._after(keep)
+
+    def _after(self, keep: bool) -> None:
+        """The answer is written: close, or (keep-alive) wait for the next request."""
+        if self.transport is None:
+            return
+        if not keep:
+            self.transport.close()
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(self.tcp.timeout, self._expired)
+        self._next()
 
 
 def _keeps_alive(data: bytes) -> bool:

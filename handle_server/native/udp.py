@@ -6,7 +6,8 @@ reference's size (512 bytes), so the bytes sent are never more than 512 for a re
 least ~60. In place of a longer answer goes a short RC 2 ("ask over TCP"), which the
 reference's resolver takes as a failed interface: it asks again over TCP at once (silence
 would cost it its UDP retries, seconds). Answers to one source address are also limited to
-``rate`` a second (a token bucket; the rest are dropped)."""
+``rate`` a second (a token bucket); of the requests over it, every other one gets a short RC 2
+no longer than the request, and the rest none."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 #: The reference's UDP packet size (Common.MAX_UDP_PACKET_SIZE).
 MAX_DATAGRAM = 512
+_TOO_LONG = "Answer too long for UDP: ask over TCP"
 #: UDP requests being answered at once; more are dropped.
 _MAX_WORKING = 1024
 
@@ -43,7 +45,7 @@ class NativeUdp(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self._working: set[asyncio.Future[None]] = set()
         self.too_long = 0
-        self.dropped_rate = 0
+        self.over_rate = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -56,12 +58,24 @@ class NativeUdp(asyncio.DatagramProtocol):
         if envelope.length != len(data) - codec.ENVELOPE.size or envelope.flags:
             return  # multi-packet, encrypted or compressed requests, or lying lengths
         if not self.rate.allows(addr[0]):
-            self.dropped_rate += 1
+            # Over the rate: every other request gets a "slip", a short RC 2 no longer than
+            # the request (nothing to amplify), so a real client turns to TCP at once; the
+            # rest are dropped (as DNS response rate limiting does).
+            self.over_rate += 1
+            if self.over_rate % 2 == 0 and self.transport is not None:
+                slip = self.service.refusal(envelope, data[codec.ENVELOPE.size :], "use TCP")
+                if len(slip) <= len(data):
+                    self.transport.sendto(slip, addr)
+            return
+        message = data[codec.ENVELOPE.size :]
+        quick = self.service.quick(envelope, message, client=addr[0], transport="udp")
+        if quick is not None and len(quick) <= MAX_DATAGRAM and self.transport is not None:
+            self.transport.sendto(quick, addr)
             return
         if len(self._working) >= _MAX_WORKING:
-            self.dropped_rate += 1  # a flood from many addresses: no queue grows without end
+            self.over_rate += 1  # a flood from many addresses: no queue grows without end
             return
-        task = asyncio.ensure_future(self._answer(envelope, data[codec.ENVELOPE.size :], addr))
+        task = asyncio.ensure_future(self._answer(envelope, message, addr))
         self._working.add(task)
         task.add_done_callback(self._working.discard)
 
@@ -73,7 +87,9 @@ class NativeUdp(asyncio.DatagramProtocol):
             return
         if len(answer) > MAX_DATAGRAM:
             self.too_long += 1
-            answer = self.service.too_long(envelope, message)
+            answer = self.service.refusal(
+                envelope, message, "Answer too long for UDP: ask over TCP"
+            )
             if len(answer) > MAX_DATAGRAM:  # pragma: no cover - an error answer is short
                 return
         if self.transport is not None:

@@ -30,7 +30,8 @@ async def message(request: web.Request) -> web.Response:
         raise ProtocolError(None, f"Not a native message: {exc}") from None
     if envelope.length != len(data) - codec.ENVELOPE.size:
         raise ProtocolError(None, "The envelope's length is not the body's")
-    answer = await request.app[NATIVE].answer(
-        envelope, data[codec.ENVELOPE.size :], client=request.remote, transport="http"
-    )
+    native, message = request.app[NATIVE], data[codec.ENVELOPE.size :]
+    answer = native.quick(envelope, message, client=request.remote, transport="http")
+    if answer is None:
+        answer = await native.answer(envelope, message, client=request.remote, transport="http")
     return web.Response(body=answer, content_type=CONTENT_TYPE)

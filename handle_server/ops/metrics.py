@@ -187,6 +187,9 @@ class MetricsStore(HandleStore):
     async def watch(self, listener: ChangeListener) -> bool:
         return await self.inner.watch(listener)
 
+    def caught_up(self) -> bool:
+        return self.inner.caught_up()
+
     async def catch_up(self) -> None:
         await self.inner.catch_up()
 

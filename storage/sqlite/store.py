@@ -181,6 +181,13 @@ class SQLiteStore(HandleStore):
         listener.watching(True)
         return True
 
+    def caught_up(self) -> bool:
+        return (
+            self._signal is None
+            or not self._listeners
+            or self._signal.value() == self._seen_signal
+        )
+
     async def catch_up(self) -> None:
         if self._signal is None or not self._listeners:
             return
