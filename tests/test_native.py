@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from handle_server.app import create_app
 from handle_server.native import codec, signing
+from handle_server.native.tcp import NativeTcp
 from handle_server.native.udp import MAX_DATAGRAM
 from handle_server.native.views import NATIVE
 from storage import HandleValue
@@ -296,11 +297,24 @@ def cnri_tool(home: Path, *arguments: str) -> str:
     return out.stdout + out.stderr
 
 
+def cnri_batch(directory: Path, batch: Path) -> str:
+    """CNRI's ``batch.sh``: hdl-genericbatch with ``directory/home/.handle/root_info``."""
+    out = subprocess.run(
+        ["bash", str(CNRI / "batch.sh"), str(directory), str(batch)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "CNRI_BUILD": "/tmp/cnri-build"},
+    )
+    return out.stdout + out.stderr
+
+
 @pytest.mark.slow
 async def test_stock_cnri_tools_reach_us_through_a_root_info(native_server, tmp_path):
-    """hdl-genericbatch (sessions always; a secret key, then a DSA public key) and HDLList
-    (list handles, public key), resolving the normal way: root -> 0.NA/TEST -> our HS_SITE,
-    with a root_info that ``handle-server siteinfo --root-info`` wrote."""
+    """hdl-genericbatch through CNRI's batch.sh (sessions always; a secret key, then a DSA
+    public key) and HDLList (list handles, public key), resolving the normal way: root ->
+    0.NA/TEST -> our HS_SITE, with a root_info that ``handle-server siteinfo --root-info``
+    wrote."""
     await native_server.ready()
     home = tmp_path / "home"
     (home / ".handle").mkdir(parents=True)
@@ -323,7 +337,7 @@ async def test_stock_cnri_tools_reach_us_through_a_root_info(native_server, tmp_
         "1 URL 86400 1110 UTF8 http://example.org/batch-2\n\n"
         "DELETE TEST/batch-2\n"
     )
-    out = cnri_tool(home, "net.handle.apps.batch.GenericBatch", str(batch))
+    out = cnri_batch(tmp_path, batch)
     assert "Successes/Total Entries: 6/6" in out, out
     # A DSA identity: its HS_PUBKEY in TEST/keys, LIST_HANDLES and ADD_HANDLE on the prefix.
     key = dsa.generate_private_key(key_size=1024)
@@ -346,7 +360,7 @@ async def test_stock_cnri_tools_reach_us_through_a_root_info(native_server, tmp_
         "CREATE TEST/by-key\n100 HS_ADMIN 86400 1110 ADMIN 300:111111111111:TEST/keys\n"
         "1 URL 86400 1110 UTF8 http://example.org/by-key\n"
     )
-    out = cnri_tool(home, "net.handle.apps.batch.GenericBatch", str(batch))
+    out = cnri_batch(tmp_path, batch)
     assert "Successes/Total Entries: 1/1" in out, out
     listed = cnri_tool(
         home, "net.handle.apps.simple.HDLList", "TEST/keys", "300", str(private), "TEST"
@@ -832,3 +846,36 @@ async def test_an_identity_with_a_public_key_administers(native_app, kind):
         assert (done.op_code, done.response_code) == (codec.OC_ADD_VALUE, expected)
     _, record = await api.get("TEST/owned")
     assert {v["index"] for v in record["values"]} == {1, 5, 100}
+
+
+async def test_tcp_connections_are_bounded_and_silent_ones_closed(native_app):
+    """At the limit a new connection is closed at once; one that sends nothing whole within
+    the timeout is closed; the others are answered as before."""
+    app, api = native_app
+    assert (await api.put("TEST/t", [url_value("https://e.org/t")]))[0] == 201
+    tcp = NativeTcp(app[NATIVE], max_message_bytes=4096, timeout=1.0, max_connections=3)
+    server = await asyncio.get_running_loop().create_server(tcp.protocol, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.read(), 2) == b""  # refused: closed at once
+        writer.close()
+        assert tcp.refused == 1
+        started = time.monotonic()
+        for silent_reader, _ in silent:  # closed after the timeout, having sent nothing
+            assert await asyncio.wait_for(silent_reader.read(), 5) == b""
+        assert 0.8 <= time.monotonic() - started <= 4
+        for _, silent_writer in silent:
+            silent_writer.close()
+        await asyncio.sleep(0.1)
+        assert tcp.open == 0
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(_request(b"TEST/t", 4))
+        answer = await asyncio.wait_for(reader.read(), 5)  # answered, then closed
+        writer.close()
+        assert codec.decode_message(answer[20:]).response_code == codec.RC_SUCCESS
+    finally:
+        server.close()
+        await server.wait_closed()

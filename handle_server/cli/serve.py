@@ -209,7 +209,12 @@ async def _run(
         if n.enabled:
             app[NATIVE].access = NativeAccessLog(config, worker)  # its lines name the worker
         if n.enabled and n.tcp:
-            tcp = NativeTcp(app[NATIVE], max_message_bytes=n.max_message_bytes, timeout=n.timeout)
+            tcp = NativeTcp(
+                app[NATIVE],
+                max_message_bytes=n.max_message_bytes,
+                timeout=n.timeout,
+                max_connections=s.max_connections,
+            )
             native = await asyncio.get_running_loop().create_server(
                 tcp.protocol, n.host or s.host, n.port, reuse_port=listening is not None or None
             )

@@ -7,7 +7,8 @@ one: the reference's clients open a connection for every request, so what a conn
 is most of what a resolution costs. A cached public resolution is answered from
 ``data_received`` itself (``NativeService.quick``); anything else runs as a task, with reading
 paused until its answer is written. A connection that sends nothing whole within ``timeout``
-seconds, or a message that cannot be framed, is closed.
+seconds, or a message that cannot be framed, is closed; at ``max_connections`` open ones (the
+``[server]`` limit, counted apart from HTTP's) a new one is closed at once.
 """
 
 from __future__ import annotations
@@ -28,10 +29,20 @@ _BAD_ENVELOPE = codec.ENV_COMPRESSED | codec.ENV_ENCRYPTED | codec.ENV_TRUNCATED
 class NativeTcp:
     """Makes the protocol of each connection (``loop.create_server(tcp.protocol, ...)``)."""
 
-    def __init__(self, service: NativeService, *, max_message_bytes: int, timeout: float):
+    def __init__(
+        self,
+        service: NativeService,
+        *,
+        max_message_bytes: int,
+        timeout: float,
+        max_connections: int = 4096,
+    ):
         self.service = service
         self.max_message_bytes = max_message_bytes
         self.timeout = timeout
+        self.max_connections = max_connections
+        self.open = 0  # connections now open
+        self.refused = 0
 
     def protocol(self) -> _Connection:
         return _Connection(self)
@@ -45,16 +56,28 @@ class _Connection(asyncio.Protocol):
         self.client: str | None = None
         self.busy: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.counted = False  # among ``tcp.open``
         self.writable = asyncio.Event()  # cleared while the transport's buffer is full
         self.writable.set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.tcp.open >= self.tcp.max_connections:
+            # At the limit the newcomer goes (clients of the reference retry, or use UDP);
+            # each connection holds a descriptor for at most ``timeout`` seconds anyway.
+            self.tcp.refused += 1
+            transport.abort()
+            return
+        self.tcp.open += 1
+        self.counted = True
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.client = peer[0] if isinstance(peer, tuple) else None
         self.timer = asyncio.get_running_loop().call_later(self.tcp.timeout, self._expired)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.counted:
+            self.tcp.open -= 1
+            self.counted = False
         if self.timer is not None:
             self.timer.cancel()
         self.transport = None

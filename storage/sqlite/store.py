@@ -183,9 +183,7 @@ class SQLiteStore(HandleStore):
 
     def caught_up(self) -> bool:
         return (
-            self._signal is None
-            or not self._listeners
-            or self._signal.value() == self._seen_signal
+            self._signal is None or not self._listeners or self._signal.value() == self._seen_signal
         )
 
     async def catch_up(self) -> None:
