@@ -697,8 +697,9 @@ class HandleService:
         """Make each configured prefix's handle ``0.NA/<prefix>`` hold exactly the configured
         admins: an HS_SECKEY value (kept encrypted) at each admin's index, and an HS_VLIST at
         200 naming them; a new prefix handle also gets an HS_ADMIN at 100 granting that group
-        everything. Secrets already kept as configured stay as they are; other values are
-        left alone.
+        everything; and, when the native protocol is served, this site's HS_SITE at 1 (what
+        the Handle System finds this site by). Secrets already kept as configured stay as
+        they are; other values are left alone.
 
         An admin secret kept with another server key means this node's ``[auth] key_file``
         is not the one the others use: ``KeyFileError``, unless ``rekey`` (the key was lost,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
+import secrets
 import struct
 import time
 from collections.abc import Callable
@@ -110,10 +110,10 @@ class Challenges:
             code, digest = 0, hashlib.md5(request.signed_part).digest()
         else:
             code, digest = codec.HASH_SHA1, hashlib.sha1(request.signed_part).digest()
-        session_id = envelope.session_id or int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF or 1
+        session_id = envelope.session_id or secrets.randbits(31) or 1
         challenge = Challenge(
             session_id,
-            os.urandom(NONCE_BYTES),
+            secrets.token_bytes(NONCE_BYTES),
             code,
             digest,
             raw,

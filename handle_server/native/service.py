@@ -144,12 +144,18 @@ class NativeService:
                 session_id = moved.session_id
                 reply = moved.reply
             replies = self._list(reply) if isinstance(reply, _Listing) else _one(reply)
-        session_key = None
-        if session_id and self.sessions is not None and request.op_code != codec.OC_SESSION_SETUP:
-            session = await self.sessions.get(session_id)
-            session_key = session.key if session is not None else None
+        # A certified answer in a session is signed with the session's key (looked up once,
+        # and only then); the answer that sets a session up, with the server's.
+        session_key: bytes | None = None
+        signs_in_session = (
+            session_id and self.sessions is not None and request.op_code != codec.OC_SESSION_SETUP
+        )
         sent, code = 0, codec.RC_PROTOCOL_ERROR
         async for reply in replies:
+            if signs_in_session and session_key is None and reply.flag(codec.FLAG_CERTIFY):
+                session = await self.sessions.get(session_id)  # type: ignore[union-attr]
+                session_key = session.key if session is not None else None
+                signs_in_session = False
             self._answered(reply.op_code, reply.response_code)
             code = reply.response_code
             out = Envelope(
