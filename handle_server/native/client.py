@@ -1,0 +1,331 @@
+"""Asking other Handle servers: the client side of the native protocol, as the reference's
+resolver (``HandleResolver``) does it, for resolving handles not homed here (issue: the global
+proxy).
+
+- ``NativeClient.send``: one request to one server of a site: over UDP first (a few tries,
+  each with a short wait), then TCP, as the reference's resolver falls back when UDP is
+  silent, truncated or answers RC 2; within one overall deadline.
+- ``server_for``: which server of a multi-server site holds a handle (the reference's hash:
+  the last four bytes of the MD5 of the upper-cased handle, or its prefix or suffix part, as a
+  Java int, its absolute value modulo the number of servers).
+- ``GlobalResolver``: a handle's prefix handle ``0.NA/<prefix>`` asked of the root sites,
+  its HS_SITE values (or those of the handle its HS_SERV names) kept for their TTL, then the
+  handle asked of a server of the primary site or, when that does not answer, of the others
+  (mirrors) in turn.
+- ``read_root_info``: the root sites from a root_info (the reference's global values), a
+  siteinfo.bin, or its JSON form.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import secrets
+import struct
+import time
+from collections.abc import Callable, Sequence
+
+from storage import HandleValue
+
+from . import codec
+from .codec import Envelope, Message, MessageError, Reader
+from .site import HTTP, QUERY, TCP, UDP, Interface, Server, SiteInfo
+
+__all__ = [
+    "GlobalResolver",
+    "NativeClient",
+    "UpstreamError",
+    "read_root_info",
+    "server_for",
+]
+
+_MAX_ANSWER = 4 * 1024 * 1024
+HASH_BY_PREFIX, HASH_BY_SUFFIX, HASH_BY_ALL = 0, 1, 2
+_SITE_TYPES = [b"HS_SITE", b"HS_SERV"]
+
+
+class UpstreamError(Exception):
+    """No server of the sites asked answered in time (or any answered only with errors)."""
+
+
+def _java_remainder(value: int, divisor: int) -> int:
+    return value - divisor * int(value / divisor)
+
+
+def server_for(site: SiteInfo, handle: bytes) -> Server:
+    """The server of ``site`` responsible for ``handle`` (``SiteInfo.determineServer``)."""
+    if len(site.servers) == 1:
+        return site.servers[0]
+    prefix, slash, suffix = handle.partition(b"/")
+    part = {HASH_BY_PREFIX: prefix, HASH_BY_SUFFIX: suffix if slash else b""}.get(
+        site.hash_option, handle
+    )
+    digest = hashlib.md5(part.upper()).digest()
+    value = int.from_bytes(digest[-4:], "big", signed=True)
+    value = abs(value) if value != -(2**31) else value  # Java's Math.abs leaves MIN_VALUE
+    return site.servers[_java_remainder(value, len(site.servers))]
+
+
+class NativeClient:
+    def __init__(
+        self,
+        *,
+        udp_wait: float = 1.0,
+        udp_tries: int = 2,
+        version: tuple[int, int] = (2, 5),
+    ) -> None:
+        self.udp_wait = udp_wait
+        self.udp_tries = udp_tries
+        self.version = version
+
+    async def send(self, server: Server, message: Message, *, within: float) -> Message:
+        """``message`` to ``server``: UDP first, then TCP; ``UpstreamError`` if neither
+        answers ``within`` seconds."""
+        request_id = secrets.randbits(31) or 1
+        body = codec.encode_message(message)
+        envelope = Envelope(*self.version, request_id=request_id, length=len(body))
+        data = envelope.encode() + body
+        interfaces = [i for i in server.interfaces if i.kind & QUERY]
+        order = sorted(interfaces, key=lambda i: {UDP: 0, TCP: 1, HTTP: 2}.get(i.protocol, 3))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        failure = "no interface to ask"
+        for interface in order:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            try:
+                if interface.protocol == UDP:
+                    answer = await self._udp(server.address, interface, data, request_id, left)
+                elif interface.protocol == TCP:
+                    answer = await self._tcp(server.address, interface, data, request_id, left)
+                else:
+                    continue
+            except (OSError, TimeoutError, MessageError) as exc:
+                failure = f"{type(exc).__name__}: {exc}"
+                continue
+            if answer is None or answer.response_code == codec.RC_ERROR:
+                failure = "an error, or nothing, over UDP"
+                continue  # as the reference: RC 2 from an interface means try the next
+            return answer
+        raise UpstreamError(f"{server.address}: {failure}")
+
+    async def _udp(
+        self, address: str, interface: Interface, data: bytes, request_id: int, left: float
+    ) -> Message | None:
+        loop = asyncio.get_running_loop()
+        answers: asyncio.Queue[bytes] = asyncio.Queue()
+
+        class Receiver(asyncio.DatagramProtocol):
+            def datagram_received(self, datagram: bytes, addr: tuple) -> None:
+                answers.put_nowait(datagram)
+
+        transport, _ = await loop.create_datagram_endpoint(
+            Receiver, remote_addr=(address, interface.port)
+        )
+        try:
+            for _ in range(self.udp_tries):
+                transport.sendto(data)
+                wait = min(self.udp_wait, left)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        while True:
+                            datagram = await answers.get()
+                            message = _read(datagram, request_id)
+                            if message is not None:
+                                return message
+                left -= wait
+                if left <= 0:
+                    break
+            return None
+        finally:
+            transport.close()
+
+    async def _tcp(
+        self, address: str, interface: Interface, data: bytes, request_id: int, left: float
+    ) -> Message | None:
+        async with asyncio.timeout(left):
+            reader, writer = await asyncio.open_connection(address, interface.port)
+            try:
+                writer.write(data)
+                await writer.drain()
+                head = await reader.readexactly(codec.ENVELOPE.size)
+                envelope = codec.decode_envelope(head)
+                if envelope.length > _MAX_ANSWER:
+                    raise MessageError(f"an answer of {envelope.length} bytes")
+                rest = await reader.readexactly(envelope.length)
+            finally:
+                writer.close()
+        return _read(head + rest, request_id)
+
+
+def _read(data: bytes, request_id: int) -> Message | None:
+    """The answer in ``data`` if it is one, whole, to request ``request_id``."""
+    try:
+        envelope = codec.decode_envelope(data)
+    except MessageError:
+        return None
+    if envelope.request_id != request_id or envelope.flags & codec.ENV_TRUNCATED:
+        return None
+    if envelope.length != len(data) - codec.ENVELOPE.size:
+        return None
+    message = codec.decode_message(data[codec.ENVELOPE.size :])
+    return message if message.response_code else None
+
+
+def read_root_info(data: bytes) -> list[SiteInfo]:
+    """The root sites in a root_info file, a siteinfo.bin, or the JSON form of either."""
+    text = data.lstrip()
+    if text[:1] in (b"{", b"["):
+        parsed = json.loads(text)
+        return [_site_from_json(s) for s in (parsed if isinstance(parsed, list) else [parsed])]
+    if data[:2] == b"\x00\x01":
+        with contextlib.suppress(MessageError, ValueError):
+            return [SiteInfo.decode(data)]
+    reader = Reader(data)
+    reader.int4()  # the length of what follows
+    count = reader.int4()
+    values = [codec.decode_value(reader) for _ in range(min(count, 1000))]
+    return [SiteInfo.decode(v.data) for v in values if v.type.upper() == "HS_SITE"]
+
+
+def _site_from_json(obj: dict) -> SiteInfo:
+    servers = []
+    for server in obj.get("servers", obj.get("serverList", [])):
+        key = server.get("publicKey", {})
+        raw = key.get("value", "") if isinstance(key, dict) else ""
+        interfaces = tuple(
+            Interface(
+                {"UDP": UDP, "TCP": TCP, "HTTP": HTTP}.get(str(i.get("protocol")).upper(), 3),
+                int(i["port"]),
+                (QUERY if i.get("query") else 0) | (1 if i.get("admin") else 0),
+            )
+            for i in server.get("interfaces", server.get("interfaceList", []))
+        )
+        servers.append(
+            Server(int(server["serverId"]), server["address"], base64.b64decode(raw), interfaces)
+        )
+    major, _, minor = str(obj.get("protocolVersion", "2.5")).partition(".")
+    return SiteInfo(
+        int(obj.get("serialNumber", 1)),
+        tuple(servers),
+        primary=bool(obj.get("primarySite", True)),
+        multi_primary=bool(obj.get("multiPrimary", False)),
+        version=(int(major), int(minor or 0)),
+        hash_option=int(obj.get("hashOption", HASH_BY_ALL)),
+        hash_filter=str(obj.get("hashFilter", "")).encode(),
+        attributes=tuple(
+            (str(a["name"]).encode(), str(a["value"]).encode()) for a in obj.get("attributes", [])
+        ),
+    )
+
+
+class GlobalResolver:
+    """Resolves handles homed anywhere in the Handle System, starting from ``roots``."""
+
+    def __init__(
+        self,
+        roots: Sequence[SiteInfo],
+        client: NativeClient | None = None,
+        *,
+        timeout: float = 20.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.roots = list(roots)
+        self.client = client or NativeClient()
+        self.timeout = timeout
+        self._clock = clock
+        self._sites: dict[bytes, tuple[list[SiteInfo], float]] = {}  # prefix -> sites, until
+
+    async def resolve(
+        self, handle: str, *, types: Sequence[str] = (), authoritative: bool = False
+    ) -> Message:
+        """The answer of the site responsible for ``handle`` (RC 1 with values, 100, ...);
+        ``UpstreamError`` if no site answers within ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        name = handle.encode("utf-8")
+        sites = await self.sites_for(name, deadline)
+        return await self._ask(sites, name, [t.encode() for t in types], authoritative, deadline)
+
+    async def sites_for(self, handle: bytes, deadline: float) -> list[SiteInfo]:
+        """The sites of ``handle``'s prefix: the roots for ``0.NA/...`` handles, else those
+        ``0.NA/<prefix>`` names at the roots, kept for their TTL."""
+        prefix = handle.partition(b"/")[0].upper()
+        if prefix == b"0.NA":
+            return self.roots
+        cached = self._sites.get(prefix)
+        if cached is not None and cached[1] > self._clock():
+            return cached[0]
+        answer = await self._ask(self.roots, b"0.NA/" + prefix, _SITE_TYPES, False, deadline)
+        if answer.response_code == codec.RC_HANDLE_NOT_FOUND:
+            raise LookupError(f"prefix {prefix.decode(errors='replace')} is not known")
+        if answer.response_code != codec.RC_SUCCESS:
+            raise UpstreamError(f"the root answered RC {answer.response_code} for {prefix!r}")
+        _, values = codec.decode_resolution_body(
+            answer.body, digest=answer.flag(codec.FLAG_REQUEST_DIGEST)
+        )
+        sites = await self._sites_in(values, deadline)
+        if not sites:
+            raise UpstreamError(f"0.NA/{prefix.decode(errors='replace')} names no site")
+        ttl = min((v.ttl for v in values if v.type.upper() in ("HS_SITE", "HS_SERV")), default=0)
+        self._sites[prefix] = (sites, self._clock() + max(ttl, 0))
+        return sites
+
+    async def _sites_in(self, values: list[HandleValue], deadline: float) -> list[SiteInfo]:
+        sites = []
+        for value in values:
+            if value.type.upper() == "HS_SITE":
+                with contextlib.suppress(MessageError, ValueError, struct.error):
+                    sites.append(SiteInfo.decode(value.data))
+        if sites:
+            return sites
+        for value in values:
+            if value.type.upper() == "HS_SERV":  # a service handle holds the sites
+                service = await self.sites_for(value.data, deadline)
+                answer = await self._ask(service, value.data, [b"HS_SITE"], False, deadline)
+                if answer.response_code == codec.RC_SUCCESS:
+                    _, held = codec.decode_resolution_body(
+                        answer.body, digest=answer.flag(codec.FLAG_REQUEST_DIGEST)
+                    )
+                    return await self._sites_in(held, deadline)
+        return []
+
+    async def _ask(
+        self,
+        sites: Sequence[SiteInfo],
+        handle: bytes,
+        types: Sequence[bytes],
+        authoritative: bool,
+        deadline: float,
+    ) -> Message:
+        """``handle`` asked of the primary sites first, then the others (mirrors), until
+        one answers."""
+        flags = codec.FLAG_RECURSIVE | codec.FLAG_PUBLIC_ONLY
+        if authoritative:
+            flags |= codec.FLAG_AUTHORITATIVE
+        body = (
+            codec.string(handle)
+            + struct.pack(">I", 0)
+            + struct.pack(">I", len(types))
+            + b"".join(codec.string(t) for t in types)
+        )
+        request = Message(codec.OC_RESOLUTION, 0, flags, 0xFFFF, 0, 0, body)
+        ordered = sorted(sites, key=lambda s: not s.primary)
+        if authoritative:
+            ordered = [s for s in ordered if s.primary] or ordered
+        loop = asyncio.get_running_loop()
+        failures = []
+        for site in ordered:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            server = server_for(site, handle)
+            try:
+                return await self.client.send(server, request, within=left)
+            except UpstreamError as exc:
+                failures.append(str(exc))
+        raise UpstreamError("; ".join(failures) or "no time left to ask any site")

@@ -1,0 +1,182 @@
+"""Resolving handles homed elsewhere, as the reference's resolver does (``native/client.py``):
+the CNRI 7.3 server from ``../shared/cnri`` is the root (it homes ``0.NA/0.NA``) and the site of
+prefix ``CNRI``; our own server's native interface is the site of prefix ``TEST``, registered
+at that root. The proxy built on this is the global-resolution issue's; these are its parts."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import time
+from dataclasses import replace
+
+import aiohttp
+import pytest
+
+from handle_server.native import codec
+from handle_server.native.client import (
+    GlobalResolver,
+    NativeClient,
+    UpstreamError,
+    read_root_info,
+    server_for,
+)
+from handle_server.native.site import TCP, UDP, Interface, Server, SiteInfo
+
+from .helpers import ADMIN_AUTH, free_port, url_value
+from .helpers import Server as HandleServerProcess
+from .test_native import CNRI, _cnri_ready, cnri_admin
+
+# SiteInfo.main of the reference's handle.jar (java net.handle.hdllib.SiteInfo HANDLE...).
+REFERENCE_HASHES = {
+    (b"CNRI/test-1", 0): 1928050622,  # by prefix
+    (b"CNRI/test-1", 1): 2000349005,  # by suffix
+    (b"CNRI/test-1", 2): 428955274,  # by the whole handle
+    (b"10.1000/182", 0): 2091615925,
+    (b"10.1000/182", 1): 121077769,
+    (b"10.1000/182", 2): 852241299,
+}
+
+
+def _site(servers: int, hash_option: int, *, primary: bool = True) -> SiteInfo:
+    return SiteInfo(
+        1,
+        tuple(Server(n, f"192.0.2.{n}", b"", ()) for n in range(servers)),
+        primary=primary,
+        hash_option=hash_option,
+    )
+
+
+@pytest.mark.parametrize(("handle", "option"), list(REFERENCE_HASHES))
+def test_a_multi_server_site_spreads_handles_as_the_reference_hashes(handle, option):
+    for count in (2, 3, 4):
+        chosen = server_for(_site(count, option), handle)
+        assert chosen.server_id == REFERENCE_HASHES[handle, option] % count
+
+
+@pytest.fixture(scope="module")
+def cnri_root(tmp_path_factory):
+    reason = _cnri_ready()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must test against the CNRI server: {reason}")
+        pytest.skip(reason)
+    directory = tmp_path_factory.mktemp("cnri") / "svr"
+    port, http = free_port(), free_port()
+    started = subprocess.run(
+        ["bash", str(CNRI / "start_cnri.sh"), str(directory), str(port), str(http)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "CNRI_BUILD": "/tmp/cnri-build"},
+    )
+    assert started.returncode == 0, started.stderr
+    yield directory, port
+    subprocess.run(["bash", str(CNRI / "stop_cnri.sh"), str(directory)], timeout=60)
+
+
+def test_root_info_in_each_of_the_references_forms(cnri_root, tmp_path):
+    directory, port = cnri_root
+    from_root_info = read_root_info((directory / "home" / ".handle" / "root_info").read_bytes())
+    from_siteinfo = read_root_info((directory / "siteinfo.bin").read_bytes())
+    assert from_root_info == from_siteinfo
+    (site,) = from_siteinfo
+    assert site.primary and site.servers[0].address == "127.0.0.1"
+    assert {(i.protocol, i.port) for i in site.servers[0].interfaces} >= {(TCP, port), (UDP, port)}
+    as_json = tmp_path / "site.json"
+    as_json.write_text(json.dumps(site.to_json()))
+    assert read_root_info(as_json.read_bytes()) == from_siteinfo
+
+
+async def test_handles_of_the_roots_own_prefix_resolve_through_it(cnri_root):
+    directory, _ = cnri_root
+    roots = read_root_info((directory / "siteinfo.bin").read_bytes())
+    resolver = GlobalResolver(roots, timeout=10)
+    answer = await resolver.resolve("CNRI/test-1")
+    assert answer.response_code == codec.RC_SUCCESS
+    _, values = codec.decode_resolution_body(answer.body)
+    assert (1, "URL", b"http://example.org/test-1") in [(v.index, v.type, v.data) for v in values]
+    missing = await resolver.resolve("CNRI/no-such-handle")
+    assert missing.response_code == codec.RC_HANDLE_NOT_FOUND
+    with pytest.raises(LookupError):
+        await resolver.resolve("NOPREFIX/x")  # the root knows no 0.NA/NOPREFIX
+
+
+async def test_a_prefix_registered_at_the_root_resolves_at_our_server(cnri_root, tmp_path):
+    """0.NA/TEST at the CNRI root holds our server's HS_SITE (as the prefix registry would put
+    it there); a handle of TEST then resolves through the root at our server."""
+    directory, cnri_port = cnri_root
+    native_port = free_port()
+    config = tmp_path / "ours.toml"
+    config.write_text(
+        f'[storage]\npath = "{tmp_path / "h.sqlite3"}"\n[handle]\nprefixes = ["TEST"]\n'
+        '[[admins]]\nid = "300:0.NA/TEST"\nsecret = "admin-secret"\n'
+        f'[native]\nenabled = true\nport = {native_port}\nkey_file = "{tmp_path / "n.pem"}"\n'
+    )
+    ours = HandleServerProcess(["--config", str(config)], tmp_path)
+    try:
+        await ours.ready()
+        async with aiohttp.ClientSession(headers=ADMIN_AUTH) as session:
+            async with session.put(
+                f"{ours.base}/api/handles/TEST/doc", json=[url_value("https://example.org/doc")]
+            ) as resp:
+                assert resp.status == 201
+            async with session.get(f"{ours.base}/api/handles/0.NA/TEST?type=HS_SITE") as resp:
+                site_value = (await resp.json())["values"][0]["data"]["value"]
+        site = base64.b64decode(site_value)
+        made = cnri_admin(
+            "create", cnri_port, "tcp", "0.NA/TEST", "--auth", "300:0.NA/CNRI",
+            "--secret", "cnri-secret", "--no-session", "--hexvalue", "1", "HS_SITE", site.hex(),
+            "--ttl", "3600",
+        )  # fmt: skip
+        assert made[0] == "RC 1 SUCCESS", made
+        roots = read_root_info((directory / "siteinfo.bin").read_bytes())
+        clock = [time.time()]
+        resolver = GlobalResolver(roots, timeout=10, clock=lambda: clock[0])
+        answer = await resolver.resolve("TEST/doc")
+        assert answer.response_code == codec.RC_SUCCESS
+        _, values = codec.decode_resolution_body(answer.body)
+        assert [(v.index, v.data) for v in values] == [(1, b"https://example.org/doc")]
+        # The prefix's sites are kept for their TTL (an hour): the root is not asked again.
+        assert b"TEST" in resolver._sites
+        resolver.roots = []  # a root that cannot be reached any more
+        assert (await resolver.resolve("TEST/doc")).response_code == codec.RC_SUCCESS
+        clock[0] += 3601  # past the TTL: the root must be asked again, and cannot be
+        with pytest.raises(UpstreamError):
+            await resolver.resolve("TEST/doc")
+    finally:
+        ours.stop()
+
+
+def _silent_server() -> tuple[Server, socket.socket]:
+    """A server whose UDP port swallows requests and whose TCP port refuses connections."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    port = silent.getsockname()[1]
+    interfaces = (Interface(UDP, port, 2), Interface(TCP, free_port(), 3))
+    return Server(1, "127.0.0.1", b"", interfaces), silent
+
+
+async def test_a_silent_primary_sends_the_resolver_to_a_mirror_then_gives_up_in_time(cnri_root):
+    directory, _ = cnri_root
+    (root,) = read_root_info((directory / "siteinfo.bin").read_bytes())
+    dead, silent = _silent_server()
+    try:
+        primary = SiteInfo(1, (dead,), primary=True)
+        mirror = replace(root, primary=False)
+        client = NativeClient(udp_wait=0.3, udp_tries=2)
+        resolver = GlobalResolver([primary, mirror], client, timeout=5)
+        started = time.monotonic()
+        answer = await resolver.resolve("0.NA/CNRI", types=["HS_SITE"])
+        assert answer.response_code == codec.RC_SUCCESS  # from the mirror
+        assert time.monotonic() - started < 3
+        alone = GlobalResolver([primary], client, timeout=1.5)
+        started = time.monotonic()
+        with pytest.raises(UpstreamError):
+            await alone.resolve("0.NA/CNRI")
+        assert time.monotonic() - started < 2.5  # within the configured timeout
+    finally:
+        silent.close()
