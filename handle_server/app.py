@@ -19,6 +19,7 @@ from .middlewares import error_middleware
 from .native import signing
 from .native import views as native_views
 from .native.auth import Challenges
+from .native.remote import remote_cache
 from .native.service import NativeService
 from .native.sessions import NativeSessions
 from .native.site import SiteError, this_site
@@ -75,6 +76,8 @@ def create_app(
         service = HandleService(store, config, keeper, clock=clock)
         service.cache.on_event = metrics.cache_event
         native = _native_service(config, service, metrics, clock) if config.native.enabled else None
+        if config.resolver.mode == "global":
+            service.remote = remote_cache(config, store, clock=clock)
         await service.start()
         app[keys.SERVICE] = service
         app[keys.ONEZONE] = OnezoneService(service, config.onezone, service.authenticator)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 from xml.etree.ElementTree import Element
@@ -115,10 +115,14 @@ class ResolutionCache:
         config: CacheConfig,
         *,
         clock: Callable[[], float] = time.time,
+        fetch: Callable[[str, bool], Awaitable[Handle | None]] | None = None,
     ) -> None:
+        """``fetch(handle, authoritative)``: where a miss reads the record (default: the
+        store; the global resolver's records come from the Handle System)."""
         self._store = store
         self._config = config
         self._clock = clock
+        self._fetch = fetch or (lambda handle, authoritative: store.get(handle))
         self._entries: TLRUCache[str, Lookup] = TLRUCache(
             maxsize=max(1, config.max_bytes),
             ttu=lambda _key, lookup, _now: lookup.expires,
@@ -189,13 +193,13 @@ class ResolutionCache:
         flight = _Flight()
         self._flights[key] = flight
         # The read runs as its own task: a cancelled caller does not strand the others.
-        flight.task = asyncio.ensure_future(self._load(key, handle, flight))
+        flight.task = asyncio.ensure_future(self._load(key, handle, flight, refresh))
         return await asyncio.shield(flight.task)
 
-    async def _load(self, key: str, handle: str, flight: _Flight) -> Lookup:
+    async def _load(self, key: str, handle: str, flight: _Flight, refresh: bool) -> Lookup:
         try:
             self._count("load")
-            record = public_view(await self._store.get(handle))
+            record = public_view(await self._fetch(handle, refresh))
             now = self._clock()
             if record is None:
                 ttl = min(self._config.not_found_ttl, self._config.max_ttl)

@@ -285,6 +285,27 @@ class NativeConfig:
     )
 
 
+_RESOLVER_MODES = ("local", "global")
+
+
+@dataclass(frozen=True, slots=True)
+class ResolverConfig:
+    mode: str = option(
+        "local",
+        "local: answer for the prefixes homed here only; global: resolve any other handle "
+        "through the Handle System, as hdl.handle.net does",
+        choices=_RESOLVER_MODES,
+    )
+    root_info: str = option(
+        "",
+        "the root sites for global mode (a root_info, a siteinfo.bin or its JSON form); "
+        '"" = the Global Handle Registry, as the reference ships it',
+    )
+    timeout: int = option(
+        20, "seconds a global resolution may take, mirrors included, before 504", **_SECONDS
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = option("info", "debug, info, warning or error", choices=_LOG_LEVELS)
@@ -341,6 +362,7 @@ class Config:
     search: SearchConfig = SearchConfig()
     metrics: MetricsConfig = MetricsConfig()
     native: NativeConfig = NativeConfig()
+    resolver: ResolverConfig = ResolverConfig()
     log: LogConfig = LogConfig()
     onezone: OnezoneConfig = OnezoneConfig()
     #: Where the configuration was read from (``None`` for the built-in defaults).
@@ -359,6 +381,7 @@ _TABLES = {
     "search": SearchConfig,
     "metrics": MetricsConfig,
     "native": NativeConfig,
+    "resolver": ResolverConfig,
     "log": LogConfig,
 }
 
@@ -560,6 +583,8 @@ def _check(config: Config, source: str) -> None:
                 f"must be an IP address (the Handle System's site records hold addresses), "
                 f"got {config.native.public_address!r}",
             )
+    if config.resolver.root_info and not Path(config.resolver.root_info).is_file():
+        fail("[resolver] root_info", f"no such file {config.resolver.root_info!r}")
     if bool(s.tls_cert) != bool(s.tls_key):
         fail("[server] tls_cert", "tls_cert and tls_key go together: give both or neither")
     for key in ("tls_cert", "tls_key"):

@@ -35,6 +35,7 @@ __all__ = [
     "ServerTooBusy",
     "TooManyFailures",
     "TryAgainLater",
+    "UpstreamUnavailable",
     "status_and_code",
 ]
 
@@ -88,6 +89,10 @@ class InsufficientPermissions(HandleError):
     """The identity may not do this to these values."""
 
 
+class UpstreamUnavailable(HandleError):
+    """In global mode: no server of the site responsible for a handle answered in time."""
+
+
 class TryAgainLater(HandleError):
     """A refusal that ends by itself: answered with ``Retry-After`` (whole seconds, at least 1)."""
 
@@ -134,6 +139,7 @@ ERROR_TABLE: dict[type[HandleError], tuple[int, int]] = {
     AuthenticationFailed: (401, 403),  # the reference answers a wrong secret with 401 too
     TooManyFailures: (429, 3),  # RC_SERVER_TOO_BUSY; the reference has no throttling
     ServerTooBusy: (503, 3),  # RC_SERVER_TOO_BUSY
+    UpstreamUnavailable: (504, RC_ERROR),
 }
 
 

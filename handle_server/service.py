@@ -171,15 +171,21 @@ class HandleService:
         #: This site's HS_SITE record when the native protocol is served: prefix handles
         #: carry it (set before ``start``).
         self.site: bytes | None = None
+        #: ``[resolver] mode = "global"``: the cache of the records homed elsewhere, which
+        #: fetches them through the Handle System (set by the application).
+        self.remote: ResolutionCache | None = None
 
     def now(self) -> float:
         return self._clock()
 
     # -- names -----------------------------------------------------------------------------
 
-    def check_handle(self, handle: str, *, stem: bool = False) -> None:
-        """Syntax, then responsibility. ``stem``: the start of a handle to mint, which may
-        end in ``/``."""
+    def check_handle(
+        self, handle: str, *, stem: bool = False, homed_elsewhere: bool = False
+    ) -> None:
+        """Syntax, then responsibility (unless the handle is known to be ``homed_elsewhere``,
+        as in global mode). ``stem``: the start of a handle to mint, which may end in
+        ``/``."""
         if not handle:
             raise InvalidHandle(handle, "Empty handle invalid")
         if len(handle.encode("utf-8", "surrogatepass")) > self.config.handle.max_handle_length:
@@ -192,7 +198,7 @@ class HandleService:
         prefix, slash, suffix = handle.partition("/")
         if not slash or not prefix or (not suffix and not stem):
             raise InvalidHandle(handle, f"Invalid handle {handle!r}: expected prefix/suffix")
-        if not self.is_homed(handle):
+        if not homed_elsewhere and not self.is_homed(handle):
             raise ServerNotResponsible(handle, f"Prefix {prefix} is not homed on this server")
 
     def is_homed(self, handle: str) -> bool:
@@ -227,16 +233,14 @@ class HandleService:
         answer never tells whether private values exist. Anonymous callers are refused (401);
         an identity without READ_VALUE on the record is refused (403) if it
         ``asked_for_private`` (``publicOnly=false``), else gets the public values only."""
+        if self.remote is not None and not self.is_homed(handle):
+            # Global mode, a handle homed elsewhere: its public values, as its site gives
+            # them (a proxy proves no identity to other sites).
+            self.check_handle(handle, homed_elsewhere=True)
+            return await self._public(self.remote, handle, indexes, types, refresh)
         self.check_handle(handle)
         if public_only:
-            lookup = await self.cache.lookup(handle, refresh=refresh)
-            if lookup.record is None:
-                raise HandleNotFound(handle)
-            if not indexes and not types:
-                values = lookup.record.values
-                return Resolution(handle, values, lookup.expires, lookup)
-            chosen = select(lookup.record.values, indexes, types)
-            return Resolution(handle, tuple(chosen), lookup.expires)
+            return await self._public(self.cache, handle, indexes, types, refresh)
         if identity is None:
             raise AuthenticationNeeded(handle, "Authentication needed to read non-public values")
         record = await self.store.get(handle)
@@ -259,6 +263,22 @@ class HandleService:
                 handle, f"The values at index {listed} of {handle} are readable by no one"
             )
         return Resolution(handle, tuple(chosen))
+
+    @staticmethod
+    async def _public(
+        cache: ResolutionCache,
+        handle: str,
+        indexes: Collection[int],
+        types: Sequence[str],
+        refresh: bool,
+    ) -> Resolution:
+        lookup = await cache.lookup(handle, refresh=refresh)
+        if lookup.record is None:
+            raise HandleNotFound(handle)
+        if not indexes and not types:
+            return Resolution(handle, lookup.record.values, lookup.expires, lookup)
+        chosen = select(lookup.record.values, indexes, types)
+        return Resolution(handle, tuple(chosen), lookup.expires)
 
     async def read_record(self, handle: str, *, fresh: bool) -> Handle | None:
         """The record of ``handle`` for a caller that decides itself what it shows (Onezone's

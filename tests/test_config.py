@@ -23,6 +23,7 @@ EXAMPLE = Path(__file__).parent.parent / "config.example.toml"
 
 #: The tables of plain options (``[[admins]]`` and ``[onezone]`` are checked apart).
 OPTION_TABLES = (
+    "resolver",
     "server",
     "storage",
     "handle",

@@ -16,6 +16,7 @@ from dataclasses import replace
 import aiohttp
 import pytest
 
+from handle_server.config import Config
 from handle_server.native import codec
 from handle_server.native.client import (
     GlobalResolver,
@@ -24,6 +25,7 @@ from handle_server.native.client import (
     read_root_info,
     server_for,
 )
+from handle_server.native.remote import root_sites
 from handle_server.native.site import TCP, UDP, Interface, Server, SiteInfo
 
 from .helpers import ADMIN_AUTH, free_port, url_value
@@ -180,3 +182,81 @@ async def test_a_silent_primary_sends_the_resolver_to_a_mirror_then_gives_up_in_
         assert time.monotonic() - started < 2.5  # within the configured timeout
     finally:
         silent.close()
+
+
+async def test_our_server_in_global_mode_resolves_other_sites_handles(cnri_root, tmp_path):
+    """``[resolver] mode = "global"``: handles of prefixes homed elsewhere resolve through the
+    root (here the CNRI server), with everything the resolver does for local ones; local
+    handles still come from the store; an unknown prefix is 404; a root that does not answer
+    is 504 within the timeout."""
+    directory, _ = cnri_root
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    dead_site = SiteInfo(
+        1,
+        (Server(1, "127.0.0.1", b"", (Interface(UDP, silent.getsockname()[1], 2),)),),
+    )
+    (tmp_path / "dead.bin").write_bytes(dead_site.encode())
+    servers = []
+    try:
+        for name, root, timeout in (
+            ("global", directory / "siteinfo.bin", 20),
+            ("dead", tmp_path / "dead.bin", 2),
+        ):
+            config = tmp_path / f"{name}.toml"
+            config.write_text(
+                f'[storage]\npath = "{tmp_path / name}.sqlite3"\n[handle]\nprefixes = ["TEST"]\n'
+                '[[admins]]\nid = "300:0.NA/TEST"\nsecret = "admin-secret"\n'
+                f'[resolver]\nmode = "global"\nroot_info = "{root}"\ntimeout = {timeout}\n'
+            )
+            server = HandleServerProcess(["--config", str(config)], tmp_path)
+            servers.append(server)
+            await server.ready()
+        proxy, dead = servers
+        async with aiohttp.ClientSession() as session:
+            get = session.get
+            async with get(f"{proxy.base}/CNRI/test-1", allow_redirects=False) as resp:
+                assert resp.status == 302
+                assert resp.headers["Location"] == "http://example.org/test-1"
+                assert "max-age" in resp.headers["Cache-Control"]
+            async with get(f"{proxy.base}/api/handles/CNRI/test-1?type=EMAIL") as resp:
+                body = await resp.json()
+                assert resp.status == 200, body
+                assert [v["data"]["value"] for v in body["values"]] == ["test-1@example.org"]
+            async with get(
+                f"{proxy.base}/CNRI/test-1", headers={"Accept": "application/json"}
+            ) as r:
+                assert r.status == 200 and len((await r.json())["values"]) == 3
+            async with get(f"{proxy.base}/api/handles/NOPREFIX/x") as resp:
+                assert resp.status == 404 and (await resp.json())["responseCode"] == 100
+            async with get(f"{proxy.base}/api/handles/CNRI/no-such-handle") as resp:
+                assert resp.status == 404
+            async with session.put(
+                f"{proxy.base}/api/handles/TEST/local",
+                json=[url_value("https://example.org/local")],
+                headers=ADMIN_AUTH,
+            ) as resp:
+                assert resp.status == 201
+            async with get(f"{proxy.base}/TEST/local", allow_redirects=False) as resp:
+                assert resp.headers["Location"] == "https://example.org/local"
+            started = time.monotonic()
+            async with get(f"{dead.base}/api/handles/CNRI/test-1") as resp:
+                assert resp.status == 504, await resp.text()
+                assert (await resp.json())["responseCode"] == 2
+            assert time.monotonic() - started < 4  # within [resolver] timeout (2 s)
+            async with get(f"{dead.base}/CNRI/test-1") as resp:
+                assert resp.status == 504 and "text/html" in resp.headers["Content-Type"]
+        for server in servers:
+            assert "Traceback" not in server.log.read_text()
+    finally:
+        for server in servers:
+            server.stop()
+        silent.close()
+
+
+def test_the_global_registrys_root_ships_with_the_package():
+    """Without [resolver] root_info, the GHR's root sites as the reference ships them
+    (``net/handle/etc/root_info`` of its handle.jar): one primary and its mirrors."""
+    sites = root_sites(Config())
+    assert len(sites) >= 2 and sum(s.primary for s in sites) == 1
+    assert all(i.port == 2641 for s in sites for i in s.servers[0].interfaces if i.protocol == UDP)

@@ -394,6 +394,7 @@ class NativeService:
     async def _resolve(self, request: Message, identity: Identity | None) -> Message:
         asked = codec.ResolutionRequest.decode(request.body)
         handle = _text(asked.handle)
+        self.handles.check_handle(handle)  # never a proxy for other sites' handles (301)
         types = [t.decode("utf-8", "replace") for t in asked.types]
         public_only = request.flag(codec.FLAG_PUBLIC_ONLY)
         if identity is None and not public_only:
