@@ -286,6 +286,18 @@ class Authenticator:
                 client,
                 f"Unsupported alg {alg!r}: this server verifies {', '.join(SIGNATURE_ALGS)}",
             )
+        cnonce, signature = await self._cnonce_and_signature(params, identity, client)
+        stored = await self.stored_secret(identity)
+        async with self._checking(identity, client):
+            expected = await self._expected(identity, alg, stored, session.nonce, cnonce)
+            if expected is None or not hmac.compare_digest(expected, signature):
+                await self._fail(identity, client, f"Authentication failed for {identity}")
+        return identity
+
+    async def _cnonce_and_signature(
+        self, params: HandleAuthorization, identity: Identity, client: str | None
+    ) -> tuple[bytes, bytes]:
+        """The client's nonce and signature of a proof, decoded; a failure if malformed."""
         try:
             cnonce = b64decode(params.cnonce or "")
             signature = b64decode(params.signature or "")
@@ -293,12 +305,7 @@ class Authenticator:
             await self._fail(identity, client, "cnonce and signature must be base64")
         if not cnonce:
             await self._fail(identity, client, "cnonce must not be empty")
-        stored = await self.stored_secret(identity)
-        async with self._checking(identity, client):
-            expected = await self._expected(identity, alg, stored, session.nonce, cnonce)
-            if expected is None or not hmac.compare_digest(expected, signature):
-                await self._fail(identity, client, f"Authentication failed for {identity}")
-        return identity
+        return cnonce, signature
 
     async def _prove_public_key(
         self,
@@ -310,13 +317,7 @@ class Authenticator:
         """``type="HS_PUBKEY"``: ``signature`` signs the server's nonce and the ``cnonce``
         with the private key of the identity's HS_PUBKEY, hashed with ``alg`` (SHA256,
         SHA1, ...)."""
-        try:
-            cnonce = b64decode(params.cnonce or "")
-            signature = b64decode(params.signature or "")
-        except ValueError:
-            await self._fail(identity, client, "cnonce and signature must be base64")
-        if not cnonce:
-            await self._fail(identity, client, "cnonce must not be empty")
+        cnonce, signature = await self._cnonce_and_signature(params, identity, client)
         hash_name = (params.alg or "").encode("ascii", "replace")
         signed = session.nonce + cnonce
 

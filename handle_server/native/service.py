@@ -400,7 +400,6 @@ class NativeService:
         if identity is None and not public_only:
             # As the reference: a request for every readable value is challenged if it
             # selects a value that is not public (and answered with the public ones if not).
-            self.handles.check_handle(handle)
             record = await self.handles.store.get(handle)
             if record is not None and any(
                 not v.public_read for v in select(record.values, asked.indexes, types)

@@ -149,6 +149,11 @@ class BatchedStreamHandler(logging.StreamHandler):
         except Exception:  # pragma: no cover - logging's own contract
             self.handleError(record)
             return
+        self._add(line)
+
+    def _add(self, line: str) -> None:
+        """Keep ``line``: written at the loop's next turn (at once outside a running loop, or
+        when 512 are waiting)."""
         self._lines.append(line)
         if len(self._lines) == 1:
             try:
@@ -169,14 +174,7 @@ class BatchedStreamHandler(logging.StreamHandler):
             self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
         asctime = f"{self._stamp},{int((now - second) * 1000):03d}"
         fields = {"asctime": asctime, "levelname": "INFO", "name": LOGGER, "message": message}
-        self._lines.append(self._fmt % fields + self.terminator)
-        if len(self._lines) == 1:
-            try:
-                asyncio.get_running_loop().call_soon(self.flush)
-            except RuntimeError:
-                self.flush()
-        elif len(self._lines) >= 512:
-            self.flush()
+        self._add(self._fmt % fields + self.terminator)
 
     def setFormatter(self, fmt: logging.Formatter | None) -> None:
         super().setFormatter(fmt)
