@@ -77,7 +77,10 @@ def create_app(
         service.cache.on_event = metrics.cache_event
         native = _native_service(config, service, metrics, clock) if config.native.enabled else None
         if config.resolver.mode == "global":
-            service.remote = remote_cache(config, store, clock=clock)
+            service.remote = remote_cache(
+                config, store, clock=clock, observed=metrics.upstream_request
+            )
+            service.remote.on_event = metrics.remote_cache_event
         await service.start()
         app[keys.SERVICE] = service
         app[keys.ONEZONE] = OnezoneService(service, config.onezone, service.authenticator)

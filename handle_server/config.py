@@ -304,6 +304,14 @@ class ResolverConfig:
     timeout: int = option(
         20, "seconds a global resolution may take, mirrors included, before 504", **_SECONDS
     )
+    allow_prefixes: tuple[str, ...] = option(
+        (),
+        "global mode resolves only these prefixes and those derived from them (10.1000 "
+        "covers 10.1000.5); empty: all",
+    )
+    deny_prefixes: tuple[str, ...] = option(
+        (), "global mode never resolves these prefixes, nor those derived from them"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -237,6 +237,7 @@ class HandleService:
             # Global mode, a handle homed elsewhere: its public values, as its site gives
             # them (a proxy proves no identity to other sites).
             self.check_handle(handle, homed_elsewhere=True)
+            self._check_proxied(handle)
             return await self._public(self.remote, handle, indexes, types, refresh)
         self.check_handle(handle)
         if public_only:
@@ -263,6 +264,21 @@ class HandleService:
                 handle, f"The values at index {listed} of {handle} are readable by no one"
             )
         return Resolution(handle, tuple(chosen))
+
+    def _check_proxied(self, handle: str) -> None:
+        """``[resolver] allow_prefixes`` / ``deny_prefixes``: a prefix covers itself and the
+        prefixes derived from it (``10.1000`` covers ``10.1000.5``); for a prefix handle
+        ``0.NA/X``, X is the prefix."""
+        authority, _, rest = handle.partition("/")
+        prefix = rest if handle_key(authority) == PREFIX_HANDLE_AUTHORITY else authority
+        key = handle_key(prefix)
+
+        def covered(listed: Sequence[str]) -> bool:
+            return any(key == handle_key(p) or key.startswith(handle_key(p) + ".") for p in listed)
+
+        r = self.config.resolver
+        if covered(r.deny_prefixes) or (r.allow_prefixes and not covered(r.allow_prefixes)):
+            raise ServerNotResponsible(handle, f"This proxy does not resolve prefix {prefix}")
 
     @staticmethod
     async def _public(

@@ -199,15 +199,16 @@ async def test_our_server_in_global_mode_resolves_other_sites_handles(cnri_root,
     (tmp_path / "dead.bin").write_bytes(dead_site.encode())
     servers = []
     try:
-        for name, root, timeout in (
-            ("global", directory / "siteinfo.bin", 20),
-            ("dead", tmp_path / "dead.bin", 2),
+        for name, root, timeout, limits in (
+            ("global", directory / "siteinfo.bin", 20, 'deny_prefixes = ["DENIED"]'),
+            ("dead", tmp_path / "dead.bin", 2, 'allow_prefixes = ["CNRI"]'),
         ):
             config = tmp_path / f"{name}.toml"
             config.write_text(
                 f'[storage]\npath = "{tmp_path / name}.sqlite3"\n[handle]\nprefixes = ["TEST"]\n'
                 '[[admins]]\nid = "300:0.NA/TEST"\nsecret = "admin-secret"\n'
                 f'[resolver]\nmode = "global"\nroot_info = "{root}"\ntimeout = {timeout}\n'
+                f"{limits}\n"
             )
             server = HandleServerProcess(["--config", str(config)], tmp_path)
             servers.append(server)
@@ -246,6 +247,26 @@ async def test_our_server_in_global_mode_resolves_other_sites_handles(cnri_root,
             assert time.monotonic() - started < 4  # within [resolver] timeout (2 s)
             async with get(f"{dead.base}/CNRI/test-1") as resp:
                 assert resp.status == 504 and "text/html" in resp.headers["Content-Type"]
+            # Prefixes the proxy does not resolve: refused at once, no site asked.
+            for base, handle in (
+                (proxy.base, "DENIED/x"),
+                (proxy.base, "DENIED.SUB/x"),  # derived from a denied prefix
+                (dead.base, "OTHER/x"),  # not among allow_prefixes
+            ):
+                async with get(f"{base}/api/handles/{handle}") as resp:
+                    assert (await resp.json())["responseCode"] == 301, handle
+            # What the proxy did, on /metrics.
+            async with get(f"{proxy.base}/metrics") as resp:
+                shown = await resp.text()
+            assert 'handle_server_remote_cache_lookups_total{result="load"}' in shown
+            assert 'handle_server_remote_cache_lookups_total{result="hit"} ' in shown
+            assert (
+                'handle_server_upstream_duration_seconds_count{outcome="answered",'
+                'server="127.0.0.1"}' in shown
+            )
+            async with get(f"{dead.base}/metrics") as resp:
+                shown = await resp.text()
+            assert 'outcome="failed",server="127.0.0.1"}' in shown
         for server in servers:
             assert "Traceback" not in server.log.read_text()
     finally:

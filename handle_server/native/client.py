@@ -233,11 +233,15 @@ class GlobalResolver:
         *,
         timeout: float = 20.0,
         clock: Callable[[], float] = time.time,
+        observed: Callable[[str, str, float], None] = lambda server, outcome, seconds: None,
     ) -> None:
+        """``observed(server, outcome, seconds)``: told of each request to a server
+        (``host:port``), ``answered`` or ``failed``."""
         self.roots = list(roots)
         self.client = client or NativeClient()
         self.timeout = timeout
         self._clock = clock
+        self._observed = observed
         self._sites: dict[bytes, tuple[list[SiteInfo], float]] = {}  # prefix -> sites, until
 
     async def resolve(
@@ -324,8 +328,13 @@ class GlobalResolver:
             if left <= 0:
                 break
             server = server_for(site, handle)
+            started = loop.time()
             try:
-                return await self.client.send(server, request, within=left)
+                answer = await self.client.send(server, request, within=left)
             except UpstreamError as exc:
+                self._observed(server.address, "failed", loop.time() - started)
                 failures.append(str(exc))
+                continue
+            self._observed(server.address, "answered", loop.time() - started)
+            return answer
         raise UpstreamError("; ".join(failures) or "no time left to ask any site")

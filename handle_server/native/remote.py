@@ -60,7 +60,15 @@ def root_sites(config: Config) -> list[SiteInfo]:
 
 
 def remote_cache(
-    config: Config, store: HandleStore, *, clock: Callable[[], float] = time.time
+    config: Config,
+    store: HandleStore,
+    *,
+    clock: Callable[[], float] = time.time,
+    observed: Callable[[str, str, float], None] = lambda server, outcome, seconds: None,
 ) -> ResolutionCache:
-    resolver = GlobalResolver(root_sites(config), timeout=config.resolver.timeout, clock=clock)
+    """The cache of records homed elsewhere; ``observed`` is told of each upstream request
+    (``GlobalResolver``)."""
+    resolver = GlobalResolver(
+        root_sites(config), timeout=config.resolver.timeout, clock=clock, observed=observed
+    )
     return ResolutionCache(store, config.cache, clock=clock, fetch=RemoteHandles(resolver).fetch)

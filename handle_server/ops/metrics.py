@@ -50,6 +50,9 @@ MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 _NATIVE_OPS = frozenset(
     {1, 2, 100, 101, 102, 103, 104, 105, 200, 201, 300, 301, 302, 400, 401, 402, 403, 404}
 )
+#: Servers of other sites with a label of their own on /metrics.
+_UPSTREAM_SERVERS = 100
+_UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0)
 _METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH"})
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -99,6 +102,21 @@ class Metrics:
             ["op", "rc"],
             registry=r,
         )
+        self.remote_cache = Counter(
+            "handle_server_remote_cache_lookups",
+            "Global mode: cache events for records homed elsewhere (hit, miss, load: an "
+            "upstream request, invalidation)",
+            ["result"],
+            registry=r,
+        )
+        self.upstream = Histogram(
+            "handle_server_upstream_duration_seconds",
+            "Global mode: time of each request to another site's server, by server and outcome "
+            "(answered, failed: no answer in time or only errors)",
+            ["server", "outcome"],
+            buckets=_UPSTREAM_BUCKETS,
+            registry=r,
+        )
         self.handles = Gauge(
             "handle_server_handles",
             "Handles stored under each homed prefix (read when /metrics is scraped)",
@@ -111,11 +129,30 @@ class Metrics:
         self._cache_events = {
             result: self.cache.labels(result) for result in ("hit", "miss", "load", "invalidation")
         }
+        self._remote_events = {
+            result: self.remote_cache.labels(result)
+            for result in ("hit", "miss", "load", "invalidation")
+        }
+        self._upstream_servers: set[str] = set()
         self._answered: dict[tuple[str, str, int], Any] = {}
         self._latencies: dict[tuple[str, str], Any] = {}
 
     def cache_event(self, result: str) -> None:
         self._cache_events[result].inc()
+
+    def remote_cache_event(self, result: str) -> None:
+        self._remote_events[result].inc()
+
+    def upstream_request(self, server: str, outcome: str, seconds: float) -> None:
+        """Time one request to another site's server. At most ``_UPSTREAM_SERVERS`` servers
+        get a label of their own (the sites a prefix names are anybody's choice); the rest
+        count as ``other``."""
+        if server not in self._upstream_servers:
+            if len(self._upstream_servers) >= _UPSTREAM_SERVERS:
+                server = "other"
+            else:
+                self._upstream_servers.add(server)
+        self.upstream.labels(server, outcome).observe(seconds)
 
     def answered(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answer and its latency. A method outside HTTP's usual ones counts as
