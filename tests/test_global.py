@@ -30,7 +30,7 @@ from handle_server.native.site import TCP, UDP, Interface, Server, SiteInfo
 
 from .helpers import ADMIN_AUTH, free_port, url_value
 from .helpers import Server as HandleServerProcess
-from .test_native import CNRI, _cnri_ready, cnri_admin
+from .test_native import CNRI, cnri_admin, require_cnri
 
 # SiteInfo.main of the reference's handle.jar (java net.handle.hdllib.SiteInfo HANDLE...).
 REFERENCE_HASHES = {
@@ -61,11 +61,7 @@ def test_a_multi_server_site_spreads_handles_as_the_reference_hashes(handle, opt
 
 @pytest.fixture(scope="module")
 def cnri_root(tmp_path_factory):
-    reason = _cnri_ready()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must test against the CNRI server: {reason}")
-        pytest.skip(reason)
+    require_cnri()
     directory = tmp_path_factory.mktemp("cnri") / "svr"
     port, http = free_port(), free_port()
     started = subprocess.run(
