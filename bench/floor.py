@@ -1,8 +1,8 @@
 """The floor: the most an aiohttp server can answer here. One handler that returns a prebuilt
-body for any GET, no routing work, no store, nothing else, on the same event loop policy as the
+body for any GET, no routing work, no store, nothing else, on the same event loop as the
 server under test.
 
-    python bench/floor.py --port 8001 --body answer.json [--loop asyncio|uvloop]
+    python bench/floor.py --port 8001 --body answer.json [--loop uvloop|asyncio]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--body", type=Path, required=True)
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop")
     args = parser.parse_args()
     body = args.body.read_bytes()
 

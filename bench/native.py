@@ -4,10 +4,13 @@
     python bench/native.py --seconds 3        # shorter
 
 The servers run on loopback pinned to core 0, one after the other measured, with their access
-logs on (the defaults of both); ours twice, on the default event loop (asyncio) and with
-``[server] event_loop = "uvloop"``; the load comes from CNRI's own client (``HdlTool
-bench`` in ``../shared/cnri``: one JVM, a fresh ResolutionRequest each time, a new TCP
-connection per request as CNRI's client does, after a 1 s warm-up) pinned to core 1. Each
+logs on (the defaults of both); ours twice, on the default event loop (uvloop) and with
+``[server] event_loop = "asyncio"``; beside them the floor (``native_floor.py``: a Python
+server on uvloop that answers every request with our server's answer bytes, doing nothing
+else), which says what any Python server can do here. The load comes from CNRI's own
+client (``HdlTool bench`` in ``../shared/cnri``: one JVM, a fresh ResolutionRequest each
+time, a new TCP connection per request as CNRI's client does, after a 1 s warm-up) pinned
+to core 1. Each
 resolves a handle with the same three values (URL, EMAIL, HS_ADMIN) as CNRI's seeded
 ``CNRI/test-1``. Our ``[native] udp_rate`` is raised for the run (one client address sends
 everything). Writes ``bench/native.json`` and prints the rows for ``bench/README.md``.
@@ -19,6 +22,8 @@ import argparse
 import base64
 import json
 import re
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -99,27 +104,70 @@ def start_ours(work: Path, loop: str) -> tuple[Server, int]:
     return server, native
 
 
+def resolution_answer(port: int) -> bytes:
+    """Our server's answer, over UDP, to a public-only resolution of ``TEST/test-1``."""
+    handle = b"TEST/test-1"
+    body = struct.pack(">I", len(handle)) + handle + bytes(8)  # no index or type filter
+    flags = 0x01000000  # public only, as CNRI's client asks
+    message = struct.pack(">IIIHBBII", 1, 0, flags, 0, 0, 0, 0, len(body)) + body + bytes(4)
+    envelope = struct.pack(">BBHIIII", 2, 10, 0, 0, 7, 0, len(message))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.sendto(envelope + message, ("127.0.0.1", port))
+        answer = sock.recv(4096)
+    if int.from_bytes(answer[24:28], "big") != 1:  # the response code: success
+        raise RuntimeError(f"our server did not resolve TEST/test-1: {answer!r}")
+    return answer
+
+
+class Floor:
+    """``native_floor.py`` answering ``answer`` on a port of its own, pinned to core 0."""
+
+    def __init__(self, work: Path, answer: bytes) -> None:
+        self.port = free_port()
+        (work / "answer.bin").write_bytes(answer)
+        self.proc = subprocess.Popen(
+            [*pinned(0), sys.executable, str(ROOT / "bench" / "native_floor.py"),
+             "--port", str(self.port), "--answer", str(work / "answer.bin")],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        if self.proc.stdout is None or self.proc.stdout.readline().strip() != "ready":
+            self.proc.kill()
+            raise RuntimeError("native_floor.py did not start")
+
+    def __enter__(self) -> Floor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
 def run(seconds: float) -> dict[str, Any]:
     results: dict[str, Any] = {"machine": machine(), "seconds": seconds, "rows": []}
     with tempfile.TemporaryDirectory(prefix="native-bench-") as tmp:
         work = Path(tmp)
         cnri_port, cnri_dir = start_cnri(work)
         try:
-            default, default_port = start_ours(work, "asyncio")
             fast, fast_port = start_ours(work, "uvloop")
-            with default, fast:
+            standard, standard_port = start_ours(work, "asyncio")
+            with fast, standard, Floor(work, resolution_answer(fast_port)) as floor:
                 for proto, threads in WORKLOADS:
                     theirs = hdltool_bench(cnri_port, proto, "CNRI/test-1", seconds, threads)
-                    ours = hdltool_bench(default_port, proto, "TEST/test-1", seconds, threads)
-                    ours_uv = hdltool_bench(fast_port, proto, "TEST/test-1", seconds, threads)
+                    bottom = hdltool_bench(floor.port, proto, "TEST/test-1", seconds, threads)
+                    ours = hdltool_bench(fast_port, proto, "TEST/test-1", seconds, threads)
+                    ours_std = hdltool_bench(standard_port, proto, "TEST/test-1", seconds, threads)
                     row = {
                         "transport": proto,
                         "client_threads": threads,
-                        "ours": ours,
-                        "ours_uvloop": ours_uv,
                         "cnri": theirs,
+                        "floor": bottom,
+                        "ours": ours,
+                        "ours_asyncio": ours_std,
                         "ratio": round(ours["rate"] / theirs["rate"], 2),
-                        "ratio_uvloop": round(ours_uv["rate"] / theirs["rate"], 2),
+                        "ratio_asyncio": round(ours_std["rate"] / theirs["rate"], 2),
+                        "floor_ratio": round(bottom["rate"] / theirs["rate"], 2),
+                        "of_floor": round(ours["rate"] / bottom["rate"], 2),
                     }
                     results["rows"].append(row)
                     print(json.dumps(row), flush=True)
@@ -130,17 +178,18 @@ def run(seconds: float) -> dict[str, Any]:
 
 def table(results: dict[str, Any]) -> str:
     lines = [
-        "| transport | client threads | CNRI 7.3 | ours (asyncio, the default) | ours / CNRI "
-        "| ours (uvloop) | ours / CNRI | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "| transport | client threads | CNRI 7.3 | floor | floor / CNRI | ours (uvloop, the "
+        "default) | ours / CNRI | ours / floor | ours (asyncio) | ours / CNRI | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    sides = ("ours", "ours_uvloop", "cnri")
+    sides = ("cnri", "floor", "ours", "ours_asyncio")
     for row in results["rows"]:
         errors = sum(row[side][k] for side in sides for k in ("bad", "exceptions"))
         lines.append(
             f"| {row['transport'].upper()} | {row['client_threads']} | {row['cnri']['rate']:,.0f}"
-            f" | {row['ours']['rate']:,.0f} | {row['ratio']:.2f}x"
-            f" | {row['ours_uvloop']['rate']:,.0f} | {row['ratio_uvloop']:.2f}x | {errors} |"
+            f" | {row['floor']['rate']:,.0f} | {row['floor_ratio']:.2f}x"
+            f" | {row['ours']['rate']:,.0f} | {row['ratio']:.2f}x | {row['of_floor']:.2f}x"
+            f" | {row['ours_asyncio']['rate']:,.0f} | {row['ratio_asyncio']:.2f}x | {errors} |"
         )
     return "\n".join(lines)
 

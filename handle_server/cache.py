@@ -170,10 +170,18 @@ class ResolutionCache:
         now, without waiting (a hit); ``None`` means: ask ``lookup``."""
         if not self._store.caught_up():
             return None
-        cached = self._entries.get(handle_key(handle))
-        if cached is not None:
-            self._count("hit")
+        try:  # not ``get``: cachetools' ``get`` checks the expiry twice, ``[]`` once
+            cached = self._entries[handle_key(handle)]
+        except KeyError:
+            return None
+        self._count("hit")
         return cached
+
+    def _entry(self, key: str) -> Lookup | None:
+        try:
+            return self._entries[key]
+        except KeyError:
+            return None
 
     async def lookup(self, handle: str, *, refresh: bool = False) -> Lookup:
         """The public view of ``handle``: from the cache, or (on a miss, or ``refresh``, which
@@ -181,7 +189,7 @@ class ResolutionCache:
         key = handle_key(handle)
         await self._store.catch_up()  # what other processes changed is forgotten first
         if not refresh:
-            cached = self._entries.get(key)
+            cached = self._entry(key)
             if cached is not None:
                 self._count("hit")
                 return cached

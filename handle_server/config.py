@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+import sys
 import tomllib
 import typing
 from collections.abc import Callable
@@ -33,6 +34,8 @@ _PREFIX_RE = re.compile(r"^[^\s/\x00-\x1f\x7f]+$")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _ACCESS_FORMATS = ("combined", "common", "json")
 _EVENT_LOOPS = ("asyncio", "uvloop")
+#: uvloop is a dependency wherever it builds (not on Windows): the default there.
+_DEFAULT_LOOP = "asyncio" if sys.platform == "win32" else "uvloop"
 
 
 class ConfigError(Exception):
@@ -89,7 +92,9 @@ class ServerConfig:
     tls_cert: str = option("", 'PEM certificate (chain) file: with tls_key, serve HTTPS; "" = HTTP')
     tls_key: str = option("", "PEM private key file of tls_cert")
     event_loop: str = option(
-        "asyncio", '"asyncio" or "uvloop" (faster; Linux and macOS)', choices=_EVENT_LOOPS
+        _DEFAULT_LOOP,
+        '"uvloop" (faster) or "asyncio" (the default on Windows, where uvloop does not build)',
+        choices=_EVENT_LOOPS,
     )
     public_url: str = option(
         "",

@@ -166,7 +166,7 @@ class NativeService:
             )
             message = self._encode(reply, out, session_key)
             sent += 20 + len(message)
-            yield replace(out, length=len(message)).encode() + message
+            yield out._replace(length=len(message)).encode() + message
         if self.access is not None:
             name = codec.OPERATIONS.get(logged.op, f"op-{logged.op}")
             self.access.log(

@@ -57,8 +57,9 @@ class _Connection(asyncio.Protocol):
         self.busy: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.counted = False  # among ``tcp.open``
-        self.writable = asyncio.Event()  # cleared while the transport's buffer is full
-        self.writable.set()
+        #: Cleared while the transport's buffer is full (made then: most connections never
+        #: fill it).
+        self.writable: asyncio.Event | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.tcp.open >= self.tcp.max_connections:
@@ -81,13 +82,17 @@ class _Connection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
         self.transport = None
-        self.writable.set()  # a writer waiting for room stops at its next look
+        if self.writable is not None:
+            self.writable.set()  # a writer waiting for room stops at its next look
 
     def pause_writing(self) -> None:
+        if self.writable is None:
+            self.writable = asyncio.Event()
         self.writable.clear()
 
     def resume_writing(self) -> None:
-        self.writable.set()
+        if self.writable is not None:
+            self.writable.set()
 
     def _expired(self) -> None:
         if self.transport is not None and self.busy is None:
@@ -130,7 +135,8 @@ class _Connection(asyncio.Protocol):
                 if self.transport is None:
                     return
                 self.transport.write(answer)
-                await self.writable.wait()  # a long list of handles goes at the client's pace
+                if self.writable is not None:  # a long list goes at the client's pace
+                    await self.writable.wait()
         except Exception:  # one request never takes the interface down
             log.exception("native TCP request from %s failed", self.client)
             keep = False

@@ -40,6 +40,8 @@ __all__ = [
 ]
 
 LOGGER = "handle_server.access"
+#: Seconds a line may wait for others to be written with it (one write for many under load).
+_FLUSH_AFTER = 0.01
 
 #: aiohttp's access log format strings, by name.
 ACCESS_FORMATS = {
@@ -82,6 +84,7 @@ class NativeAccessLog:
         self.json = config.log.access_format == "json"
         self.worker = worker
         self.logger = logging.getLogger(LOGGER)
+        self._second, self._stamp = -1, ""
 
     def log(
         self,
@@ -95,25 +98,28 @@ class NativeAccessLog:
     ) -> None:
         if not self.enabled or not self.logger.isEnabledFor(logging.INFO):
             return
-        now = datetime.datetime.now(datetime.UTC)
-        if self.json:
-            entry: dict[str, Any] = {
-                "time": now.isoformat(timespec="milliseconds"),
-                "remote": client,
-                "protocol": f"hdl-{transport}",
-                "operation": operation,
-                "handle": handle,
-                "rc": rc,
-                "bytes": size,
-                "duration_s": round(duration, 6),
-            }
-            if self.worker is not None:
-                entry["worker"] = self.worker
-            self._write(orjson.dumps(entry).decode())
+        if not self.json:
+            second = int(time.time())
+            if second != self._second:  # one timestamp a second, not one a request
+                self._second = second
+                self._stamp = time.strftime("[%d/%b/%Y:%H:%M:%S +0000]", time.gmtime(second))
+            request = f"HDL-{transport.upper()} {operation} {_printable(handle)}"
+            self._write(f'{client or "-"} - - {self._stamp} "{request}" {rc} {size}')
             return
-        stamp = now.strftime("[%d/%b/%Y:%H:%M:%S +0000]")
-        request = f"HDL-{transport.upper()} {operation} {_printable(handle)}"
-        self._write(f'{client or "-"} - - {stamp} "{request}" {rc} {size}')
+        now = datetime.datetime.now(datetime.UTC)
+        entry: dict[str, Any] = {
+            "time": now.isoformat(timespec="milliseconds"),
+            "remote": client,
+            "protocol": f"hdl-{transport}",
+            "operation": operation,
+            "handle": handle,
+            "rc": rc,
+            "bytes": size,
+            "duration_s": round(duration, 6),
+        }
+        if self.worker is not None:
+            entry["worker"] = self.worker
+        self._write(orjson.dumps(entry).decode())
 
     def _write(self, message: str) -> None:
         """Straight to the batched handler ``serve`` gives the access logger (the same line
@@ -128,19 +134,20 @@ class NativeAccessLog:
 
 def _printable(text: str) -> str:
     """A handle as a log shows it: no quotes, spaces or control characters to forge lines."""
+    if text.isprintable() and " " not in text and '"' not in text:
+        return text  # nearly every handle: checked in C
     return "".join(c if c.isprintable() and c not in ' "' else f"\\x{ord(c):02x}" for c in text)
 
 
 class BatchedStreamHandler(logging.StreamHandler):
-    """A stream handler for the access log that writes the lines of one turn of the event
-    loop together: one ``write`` and ``flush`` for many requests under load, the same line for
-    every request, and at once when idle (the flush runs at the loop's next turn). Outside a
-    running loop it writes each line as it comes."""
+    """A stream handler for the access log that writes the lines of 10 ms together: one
+    ``write`` and ``flush`` for many requests under load, the same line for every request.
+    Outside a running loop it writes each line as it comes."""
 
     def __init__(self, stream: Any = None) -> None:
         super().__init__(stream)
         self._lines: list[str] = []
-        self._fmt = "%(message)s"
+        self._parts = _line_parts("%(message)s", self.terminator)
         self._second, self._stamp = -1, ""
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -152,12 +159,12 @@ class BatchedStreamHandler(logging.StreamHandler):
         self._add(line)
 
     def _add(self, line: str) -> None:
-        """Keep ``line``: written at the loop's next turn (at once outside a running loop, or
+        """Keep ``line``: written within ``_FLUSH_AFTER`` (at once outside a running loop, or
         when 512 are waiting)."""
         self._lines.append(line)
         if len(self._lines) == 1:
             try:
-                asyncio.get_running_loop().call_soon(self.flush)
+                asyncio.get_running_loop().call_later(_FLUSH_AFTER, self.flush)
             except RuntimeError:
                 self.flush()
         elif len(self._lines) >= 512:
@@ -167,18 +174,21 @@ class BatchedStreamHandler(logging.StreamHandler):
         """``message`` as the formatter would show an INFO record of the access logger, made
         without a ``LogRecord`` (the formatter's fields are all ``%(name)s``-style strings:
         ``serve`` sets them). The native interfaces log through here."""
+        pre, mid, post = self._parts
+        if mid is None:  # no time in the format
+            self._add(pre + message + post)
+            return
         now = time.time()
         second = int(now)
         if second != self._second:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        asctime = f"{self._stamp},{int((now - second) * 1000):03d}"
-        fields = {"asctime": asctime, "levelname": "INFO", "name": LOGGER, "message": message}
-        self._add(self._fmt % fields + self.terminator)
+        self._add(f"{pre}{self._stamp},{int((now - second) * 1000):03d}{mid}{message}{post}")
 
     def setFormatter(self, fmt: logging.Formatter | None) -> None:
         super().setFormatter(fmt)
-        self._fmt = fmt._fmt if fmt is not None and fmt._fmt else "%(message)s"
+        text = fmt._fmt if fmt is not None and fmt._fmt else "%(message)s"
+        self._parts = _line_parts(text, self.terminator)
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
@@ -186,6 +196,24 @@ class BatchedStreamHandler(logging.StreamHandler):
                 lines, self._lines = self._lines, []
                 self.stream.write("".join(lines))
             super().flush()
+
+
+def _line_parts(fmt: str, terminator: str) -> tuple[str, str | None, str]:
+    """``fmt`` (fields ``asctime``, ``levelname``, ``name`` and ``message``, in %-style) cut
+    around its time and message, with INFO and the access logger's name put in: a line is
+    then ``pre + time + mid + message + post`` (``mid`` is ``None`` when the format shows no
+    time: ``pre + message + post``)."""
+    fields = {"asctime": "\x00", "levelname": "INFO", "name": LOGGER, "message": "\x01"}
+    text = fmt % fields + terminator
+    if text.count("\x01") != 1 or text.count("\x00") > 1:
+        raise ValueError(f"an access log format shows its time at most once: {fmt!r}")
+    before, post = text.split("\x01")
+    if "\x00" not in before:
+        if "\x00" in post:
+            raise ValueError(f"an access log format shows the time before the message: {fmt!r}")
+        return before, None, post
+    pre, mid = before.split("\x00")
+    return pre, mid, post
 
 
 def batched_access_log(formatter: logging.Formatter) -> None:

@@ -136,6 +136,7 @@ class Metrics:
         self._upstream_servers: set[str] = set()
         self._answered: dict[tuple[str, str, int], Any] = {}
         self._latencies: dict[tuple[str, str], Any] = {}
+        self._native: dict[tuple[int, int], Any] = {}
 
     def cache_event(self, result: str) -> None:
         self._cache_events[result].inc()
@@ -172,8 +173,13 @@ class Metrics:
     def native_answered(self, op_code: int, response_code: int) -> None:
         """Count one native answer. Operation codes the protocol does not define count as
         ``other``, so that no client can grow the label set."""
-        op = str(op_code) if op_code in _NATIVE_OPS else "other"
-        self.native.labels(op, str(response_code)).inc()
+        counter = self._native.get((op_code, response_code))
+        if counter is None:
+            op = str(op_code) if op_code in _NATIVE_OPS else "other"
+            counter = self.native.labels(op, str(response_code))
+            if len(self._native) < 1024:  # response codes are the client's to invent
+                self._native[op_code, response_code] = counter
+        counter.inc()
 
     def render(self) -> bytes:
         """The text exposition format: this process's figures, or every worker's summed."""
