@@ -5,18 +5,23 @@ at that root. The proxy built on this is the global-resolution issue's; these ar
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
+import re
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import aiohttp
 import pytest
 
-from handle_server.config import Config
+from handle_server.app import create_app
+from handle_server.config import Config, parse_config
 from handle_server.native import codec
 from handle_server.native.client import (
     GlobalResolver,
@@ -277,3 +282,109 @@ def test_the_global_registrys_root_ships_with_the_package():
     sites = root_sites(Config())
     assert len(sites) >= 2 and sum(s.primary for s in sites) == 1
     assert all(i.port == 2641 for s in sites for i in s.servers[0].interfaces if i.protocol == UDP)
+
+
+def _site_lines(log: Path, handle: str) -> int:
+    """Resolutions of ``handle`` in one of our servers' access logs (UDP or TCP)."""
+    return len(re.findall(rf'"HDL-(?:UDP|TCP) resolution {re.escape(handle)}" 1 ', log.read_text()))
+
+
+async def _settled(count: Callable[[], int], expected: int) -> int:
+    """``count()`` once it is ``expected`` (access-log lines are written within 10 ms), or
+    what it is after two seconds."""
+    for _ in range(40):
+        if count() == expected:
+            break
+        await asyncio.sleep(0.05)
+    return count()
+
+
+async def test_a_proxy_caches_for_the_ttl_reaches_the_site_on_auth_and_spreads_by_hash(
+    cnri_root, tmp_path, aiohttp_client
+):
+    """The done-when of the global-resolution issue, end to end: prefix MULTI is homed at a
+    two-server site (two of our server processes on one store), registered at the CNRI root.
+    A proxy in global mode (in this process, on a fake clock) resolves its handles; each
+    handle reaches the server the reference's hash names, and only it; a record is asked of
+    the site once within its values' TTL and again after; ``auth=true`` reaches the site
+    every time."""
+    directory, cnri_port = cnri_root
+    sites = []
+    native_ports = [free_port(), free_port()]
+    try:
+        for port in native_ports:
+            config = tmp_path / f"site-{port}.toml"
+            config.write_text(
+                f'[storage]\npath = "{tmp_path / "multi.sqlite3"}"\n[handle]\n'
+                'prefixes = ["MULTI"]\n[[admins]]\nid = "300:0.NA/MULTI"\nsecret = "s"\n'
+                f'[auth]\nkey_file = "{tmp_path / "secret.key"}"\n'
+                f'[native]\nenabled = true\nport = {port}\nkey_file = "{tmp_path / "n.pem"}"\n'
+            )
+            site_server = HandleServerProcess(["--config", str(config)], tmp_path)
+            sites.append(site_server)
+            await site_server.ready()
+        handles = [f"MULTI/h{n}" for n in range(12)]
+        auth = {"Authorization": "Basic " + base64.b64encode(b"300%3A0.NA%2FMULTI:s").decode()}
+        async with aiohttp.ClientSession(headers=auth) as session:
+            for n, handle in enumerate(handles):
+                value = url_value(f"https://example.org/{n}", ttl=120)
+                async with session.put(f"{sites[0].base}/api/handles/{handle}", json=[value]) as r:
+                    assert r.status == 201, await r.text()
+        site = SiteInfo(
+            1,
+            tuple(
+                Server(n, "127.0.0.1", b"", (Interface(UDP, port, 2), Interface(TCP, port, 2)))
+                for n, port in enumerate(native_ports)
+            ),
+        )
+        made = cnri_admin(
+            "create", cnri_port, "tcp", "0.NA/MULTI", "--auth", "300:0.NA/CNRI",
+            "--secret", "cnri-secret", "--no-session", "--hexvalue", "1", "HS_SITE",
+            site.encode().hex(), "--ttl", "86400",
+        )  # fmt: skip
+        assert made[0] == "RC 1 SUCCESS", made
+
+        clock = [time.time()]
+        config = parse_config(
+            {
+                "storage": {"path": str(tmp_path / "proxy.sqlite3")},
+                "handle": {"prefixes": ["LOCAL"]},
+                "auth": {"key_file": str(tmp_path / "proxy.key")},
+                "resolver": {"mode": "global", "root_info": str(directory / "siteinfo.bin")},
+            }
+        )
+        proxy = await aiohttp_client(create_app(config, clock=lambda: clock[0]))
+        for n, handle in enumerate(handles):
+            resp = await proxy.get(f"/{handle}", allow_redirects=False)
+            assert resp.status == 302 and resp.headers["Location"] == f"https://example.org/{n}"
+        # Each handle went to the server the hash names, and only there.
+        for handle in handles:
+            chosen = server_for(site, handle.encode()).server_id
+            for n, site_server in enumerate(sites):
+                seen = await _settled(
+                    lambda s=site_server, h=handle: _site_lines(s.log, h), int(n == chosen)
+                )
+                assert seen == int(n == chosen), (handle, n, chosen)
+        assert {server_for(site, h.encode()).server_id for h in handles} == {0, 1}
+
+        handle = handles[0]
+        home = sites[server_for(site, handle.encode()).server_id]
+        asked = lambda: _site_lines(home.log, handle)  # noqa: E731
+        for _ in range(3):  # within the TTL: from the proxy's cache
+            resp = await proxy.get(f"/api/handles/{handle}")
+            assert resp.status == 200
+            assert resp.headers["Cache-Control"].startswith("public, max-age=")
+        assert await _settled(asked, 1) == 1
+        clock[0] += 121  # past the values' TTL (120 s)
+        resp = await proxy.get(f"/api/handles/{handle}")
+        assert resp.status == 200 and await _settled(asked, 2) == 2
+        for expected in (3, 4, 5):  # auth=true: to the site every time
+            resp = await proxy.get(f"/api/handles/{handle}?auth=true")
+            assert resp.status == 200 and await _settled(asked, expected) == expected
+        resp = await proxy.get(f"/api/handles/{handle}")  # auth=true refreshed the cache
+        assert resp.status == 200 and await _settled(asked, 5) == 5
+    finally:
+        for site_server in sites:
+            site_server.stop()
+    for site_server in sites:
+        assert "Traceback" not in site_server.log.read_text()
