@@ -32,6 +32,7 @@ from handle_server.native.client import (
 )
 from handle_server.native.remote import root_sites
 from handle_server.native.site import TCP, UDP, Interface, Server, SiteInfo
+from storage import HandleValue
 
 from .helpers import ADMIN_AUTH, free_port, url_value
 from .helpers import Server as HandleServerProcess
@@ -388,3 +389,154 @@ async def test_a_proxy_caches_for_the_ttl_reaches_the_site_on_auth_and_spreads_b
             site_server.stop()
     for site_server in sites:
         assert "Traceback" not in site_server.log.read_text()
+
+
+class ScriptedSite(asyncio.DatagramProtocol):
+    """A site that answers resolutions from a table, over UDP: it stands in for the parts of
+    the Handle System the CNRI 7.3 server does not play (it never answers RC 302 or 303, and
+    holds no slashless prefix handles of a delegated namespace). Records what it is asked."""
+
+    def __init__(self) -> None:
+        self.answers: dict[bytes, tuple[int, bytes]] = {}
+        self.asked: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        envelope = codec.decode_envelope(data)
+        request = codec.decode_message(data[codec.ENVELOPE.size :])
+        handle = codec.Reader(request.body).string()
+        self.asked.append(handle)
+        rc, body = self.answers.get(
+            handle.upper(), (codec.RC_HANDLE_NOT_FOUND, codec.error_body("not here"))
+        )
+        reply = codec.encode_message(codec.Message(request.op_code, rc, 0, 0, 0, 0, body))
+        out = codec.Envelope(envelope.major, envelope.minor, request_id=envelope.request_id)
+        self.transport.sendto(out._replace(length=len(reply)).encode() + reply, addr)
+
+    def answer(self, handle: bytes, rc: int, values: list[HandleValue]) -> None:
+        self.answers[handle.upper()] = (rc, codec.encode_resolution_body(handle, values))
+
+    @property
+    def site(self) -> SiteInfo:
+        port = self.transport.get_extra_info("sockname")[1]
+        return SiteInfo(1, (Server(0, "127.0.0.1", b"", (Interface(UDP, port, 2),)),))
+
+
+async def _scripted() -> ScriptedSite:
+    loop = asyncio.get_running_loop()
+    _, site = await loop.create_datagram_endpoint(ScriptedSite, local_addr=("127.0.0.1", 0))
+    return site
+
+
+def _site_value(kind: str, site: SiteInfo, index: int = 1) -> HandleValue:
+    return HandleValue(index, kind, site.encode(), ttl=3600)
+
+
+async def test_delegated_prefixes_and_referrals_are_followed_as_the_reference_does(
+    cnri_root, tmp_path, aiohttp_client
+):
+    """Derived prefixes the root does not hold (``0.NA/DLG`` at the CNRI root names an
+    HS_NA_DELEGATE site, which holds ``DLG.SUB`` and delegates again to ``DLG.SUB.DEEP``); an
+    RC 303 (NA delegate) answer from a root; an RC 302 (service referral) answer from a site;
+    and referrals in a circle, which end with an error instead of running to the deadline.
+    The handles themselves live at our server (another process)."""
+    directory, cnri_port = cnri_root
+    prefixes = ["DLG.SUB", "DLG.SUB.DEEP", "REF.X", "SRV"]
+    config = tmp_path / "ours.toml"
+    native_port = free_port()
+    admins = "".join(f'[[admins]]\nid = "300:0.NA/{p}"\nsecret = "s"\n' for p in prefixes)
+    config.write_text(
+        f'[storage]\npath = "{tmp_path / "h.sqlite3"}"\n'
+        f"[handle]\nprefixes = {json.dumps(prefixes)}\n{admins}"
+        f'[native]\nenabled = true\nport = {native_port}\nkey_file = "{tmp_path / "n.pem"}"\n'
+    )
+    ours = HandleServerProcess(["--config", str(config)], tmp_path)
+    scripted = await _scripted()
+    try:
+        await ours.ready()
+        async with aiohttp.ClientSession() as session:
+            for prefix in prefixes:
+                value = url_value(f"https://example.org/{prefix}")
+                identity = f"300%3A0.NA%2F{prefix}:s".encode()
+                auth = {"Authorization": "Basic " + base64.b64encode(identity).decode()}
+                url = f"{ours.base}/api/handles/{prefix}/x"
+                async with session.put(url, json=[value], headers=auth) as r:
+                    assert r.status == 201, await r.text()
+            async with session.get(f"{ours.base}/api/handles/0.NA/SRV?type=HS_SITE") as resp:
+                ours_site = SiteInfo.decode(
+                    base64.b64decode((await resp.json())["values"][0]["data"]["value"])
+                )
+        here = scripted.site
+        # 0.NA/DLG at the (real) root delegates derived prefixes to the scripted site.
+        made = cnri_admin(
+            "create", cnri_port, "tcp", "0.NA/DLG", "--auth", "300:0.NA/CNRI",
+            "--secret", "cnri-secret", "--no-session", "--hexvalue", "1", "HS_NA_DELEGATE",
+            here.encode().hex(), "--ttl", "3600",
+        )  # fmt: skip
+        assert made[0] == "RC 1 SUCCESS", made
+        success = codec.RC_SUCCESS
+        scripted.answer(
+            b"DLG.SUB",
+            success,
+            [_site_value("HS_SITE", ours_site), _site_value("HS_NA_DELEGATE", here, 2)],
+        )
+        scripted.answer(b"DLG.SUB.DEEP", success, [_site_value("HS_SITE", ours_site)])
+        roots = read_root_info((directory / "siteinfo.bin").read_bytes())
+        resolver = GlobalResolver(roots, timeout=10)
+        for prefix in ("DLG.SUB", "DLG.SUB.DEEP"):
+            scripted.asked.clear()
+            answer = await resolver.resolve(f"{prefix}/x")
+            assert answer.response_code == success, prefix
+            _, values = codec.decode_resolution_body(answer.body)
+            assert values[0].data == f"https://example.org/{prefix}".encode()
+            # Each level below the root's 0.NA/DLG, slashless, of the delegate.
+            assert scripted.asked == [b"DLG.SUB", b"DLG.SUB.DEEP"][: prefix.count(".")]
+        with pytest.raises(LookupError):  # the delegate knows no DLG.NONE
+            await resolver.resolve("DLG.NONE/x")
+
+        # A scripted root: an RC 303 for 0.NA/REF.X, a service referral for SRV/x.
+        referral = codec.encode_resolution_body(b"0.NA/REF", [_site_value("HS_NA_DELEGATE", here)])
+        scripted.answers[b"0.NA/REF.X"] = (codec.RC_NA_DELEGATE, referral)
+        scripted.answer(b"REF.X", success, [_site_value("HS_SITE", ours_site)])
+        scripted.answer(b"0.NA/SRV", success, [_site_value("HS_SITE", here)])
+        scripted.answers[b"SRV/X"] = (
+            codec.RC_SERVICE_REFERRAL,
+            codec.encode_resolution_body(b"0.NA/SRV.OTHER", [_site_value("HS_SITE", ours_site)]),
+        )
+        scripted.answer(b"0.NA/LOOP", success, [_site_value("HS_SITE", here)])
+        scripted.answers[b"LOOP/X"] = (
+            codec.RC_SERVICE_REFERRAL,
+            codec.encode_resolution_body(b"0.NA/LOOP", [_site_value("HS_SITE", here)]),
+        )
+        resolver = GlobalResolver([here], timeout=10)
+        for handle in ("REF.X/x", "SRV/x"):
+            scripted.asked.clear()
+            answer = await resolver.resolve(handle)
+            assert answer.response_code == success, handle
+            _, values = codec.decode_resolution_body(answer.body)
+            assert values[0].data == f"https://example.org/{handle[:-2]}".encode()
+        assert scripted.asked == [b"0.NA/SRV", b"SRV/x"]  # then our server answered
+        started = time.monotonic()
+        with pytest.raises(UpstreamError, match="too many referrals"):
+            await resolver.resolve("LOOP/x")
+        assert time.monotonic() - started < 5
+
+        # The proxy (global mode, this process) follows the same path for a browser.
+        proxy_config = parse_config(
+            {
+                "storage": {"path": str(tmp_path / "proxy.sqlite3")},
+                "handle": {"prefixes": ["LOCAL"]},
+                "auth": {"key_file": str(tmp_path / "proxy.key")},
+                "resolver": {"mode": "global", "root_info": str(directory / "siteinfo.bin")},
+            }
+        )
+        proxy = await aiohttp_client(create_app(proxy_config))
+        resp = await proxy.get("/DLG.SUB.DEEP/x", allow_redirects=False)
+        assert resp.status == 302
+        assert resp.headers["Location"] == "https://example.org/DLG.SUB.DEEP"
+    finally:
+        scripted.transport.close()
+        ours.stop()
+    assert "Traceback" not in ours.log.read_text()

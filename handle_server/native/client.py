@@ -27,8 +27,9 @@ import secrets
 import struct
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from storage import HandleValue
+from storage import HandleValue, TTLType
 
 from . import codec
 from .codec import Envelope, Message, MessageError, Reader
@@ -44,11 +45,59 @@ __all__ = [
 
 _MAX_ANSWER = 4 * 1024 * 1024
 HASH_BY_PREFIX, HASH_BY_SUFFIX, HASH_BY_ALL = 0, 1, 2
-_SITE_TYPES = [b"HS_SITE", b"HS_SERV"]
+#: What a prefix handle is asked for (the reference's LOCATION types, less the admin ones).
+_PREFIX_TYPES = [b"HS_SITE", b"HS_NA_DELEGATE", b"HS_SERV"]
+#: Referrals, delegations and service handles followed for one handle at most (the
+#: reference resolver's recursionCountLimit).
+_RECURSION_LIMIT = 40
 
 
 class UpstreamError(Exception):
     """No server of the sites asked answered in time (or any answered only with errors)."""
+
+
+class _Budget:
+    """The referrals one resolution may still follow: sites that refer in a circle run it
+    out instead of the deadline."""
+
+    def __init__(self, limit: int = _RECURSION_LIMIT) -> None:
+        self.left = limit
+
+    def spend(self, handle: bytes) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise UpstreamError(f"too many referrals and delegations, at {handle!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Service:
+    """Who answers for a prefix: its sites, the sites it delegates derived prefixes to, and
+    for how long (seconds) that may be remembered."""
+
+    sites: list[SiteInfo]
+    delegates: list[SiteInfo]
+    ttl: float
+
+
+def _sites(values: Sequence[HandleValue], kind: bytes) -> list[SiteInfo]:
+    """The sites in ``values`` of type ``kind`` (HS_SITE or HS_NA_DELEGATE); values that do
+    not decode are passed over."""
+    found = []
+    for value in values:
+        if value.type.upper().encode() == kind:
+            with contextlib.suppress(MessageError, ValueError, struct.error):
+                found.append(SiteInfo.decode(value.data))
+    return found
+
+
+def _ttl(values: Sequence[HandleValue], now: float) -> float:
+    """Seconds the sites named in ``values`` may be remembered: their smallest TTL."""
+    ttls = [
+        v.ttl - now if v.ttl_type is TTLType.ABSOLUTE else v.ttl
+        for v in values
+        if v.type.upper() in ("HS_SITE", "HS_NA_DELEGATE", "HS_SERV")
+    ]
+    return max(0.0, min(ttls, default=0))
 
 
 def _java_remainder(value: int, divisor: int) -> int:
@@ -255,48 +304,110 @@ class GlobalResolver:
         sites = await self.sites_for(name, deadline)
         return await self._ask(sites, name, [t.encode() for t in types], authoritative, deadline)
 
-    async def sites_for(self, handle: bytes, deadline: float) -> list[SiteInfo]:
-        """The sites of ``handle``'s prefix: the roots for ``0.NA/...`` handles, else those
-        ``0.NA/<prefix>`` names at the roots, kept for their TTL."""
-        prefix = handle.partition(b"/")[0].upper()
-        if prefix == b"0.NA":
+    async def sites_for(
+        self, handle: bytes, deadline: float, budget: _Budget | None = None
+    ) -> list[SiteInfo]:
+        """The sites responsible for ``handle``: the roots for ``0.NA/...`` handles, else
+        those its prefix's handle names (``0.NA/<prefix>`` at the roots, or, for a derived
+        prefix the roots do not hold, down its parents' HS_NA_DELEGATE sites), kept for the
+        TTL of the values that named them. ``LookupError``: no such prefix."""
+        prefix = handle.partition(b"/")[0]
+        if prefix.upper() == b"0.NA":
             return self.roots
-        cached = self._sites.get(prefix)
+        key = prefix.upper()
+        cached = self._sites.get(key)
         if cached is not None and cached[1] > self._clock():
             return cached[0]
-        answer = await self._ask(self.roots, b"0.NA/" + prefix, _SITE_TYPES, False, deadline)
-        if answer.response_code == codec.RC_HANDLE_NOT_FOUND:
-            raise LookupError(f"prefix {prefix.decode(errors='replace')} is not known")
-        if answer.response_code != codec.RC_SUCCESS:
-            raise UpstreamError(f"the root answered RC {answer.response_code} for {prefix!r}")
-        _, values = codec.decode_resolution_body(
-            answer.body, digest=answer.flag(codec.FLAG_REQUEST_DIGEST)
-        )
-        sites = await self._sites_in(values, deadline)
-        if not sites:
-            raise UpstreamError(f"0.NA/{prefix.decode(errors='replace')} names no site")
-        ttl = min((v.ttl for v in values if v.type.upper() in ("HS_SITE", "HS_SERV")), default=0)
-        self._sites[prefix] = (sites, self._clock() + max(ttl, 0))
-        return sites
+        service = await self._prefix_service(prefix, deadline, budget or _Budget())
+        if not service.sites:
+            raise LookupError(f"prefix {prefix.decode(errors='replace')} names no site")
+        self._sites[key] = (service.sites, self._clock() + service.ttl)
+        return service.sites
 
-    async def _sites_in(self, values: list[HandleValue], deadline: float) -> list[SiteInfo]:
-        sites = []
-        for value in values:
-            if value.type.upper() == "HS_SITE":
-                with contextlib.suppress(MessageError, ValueError, struct.error):
-                    sites.append(SiteInfo.decode(value.data))
-        if sites:
-            return sites
+    async def _prefix_service(self, prefix: bytes, deadline: float, budget: _Budget) -> _Service:
+        """Who answers for ``prefix``, as ``HandleResolver.findPrefixService`` finds it."""
+        na_handle = b"0.NA/" + prefix
+        answer = await self._ask(self.roots, na_handle, _PREFIX_TYPES, False, deadline, budget)
+        service = await self._service_in(answer, na_handle, deadline, budget)
+        if service is not None and (service.sites or service.delegates):
+            return service
+        if answer.response_code == codec.RC_HANDLE_NOT_FOUND and b"." in prefix:
+            return await self._delegated(prefix, deadline, budget)
+        if answer.response_code in (codec.RC_HANDLE_NOT_FOUND, codec.RC_SUCCESS):
+            raise LookupError(f"prefix {prefix.decode(errors='replace')} is not known")
+        raise UpstreamError(f"the root answered RC {answer.response_code} for {na_handle!r}")
+
+    async def _delegated(self, prefix: bytes, deadline: float, budget: _Budget) -> _Service:
+        """A derived prefix (``10.1234.5``) the roots do not hold: its top parent's handle
+        (``0.NA/10``) names HS_NA_DELEGATE sites, which are asked for the next level
+        (``10.1234``, slashless), and so on while a level names delegates; the level that
+        names none has its sites asked for the whole prefix. (The reference's resolver also
+        reads HS_NAMESPACE to decide whether a level delegates; this one does not.)"""
+        parts = prefix.split(b".")
+        na_handle = b"0.NA/" + parts[0]
+        answer = await self._ask(self.roots, na_handle, _PREFIX_TYPES, False, deadline, budget)
+        service = await self._service_in(answer, na_handle, deadline, budget)
+        if service is None or not service.delegates:
+            raise LookupError(f"prefix {prefix.decode(errors='replace')} is not known")
+        level = 1
+        while level < len(parts):
+            level = level + 1 if service.delegates else len(parts)
+            parent = b".".join(parts[:level])
+            budget.spend(parent)
+            ask = service.delegates or service.sites
+            answer = await self._ask(ask, parent, _PREFIX_TYPES, False, deadline, budget)
+            found = await self._service_in(answer, parent, deadline, budget)
+            if found is None or not (found.sites or found.delegates):
+                if answer.response_code in (codec.RC_HANDLE_NOT_FOUND, codec.RC_SUCCESS):
+                    raise LookupError(f"prefix {prefix.decode(errors='replace')} is not known")
+                raise UpstreamError(f"RC {answer.response_code} for {parent!r}")
+            service = _Service(found.sites, found.delegates, min(service.ttl, found.ttl))
+        return service
+
+    async def _service_in(
+        self, answer: Message, asked: bytes, deadline: float, budget: _Budget
+    ) -> _Service | None:
+        """The sites and delegates an answer about a prefix handle (``asked``) names: its
+        HS_SITE and HS_NA_DELEGATE values, or those of the service handle its HS_SERV names;
+        an RC 303 (NA delegate) answer is followed to the delegates it names, which are asked
+        for the prefix without ``0.NA/``. ``None``: the answer names nothing."""
+        digest = answer.flag(codec.FLAG_REQUEST_DIGEST)
+        if answer.response_code == codec.RC_NA_DELEGATE:
+            budget.spend(asked)
+            referred, values = codec.decode_referral_body(answer.body, digest=digest)
+            delegates = _sites(values, b"HS_NA_DELEGATE") or _sites(values, b"HS_SITE")
+            if not delegates:  # the referral names a handle that holds them
+                holder = await self._service_in(
+                    await self._ask(
+                        await self.sites_for(referred, deadline, budget),
+                        referred, _PREFIX_TYPES, False, deadline, budget,
+                    ),
+                    referred, deadline, budget,
+                )  # fmt: skip
+                delegates = (holder.delegates or holder.sites) if holder else []
+            if not delegates:
+                return None
+            slashless = asked[5:] if asked[:5].upper() == b"0.NA/" else asked
+            answer = await self._ask(delegates, slashless, _PREFIX_TYPES, False, deadline, budget)
+            return await self._service_in(answer, slashless, deadline, budget)
+        if answer.response_code != codec.RC_SUCCESS:
+            return None
+        _, values = codec.decode_resolution_body(answer.body, digest=digest)
+        now = self._clock()
+        sites, delegates = _sites(values, b"HS_SITE"), _sites(values, b"HS_NA_DELEGATE")
+        if sites or delegates:
+            return _Service(sites, delegates, _ttl(values, now))
         for value in values:
             if value.type.upper() == "HS_SERV":  # a service handle holds the sites
-                service = await self.sites_for(value.data, deadline)
-                answer = await self._ask(service, value.data, [b"HS_SITE"], False, deadline)
-                if answer.response_code == codec.RC_SUCCESS:
-                    _, held = codec.decode_resolution_body(
-                        answer.body, digest=answer.flag(codec.FLAG_REQUEST_DIGEST)
-                    )
-                    return await self._sites_in(held, deadline)
-        return []
+                budget.spend(value.data)
+                held = await self._ask(
+                    await self.sites_for(value.data, deadline, budget),
+                    value.data, _PREFIX_TYPES, False, deadline, budget,
+                )  # fmt: skip
+                found = await self._service_in(held, value.data, deadline, budget)
+                if found is not None:
+                    return _Service(found.sites, found.delegates, min(found.ttl, _ttl(values, now)))
+        return None
 
     async def _ask(
         self,
@@ -305,9 +416,39 @@ class GlobalResolver:
         types: Sequence[bytes],
         authoritative: bool,
         deadline: float,
+        budget: _Budget | None = None,
     ) -> Message:
         """``handle`` asked of the primary sites first, then the others (mirrors), until
-        one answers."""
+        one answers. An RC 302 (service referral) answer is followed: the request goes to the
+        sites it names (or those of the handle it names), as the reference's resolver does."""
+        answer = await self._ask_once(sites, handle, types, authoritative, deadline)
+        while answer.response_code == codec.RC_SERVICE_REFERRAL:
+            budget = budget or _Budget()
+            budget.spend(handle)
+            referred, values = codec.decode_referral_body(
+                answer.body, digest=answer.flag(codec.FLAG_REQUEST_DIGEST)
+            )
+            sites = _sites(values, b"HS_SITE")
+            if not sites:  # the referral names a handle that holds the sites
+                holder = await self._ask(
+                    await self.sites_for(referred, deadline, budget),
+                    referred, _PREFIX_TYPES, False, deadline, budget,
+                )  # fmt: skip
+                service = await self._service_in(holder, referred, deadline, budget)
+                sites = service.sites if service is not None else []
+            if not sites:
+                raise UpstreamError(f"a service referral for {handle!r} names no site")
+            answer = await self._ask_once(sites, handle, types, authoritative, deadline)
+        return answer
+
+    async def _ask_once(
+        self,
+        sites: Sequence[SiteInfo],
+        handle: bytes,
+        types: Sequence[bytes],
+        authoritative: bool,
+        deadline: float,
+    ) -> Message:
         flags = codec.FLAG_RECURSIVE | codec.FLAG_PUBLIC_ONLY
         if authoritative:
             flags |= codec.FLAG_AUTHORITATIVE

@@ -78,6 +78,8 @@ RC_HANDLE_NOT_FOUND = 100
 RC_INVALID_HANDLE = 102
 RC_VALUES_NOT_FOUND = 200
 RC_SERVER_NOT_RESP = 301
+RC_SERVICE_REFERRAL = 302  # "ask these sites instead": a handle and, mostly, their HS_SITEs
+RC_NA_DELEGATE = 303  # "a delegate holds this prefix": its HS_NA_DELEGATE / HS_SITE values
 RC_AUTHENTICATION_NEEDED = 402
 RC_INVALID_CREDENTIAL = 404
 RC_AUTHEN_TIMEOUT = 405
@@ -316,6 +318,21 @@ def decode_resolution_body(body: bytes, *, digest: bool = False) -> tuple[bytes,
     if digest:
         reader.take(1 + 20)
     handle = reader.string()
+    count = reader.int4()
+    if count > 100_000:
+        raise MessageError(f"a list of {count} values")
+    return handle, [decode_value(reader) for _ in range(count)]
+
+
+def decode_referral_body(body: bytes, *, digest: bool = False) -> tuple[bytes, list[HandleValue]]:
+    """The handle and values of a service referral or NA delegate answer (RC 302 / 303,
+    ``ServiceReferralResponse``): as a resolution's, but the values may be left out."""
+    reader = Reader(body)
+    if digest:
+        reader.take(1 + 20)
+    handle = reader.string()
+    if reader.at >= reader.end:
+        return handle, []
     count = reader.int4()
     if count > 100_000:
         raise MessageError(f"a list of {count} values")
