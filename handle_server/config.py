@@ -317,6 +317,12 @@ class ResolverConfig:
     deny_prefixes: tuple[str, ...] = option(
         (), "global mode never resolves these prefixes, nor those derived from them"
     )
+    upstream_concurrency: int = option(
+        16,
+        "requests this process may have at one upstream server at once; more wait their "
+        "turn (within the timeout)",
+        min=1,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -399,6 +399,8 @@ class ScriptedSite(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.answers: dict[bytes, tuple[int, bytes]] = {}
         self.asked: list[bytes] = []
+        self.delay = 0.0  # seconds before each answer
+        self.working = self.most_working = 0  # requests not yet answered: now, at most
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -413,7 +415,14 @@ class ScriptedSite(asyncio.DatagramProtocol):
         )
         reply = codec.encode_message(codec.Message(request.op_code, rc, 0, 0, 0, 0, body))
         out = codec.Envelope(envelope.major, envelope.minor, request_id=envelope.request_id)
-        self.transport.sendto(out._replace(length=len(reply)).encode() + reply, addr)
+        self.working += 1
+        self.most_working = max(self.most_working, self.working)
+        data = out._replace(length=len(reply)).encode() + reply
+        asyncio.get_running_loop().call_later(self.delay, self._send, data, addr)
+
+    def _send(self, data: bytes, addr: tuple) -> None:
+        self.working -= 1
+        self.transport.sendto(data, addr)
 
     def answer(self, handle: bytes, rc: int, values: list[HandleValue]) -> None:
         self.answers[handle.upper()] = (rc, codec.encode_resolution_body(handle, values))
@@ -540,3 +549,37 @@ async def test_delegated_prefixes_and_referrals_are_followed_as_the_reference_do
         scripted.transport.close()
         ours.stop()
     assert "Traceback" not in ours.log.read_text()
+
+
+async def test_an_upstream_server_gets_at_most_the_configured_requests_at_once():
+    """``[resolver] upstream_concurrency``: a burst of distinct handles of one slow site
+    reaches it a few at a time; the rest wait their turn, within the deadline."""
+    slow = await _scripted()
+    try:
+        slow.answer(b"0.NA/SLOW", codec.RC_SUCCESS, [_site_value("HS_SITE", slow.site)])
+        for n in range(12):
+            slow.answer(f"SLOW/{n}".encode(), codec.RC_SUCCESS, [url_value_raw(n)])
+        slow.delay = 0.2
+        resolver = GlobalResolver([slow.site], timeout=10, concurrency=3)
+        started = time.monotonic()
+        answers = await asyncio.gather(*(resolver.resolve(f"SLOW/{n}") for n in range(12)))
+        assert [a.response_code for a in answers] == [codec.RC_SUCCESS] * 12
+        assert slow.most_working == 3
+        assert slow.asked.count(b"0.NA/SLOW") == 1  # the prefix looked up once for all 12
+        assert time.monotonic() - started >= 4 * 0.2  # 0.NA/SLOW, then 12 three at a time
+        assert resolver._slots == {}  # nothing kept for servers not in use
+        # Waiting for a turn counts against the deadline: 504, not a queue without end.
+        slow.delay = 1.5
+        hurried = GlobalResolver([slow.site], timeout=2, concurrency=1)
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(hurried.resolve(f"SLOW/{n}") for n in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(r, UpstreamError) for r in results)  # 3 x 1.5 s do not fit in 2
+        assert time.monotonic() - started < 3
+    finally:
+        slow.transport.close()
+
+
+def url_value_raw(n: int) -> HandleValue:
+    return HandleValue(1, "URL", f"https://example.org/{n}".encode(), ttl=60)

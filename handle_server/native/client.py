@@ -26,7 +26,7 @@ import json
 import secrets
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from storage import HandleValue, TTLType
@@ -283,15 +283,20 @@ class GlobalResolver:
         timeout: float = 20.0,
         clock: Callable[[], float] = time.time,
         observed: Callable[[str, str, float], None] = lambda server, outcome, seconds: None,
+        concurrency: int = 16,
     ) -> None:
         """``observed(server, outcome, seconds)``: told of each request to a server
-        (``host:port``), ``answered`` or ``failed``."""
+        (``host:port``), ``answered`` or ``failed``. At most ``concurrency`` requests are at
+        one server at once; more wait for their turn, within their deadline."""
         self.roots = list(roots)
+        self.concurrency = concurrency
+        self._slots: dict[str, tuple[asyncio.Semaphore, int]] = {}  # address -> (its, users)
         self.client = client or NativeClient()
         self.timeout = timeout
         self._clock = clock
         self._observed = observed
         self._sites: dict[bytes, tuple[list[SiteInfo], float]] = {}  # prefix -> sites, until
+        self._site_flights: dict[bytes, asyncio.Future[list[SiteInfo]]] = {}
 
     async def resolve(
         self, handle: str, *, types: Sequence[str] = (), authoritative: bool = False
@@ -318,10 +323,23 @@ class GlobalResolver:
         cached = self._sites.get(key)
         if cached is not None and cached[1] > self._clock():
             return cached[0]
-        service = await self._prefix_service(prefix, deadline, budget or _Budget())
+        flight = self._site_flights.get(key)
+        if flight is None:  # one lookup of a prefix at a time; the others wait for it
+            flight = asyncio.ensure_future(self._look_up(prefix, deadline, budget or _Budget()))
+            self._site_flights[key] = flight
+            flight.add_done_callback(lambda done: self._landed(key, done))
+        return await asyncio.shield(flight)
+
+    def _landed(self, key: bytes, flight: asyncio.Future[list[SiteInfo]]) -> None:
+        del self._site_flights[key]
+        if not flight.cancelled():
+            flight.exception()  # retrieved: waiters that gave up leave no warning behind
+
+    async def _look_up(self, prefix: bytes, deadline: float, budget: _Budget) -> list[SiteInfo]:
+        service = await self._prefix_service(prefix, deadline, budget)
         if not service.sites:
             raise LookupError(f"prefix {prefix.decode(errors='replace')} names no site")
-        self._sites[key] = (service.sites, self._clock() + service.ttl)
+        self._sites[prefix.upper()] = (service.sites, self._clock() + service.ttl)
         return service.sites
 
     async def _prefix_service(self, prefix: bytes, deadline: float, budget: _Budget) -> _Service:
@@ -441,6 +459,29 @@ class GlobalResolver:
             answer = await self._ask_once(sites, handle, types, authoritative, deadline)
         return answer
 
+    @contextlib.asynccontextmanager
+    async def _turn(self, address: str, within: float) -> AsyncIterator[None]:
+        """One of ``address``'s ``concurrency`` slots, waited for at most ``within`` seconds
+        (``UpstreamError`` then). Only servers in use have a semaphore."""
+        semaphore, users = self._slots.get(address) or (asyncio.Semaphore(self.concurrency), 0)
+        self._slots[address] = (semaphore, users + 1)
+        try:
+            try:
+                async with asyncio.timeout(within):
+                    await semaphore.acquire()
+            except TimeoutError:
+                raise UpstreamError(f"{address}: no turn within the time left") from None
+            try:
+                yield
+            finally:
+                semaphore.release()
+        finally:
+            semaphore, users = self._slots[address]
+            if users == 1:
+                del self._slots[address]
+            else:
+                self._slots[address] = (semaphore, users - 1)
+
     async def _ask_once(
         self,
         sites: Sequence[SiteInfo],
@@ -471,7 +512,9 @@ class GlobalResolver:
             server = server_for(site, handle)
             started = loop.time()
             try:
-                answer = await self.client.send(server, request, within=left)
+                async with self._turn(server.address, left):
+                    left = deadline - loop.time()
+                    answer = await self.client.send(server, request, within=left)
             except UpstreamError as exc:
                 self._observed(server.address, "failed", loop.time() - started)
                 failures.append(str(exc))

@@ -69,6 +69,10 @@ def remote_cache(
     """The cache of records homed elsewhere; ``observed`` is told of each upstream request
     (``GlobalResolver``)."""
     resolver = GlobalResolver(
-        root_sites(config), timeout=config.resolver.timeout, clock=clock, observed=observed
+        root_sites(config),
+        timeout=config.resolver.timeout,
+        clock=clock,
+        observed=observed,
+        concurrency=config.resolver.upstream_concurrency,
     )
     return ResolutionCache(store, config.cache, clock=clock, fetch=RemoteHandles(resolver).fetch)
