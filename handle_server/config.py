@@ -317,6 +317,11 @@ class ResolverConfig:
     deny_prefixes: tuple[str, ...] = option(
         (), "global mode never resolves these prefixes, nor those derived from them"
     )
+    certify: bool = option(
+        False,
+        "ask upstream servers to sign their answers and check each signature with the "
+        "server's public key in its HS_SITE; an answer that does not verify counts as none",
+    )
     upstream_concurrency: int = option(
         16,
         "requests this process may have at one upstream server at once; more wait their "

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from handle_server.app import create_app
 from handle_server.config import Config, parse_config
-from handle_server.native import codec
+from handle_server.native import codec, signing
 from handle_server.native.client import (
     GlobalResolver,
     NativeClient,
@@ -583,3 +584,24 @@ async def test_an_upstream_server_gets_at_most_the_configured_requests_at_once()
 
 def url_value_raw(n: int) -> HandleValue:
     return HandleValue(1, "URL", f"https://example.org/{n}".encode(), ttl=60)
+
+
+async def test_certified_answers_are_checked_with_the_key_in_the_site_info(cnri_root):
+    """``certify``: the CNRI root signs its answers with the key its siteinfo.bin holds, and
+    they verify; the same server described with another key is not believed (its answers
+    count as none: no site answered)."""
+    directory, _ = cnri_root
+    (root,) = read_root_info((directory / "siteinfo.bin").read_bytes())
+    resolver = GlobalResolver([root], timeout=10, certify=True)
+    answer = await resolver.resolve("CNRI/test-1")
+    assert answer.response_code == codec.RC_SUCCESS and answer.flag(codec.FLAG_CERTIFY)
+    assert signing.signed_by(answer, root.servers[0].public_key)
+    other_key = signing.encode_public_key(
+        rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    )
+    forged = replace(root, servers=(replace(root.servers[0], public_key=other_key),))
+    with pytest.raises(UpstreamError, match="not signed with its key"):
+        await GlobalResolver([forged], timeout=5, certify=True).resolve("CNRI/test-1")
+    # Without certify the same (wrongly described) server is believed: nothing is checked.
+    plain = await GlobalResolver([forged], timeout=5).resolve("CNRI/test-1")
+    assert plain.response_code == codec.RC_SUCCESS and not plain.credential

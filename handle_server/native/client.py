@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from storage import HandleValue, TTLType
 
-from . import codec
+from . import codec, signing
 from .codec import Envelope, Message, MessageError, Reader
 from .site import HTTP, QUERY, TCP, UDP, Interface, Server, SiteInfo
 
@@ -284,11 +284,15 @@ class GlobalResolver:
         clock: Callable[[], float] = time.time,
         observed: Callable[[str, str, float], None] = lambda server, outcome, seconds: None,
         concurrency: int = 16,
+        certify: bool = False,
     ) -> None:
         """``observed(server, outcome, seconds)``: told of each request to a server
         (``host:port``), ``answered`` or ``failed``. At most ``concurrency`` requests are at
-        one server at once; more wait for their turn, within their deadline."""
+        one server at once; more wait for their turn, within their deadline. ``certify``:
+        every answer must be signed with the key the server's HS_SITE holds (an answer that
+        is not counts as none: the next site is asked)."""
         self.roots = list(roots)
+        self.certify = certify
         self.concurrency = concurrency
         self._slots: dict[str, tuple[asyncio.Semaphore, int]] = {}  # address -> (its, users)
         self.client = client or NativeClient()
@@ -493,6 +497,8 @@ class GlobalResolver:
         flags = codec.FLAG_RECURSIVE | codec.FLAG_PUBLIC_ONLY
         if authoritative:
             flags |= codec.FLAG_AUTHORITATIVE
+        if self.certify:
+            flags |= codec.FLAG_CERTIFY
         body = (
             codec.string(handle)
             + struct.pack(">I", 0)
@@ -518,6 +524,10 @@ class GlobalResolver:
             except UpstreamError as exc:
                 self._observed(server.address, "failed", loop.time() - started)
                 failures.append(str(exc))
+                continue
+            if self.certify and not signing.signed_by(answer, server.public_key):
+                self._observed(server.address, "failed", loop.time() - started)
+                failures.append(f"{server.address}: the answer is not signed with its key")
                 continue
             self._observed(server.address, "answered", loop.time() - started)
             return answer

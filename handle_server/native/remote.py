@@ -74,5 +74,6 @@ def remote_cache(
         clock=clock,
         observed=observed,
         concurrency=config.resolver.upstream_concurrency,
+        certify=config.resolver.certify,
     )
     return ResolutionCache(store, config.cache, clock=clock, fetch=RemoteHandles(resolver).fetch)

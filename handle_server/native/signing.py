@@ -22,6 +22,7 @@ from ..auth.pubkeys import (
     verify,
 )
 from ..auth.secrets import write_private_file
+from .codec import Message, MessageError, Reader
 
 __all__ = [
     "KeyFileError",
@@ -33,6 +34,7 @@ __all__ = [
     "make_key_file",
     "read_key_file",
     "sign",
+    "signed_by",
     "signed_credential",
     "verify",
 ]
@@ -63,6 +65,25 @@ def signed_credential(key: PrivateKey, data: bytes) -> bytes:
         + struct.pack(">I", len(section))
         + section
     )
+
+
+def signed_by(message: Message, public_key: bytes) -> bool:
+    """Whether ``message`` (an answer, as received) carries an HS_SIGNED credential: a
+    signature of its header and body made with the private half of ``public_key`` (a
+    server's key as its HS_SITE holds it, in the Handle System's encoding)."""
+    try:
+        reader = Reader(message.credential)
+        reader.take(4)  # version, reserved, flags
+        reader.string()  # the signer: none, for a server's own signature
+        reader.int4()
+        if reader.string() != SIGNED:
+            return False
+        reader.int4()  # the length of what follows
+        hash_name, signature = reader.string(), reader.string()
+        key = decode_public_key(public_key)
+    except (MessageError, ValueError):
+        return False
+    return verify(key, hash_name, signature, message.signed_part)
 
 
 # -- the key file ---------------------------------------------------------------------------------
