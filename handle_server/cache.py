@@ -134,6 +134,8 @@ class ResolutionCache:
         self.stats = CacheStats()
         #: Told of each "hit", "miss", "load" and "invalidation".
         self.on_event: Callable[[str], None] | None = None
+        #: Told when everything is forgotten (global mode forgets the sites it knows too).
+        self.on_clear: Callable[[], None] | None = None
 
     def _count(self, event: str) -> None:
         stats = self.stats
@@ -242,6 +244,8 @@ class ResolutionCache:
             flight.stale = True
 
     def clear(self) -> None:
+        if self.on_clear is not None:
+            self.on_clear()
         self._entries.clear()
         for flight in self._flights.values():
             flight.stale = True

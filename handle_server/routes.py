@@ -21,6 +21,8 @@ async def _unknown_api(request: web.Request) -> web.Response:
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
     if path.startswith(api.API_HANDLES + "/"):
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD", "PUT", "DELETE"])
+    if path == api.API_CACHE or path.startswith(api.API_CACHE + "/"):
+        raise web.HTTPMethodNotAllowed(request.method, ["DELETE"])
     if path.rstrip("/") == sessions.SESSIONS:
         raise web.HTTPMethodNotAllowed(request.method, ["POST"])
     if path.rstrip("/") == sessions.SESSION_THIS:
@@ -41,6 +43,8 @@ def setup_routes(app: web.Application) -> None:
     r.add_get(api.API_HANDLES + "/{handle:(?s:.*)}", api.get_handle)
     r.add_put(api.API_HANDLES + "/{handle:(?s:.*)}", api.put_handle)
     r.add_delete(api.API_HANDLES + "/{handle:(?s:.*)}", api.delete_handle)
+    r.add_delete(api.API_CACHE, api.purge_cache)
+    r.add_delete(api.API_CACHE + "/{handle:(?s:.*)}", api.purge_cache)
     r.add_post(sessions.SESSIONS, sessions.open_session)
     r.add_get(sessions.SESSION_THIS, sessions.session_this)
     r.add_put(sessions.SESSION_THIS, sessions.session_this)

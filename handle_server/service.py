@@ -712,6 +712,23 @@ class HandleService:
 
         await self._write(handle, identity, plan)
 
+    async def purge(self, handle: str | None, *, identity: Identity | None) -> None:
+        """Forget the cached record of ``handle`` (``None``: every cached record, and what
+        global mode keeps of other prefixes' sites) in every process on this store. For the
+        server's operators: the identities of ``[[admins]]``."""
+        if identity is None:
+            raise AuthenticationNeeded(handle, "Purging the cache needs an [[admins]] identity")
+        operators = {(a.index, handle_key(a.handle)) for a in self.config.admins}
+        if (identity.index, handle_key(identity.handle)) not in operators:
+            raise InvalidAdmin(
+                handle, f"{identity} is not among this server's [[admins]]: it may not purge"
+            )
+        if handle is not None:
+            self.check_handle(handle, homed_elsewhere=True)
+        key = handle_key(handle) if handle is not None else None
+        _CacheInvalidator(self).changed(key)  # this process at once; the others are told
+        await self.store.announce([key])
+
     # -- start-up --------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -726,7 +743,7 @@ class HandleService:
         store tells of is forgotten; while the store cannot tell (not listening yet, or its
         channel lost) nothing is cached."""
         self.cache.suspend()
-        if not await self.store.watch(_CacheInvalidator(self.cache)):
+        if not await self.store.watch(_CacheInvalidator(self)):
             self.cache.resume()  # this store has one process: its own writes invalidate
 
     async def home_prefixes(self, *, rekey: bool = False) -> None:
@@ -811,16 +828,21 @@ def _homed(
 
 
 class _CacheInvalidator:
-    """Store news -> the cache (see ``storage.ChangeListener``)."""
+    """Store news -> the caches (see ``storage.ChangeListener``): the local records', and in
+    global mode the remote records' (told of purges)."""
 
-    def __init__(self, cache: ResolutionCache) -> None:
-        self._cache = cache
+    def __init__(self, service: HandleService) -> None:
+        self._cache = service.cache
+        self._service = service
 
     def changed(self, key: str | None) -> None:
-        if key is None:
-            self._cache.clear()
-        else:
-            self._cache.forget_key(key)
+        for cache in (self._cache, self._service.remote):
+            if cache is None:
+                continue
+            if key is None:
+                cache.clear()
+            else:
+                cache.forget_key(key)
 
     def watching(self, live: bool) -> None:
         if live:

@@ -117,6 +117,13 @@ class HandleStore(abc.ABC):
         processes. A backend that can calls ``listener.watching(True)`` once it listens."""
         return False
 
+    async def announce(self, keys: Sequence[str | None]) -> None:
+        """Tell the listeners of every process on this store that the records of ``keys``
+        (``handle_key``s; ``None``: every record) may have changed, changing nothing: their
+        caches forget them (a purge). This process's own caches are the caller's to clear.
+        The default, for a store no other process shares: nobody to tell."""
+        return
+
     def caught_up(self) -> bool:
         """Whether ``catch_up`` has nothing to tell now (checked without waiting): a cache
         may then answer without calling it. The default, for backends that push news as it

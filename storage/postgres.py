@@ -150,6 +150,15 @@ class PostgresStore(HandleStore):
             listener.watching(True)
         return True
 
+    async def announce(self, keys: Sequence[str | None]) -> None:
+        """A NOTIFY each, as writes send ("" for every record)."""
+        for key in keys:
+            payload = key if key and len(key.encode("utf-8")) <= _MAX_PAYLOAD else ""
+            try:
+                await self._pool.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+            except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+                raise _translated(exc, "write") from exc
+
     def _changed(self, payload: str) -> None:
         for listener in self._listeners:
             listener.changed(payload or None)

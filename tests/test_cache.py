@@ -12,7 +12,7 @@ from handle_server import keys
 from handle_server.app import create_app
 from storage import Handle, HandleValue
 
-from .helpers import ADMIN_AUTH, Api, make_config, url_value
+from .helpers import ADMIN_AUTH, Api, basic, make_config, seckey, url_value
 
 T0 = 1_700_000_000.0
 
@@ -221,3 +221,28 @@ async def test_a_kept_answer_repeats_the_name_as_asked_and_goes_with_the_entry(a
     status, body = await api.get("test/KEPT")
     assert body["values"][0]["data"]["value"] == "https://two.org"
     assert api.last.headers["ETag"] != first
+
+
+async def test_only_the_servers_admins_purge_and_a_purge_changes_no_record(api):
+    """DELETE /api/cache[/{handle}]: for the identities of [[admins]]; an identity that
+    proves itself but is not one of them is refused (403); nothing stored changes."""
+    status, _ = await api.put("TEST/user", [seckey(300, "user-secret")])
+    assert status == 201
+    status, _ = await api.put("TEST/kept", [url_value("https://example.org/kept")])
+    assert status == 201
+    user = basic("300:TEST/user", "user-secret")
+    for path in ("/api/cache/TEST/kept", "/api/cache"):
+        status, body = await api._call("DELETE", path)
+        assert status == 401 and body["responseCode"] == 402, path
+        status, body = await api._call("DELETE", path, headers=user)
+        assert status == 403 and body["responseCode"] == 400, (path, body)
+    status, body = await api._call("DELETE", "/api/cache/TEST/kept", headers=ADMIN_AUTH)
+    assert (status, body) == (200, {"responseCode": 1, "handle": "TEST/kept"})
+    status, body = await api._call("DELETE", "/api/cache/", headers=ADMIN_AUTH)
+    assert status == 400 and body["responseCode"] == 102  # no handle: refused, not "all"
+    status, body = await api._call("DELETE", "/api/cache", headers=ADMIN_AUTH)
+    assert (status, body) == (200, {"responseCode": 1})
+    status, body = await api._call("GET", "/api/cache", headers=ADMIN_AUTH)
+    assert status == 405 and api.last.headers["Allow"] == "DELETE"
+    status, body = await api.get("TEST/kept")
+    assert status == 200 and body["values"][0]["data"]["value"] == "https://example.org/kept"

@@ -351,11 +351,14 @@ async def test_a_proxy_caches_for_the_ttl_reaches_the_site_on_auth_and_spreads_b
             {
                 "storage": {"path": str(tmp_path / "proxy.sqlite3")},
                 "handle": {"prefixes": ["LOCAL"]},
+                "admins": [{"id": "300:0.NA/LOCAL", "secret": "operator"}],
                 "auth": {"key_file": str(tmp_path / "proxy.key")},
                 "resolver": {"mode": "global", "root_info": str(directory / "siteinfo.bin")},
             }
         )
         proxy = await aiohttp_client(create_app(config, clock=lambda: clock[0]))
+        # A second process of the proxy, on the same store (as --workers runs them).
+        other = await aiohttp_client(create_app(config, clock=lambda: clock[0]))
         for n, handle in enumerate(handles):
             resp = await proxy.get(f"/{handle}", allow_redirects=False)
             assert resp.status == 302 and resp.headers["Location"] == f"https://example.org/{n}"
@@ -385,6 +388,31 @@ async def test_a_proxy_caches_for_the_ttl_reaches_the_site_on_auth_and_spreads_b
             assert resp.status == 200 and await _settled(asked, expected) == expected
         resp = await proxy.get(f"/api/handles/{handle}")  # auth=true refreshed the cache
         assert resp.status == 200 and await _settled(asked, 5) == 5
+
+        # Purges, by the proxy's operators, reach every process on its store.
+        assert (await other.get(f"/api/handles/{handle}")).status == 200
+        assert (await other.get(f"/api/handles/{handle}")).status == 200
+        assert await _settled(asked, 6) == 6  # the other process asked once, then kept it
+        resp = await proxy.delete(f"/api/cache/{handle}")
+        assert resp.status == 401 and (await resp.json())["responseCode"] == 402
+        operator = {
+            "Authorization": "Basic " + base64.b64encode(b"300%3A0.NA%2FLOCAL:operator").decode()
+        }
+        outsider = {"Authorization": "Basic " + base64.b64encode(b"300%3A0.NA%2FMULTI:s").decode()}
+        resp = await proxy.delete(f"/api/cache/{handle}", headers=outsider)
+        assert resp.status in (401, 403)  # not an identity of this server: no purge
+        assert await _settled(asked, 6) == 6
+        resp = await proxy.delete(f"/api/cache/{handle}", headers=operator)
+        assert resp.status == 200
+        assert await resp.json() == {"responseCode": 1, "handle": handle}
+        for client, expected in ((proxy, 7), (other, 8)):
+            assert (await client.get(f"/api/handles/{handle}")).status == 200
+            assert await _settled(asked, expected) == expected
+        resp = await other.delete("/api/cache", headers=operator)  # everything
+        assert resp.status == 200 and await resp.json() == {"responseCode": 1}
+        for client, expected in ((proxy, 9), (other, 10)):
+            assert (await client.get(f"/{handle}", allow_redirects=False)).status == 302
+            assert await _settled(asked, expected) == expected
     finally:
         for site_server in sites:
             site_server.stop()

@@ -11,6 +11,7 @@ import pytest
 from storage import (
     Handle,
     HandleAlreadyExists,
+    HandleStore,
     HandleValue,
     SchemaMismatch,
     SearchTimeout,
@@ -584,3 +585,46 @@ async def test_sessions_per_identity_are_bounded(store):
     # Renewing one already stored evicts nothing.
     assert await store.put_session(session(b"a2", 300), now=150, limit=100, per_identity=3)
     assert [n for n in range(5) if await store.get_session(b"a%d" % n, now=150)] == [2, 3, 4]
+
+
+class _Told:
+    """A change listener that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.keys: list[str | None] = []
+        self.live = asyncio.Event()
+
+    def changed(self, key: str | None) -> None:
+        self.keys.append(key)
+
+    def watching(self, live: bool) -> None:
+        if live:
+            self.live.set()
+
+
+async def test_an_announcement_reaches_the_other_processes_and_changes_nothing(
+    store, tmp_path: Path, request: pytest.FixtureRequest
+):
+    """``announce`` (a purge): another process on the same store hears of the keys (``None``:
+    every record) as it hears of writes; no record changes."""
+    if isinstance(store, SQLiteStore):
+        other: HandleStore = await SQLiteStore.open(tmp_path / "store.sqlite3")
+    else:
+        other = await PostgresStore.open(request.getfixturevalue("pg_dsn"))
+    try:
+        await store.update("TEST/kept", put(rec("TEST/kept", (1, b"v"))))
+        told = _Told()
+        assert await other.watch(told)
+        await asyncio.wait_for(told.live.wait(), 10)
+        await other.catch_up()
+        told.keys.clear()
+        await store.announce(["test/kept", None])
+        for _ in range(200):
+            await other.catch_up()
+            if len(told.keys) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        assert told.keys == ["test/kept", None]
+        assert (await other.get("TEST/kept")).values[0].data == b"v"
+    finally:
+        await other.close()

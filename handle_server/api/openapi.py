@@ -392,7 +392,47 @@ def _handles_paths() -> dict[str, Any]:
             "security": [{"basic": []}, {"handleSession": []}],
         }
     }
-    return {"/api/handles": listing, "/api/handles/{handle}": handle_item}
+    purge_one = {
+        "parameters": [_HANDLE],
+        "delete": {
+            "summary": "Purge one handle's cached record, in every process (for [[admins]])",
+            "description": "The handle may be homed here or, in global mode, elsewhere: the "
+            "next resolution reads it from the store or its site again.",
+            "operationId": "purgeCachedHandle",
+            "responses": {
+                "200": _answer("Forgotten", "Done"),
+                "400": _error("Bad handle"),
+                "403": _error("Not among this server's [[admins]]: responseCode 400"),
+                **_AUTH_ERRORS,
+            },
+            "security": [{"basic": []}, {"handleSession": []}],
+        },
+    }
+    purge_all = {
+        "delete": {
+            "summary": "Purge every cached record, and the remote prefixes' sites (for [[admins]])",
+            "operationId": "purgeCache",
+            "responses": {
+                "200": _answer(
+                    "Forgotten",
+                    {
+                        "type": "object",
+                        "required": ["responseCode"],
+                        "properties": {"responseCode": {"type": "integer", "const": 1}},
+                    },
+                ),
+                "403": _error("Not among this server's [[admins]]: responseCode 400"),
+                **_AUTH_ERRORS,
+            },
+            "security": [{"basic": []}, {"handleSession": []}],
+        }
+    }
+    return {
+        "/api/handles": listing,
+        "/api/handles/{handle}": handle_item,
+        "/api/cache": purge_all,
+        "/api/cache/{handle}": purge_one,
+    }
 
 
 def _session_paths() -> dict[str, Any]:

@@ -34,6 +34,8 @@ __all__ = [
 ]
 
 API_HANDLES = "/api/handles"
+#: DELETE: forget cached records (every process on the store), for the server's [[admins]].
+API_CACHE = "/api/cache"
 #: Where the reference server's reverse-lookup servlet answers (pyhandle's ``search_handle``).
 REVERSE_LOOKUP = "/hrls/handles"
 _SEARCH_OPTIONS = frozenset({"prefix", "limit", "page"})
@@ -176,6 +178,19 @@ async def delete_handle(request: web.Request) -> web.Response:
     else:
         await service.delete(handle, identity=identity)
     return json_response(request, {"responseCode": 1, "handle": handle})
+
+
+async def purge_cache(request: web.Request) -> web.Response:
+    """DELETE /api/cache/{handle}: forget the cached record of one handle, homed here or (in
+    global mode) elsewhere, in every process; DELETE /api/cache: forget every cached record.
+    For the identities of [[admins]]."""
+    handle = params.path_handle(request, API_CACHE + "/") if request.match_info else None
+    identity = await params.identity(request)
+    await request.app[keys.SERVICE].purge(handle, identity=identity)
+    body: dict = {"responseCode": 1}
+    if handle is not None:
+        body["handle"] = handle
+    return json_response(request, body)
 
 
 async def list_handles(request: web.Request) -> web.StreamResponse:

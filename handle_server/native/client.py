@@ -302,6 +302,10 @@ class GlobalResolver:
         self._sites: dict[bytes, tuple[list[SiteInfo], float]] = {}  # prefix -> sites, until
         self._site_flights: dict[bytes, asyncio.Future[list[SiteInfo]]] = {}
 
+    def forget_sites(self) -> None:
+        """Forget every prefix's sites: the next resolution of each asks the roots again."""
+        self._sites.clear()
+
     async def resolve(
         self, handle: str, *, types: Sequence[str] = (), authoritative: bool = False
     ) -> Message:

@@ -76,4 +76,6 @@ def remote_cache(
         concurrency=config.resolver.upstream_concurrency,
         certify=config.resolver.certify,
     )
-    return ResolutionCache(store, config.cache, clock=clock, fetch=RemoteHandles(resolver).fetch)
+    cache = ResolutionCache(store, config.cache, clock=clock, fetch=RemoteHandles(resolver).fetch)
+    cache.on_clear = resolver.forget_sites
+    return cache

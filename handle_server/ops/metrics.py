@@ -230,6 +230,9 @@ class MetricsStore(HandleStore):
     async def watch(self, listener: ChangeListener) -> bool:
         return await self.inner.watch(listener)
 
+    async def announce(self, keys: Sequence[str | None]) -> None:
+        await self.inner.announce(keys)
+
     def caught_up(self) -> bool:
         return self.inner.caught_up()
 

@@ -181,6 +181,18 @@ class SQLiteStore(HandleStore):
         listener.watching(True)
         return True
 
+    async def announce(self, keys: Sequence[str | None]) -> None:
+        """Logged in ``handle_changes`` as writes are ("" for every record)."""
+        seqs = []
+        async with self._transaction() as db:
+            for key in keys:
+                async with db.execute(
+                    "INSERT INTO handle_changes (key) VALUES (?)", (key or "",)
+                ) as cur:
+                    seqs.append(cur.lastrowid)
+        for seq in seqs:
+            self._published(seq)
+
     def caught_up(self) -> bool:
         return (
             self._signal is None or not self._listeners or self._signal.value() == self._seen_signal
@@ -209,7 +221,7 @@ class SQLiteStore(HandleStore):
                 keys = list(dict.fromkeys(key for _, key in rows))
             for key in keys:
                 for listener in self._listeners:
-                    listener.changed(key)
+                    listener.changed(key or None)  # "": every record (``announce``)
             if rows:
                 self._seen = max(self._seen, rows[-1][0])
             self._seen_signal = signal
