@@ -327,11 +327,19 @@ async def test_a_proxy_caches_for_the_ttl_reaches_the_site_on_auth_and_spreads_b
             await site_server.ready()
         handles = [f"MULTI/h{n}" for n in range(12)]
         auth = {"Authorization": "Basic " + base64.b64encode(b"300%3A0.NA%2FMULTI:s").decode()}
+        located = {
+            "index": 2,
+            "type": "10320/loc",
+            "data": '<locations><location href_template="https://r.org/?id={hdl}"/></locations>',
+        }
         async with aiohttp.ClientSession(headers=auth) as session:
             for n, handle in enumerate(handles):
                 value = url_value(f"https://example.org/{n}", ttl=120)
                 async with session.put(f"{sites[0].base}/api/handles/{handle}", json=[value]) as r:
                     assert r.status == 201, await r.text()
+            url = f"{sites[1].base}/api/handles/MULTI/loc"
+            async with session.put(url, json=[located]) as r:
+                assert r.status == 201, await r.text()
         site = SiteInfo(
             1,
             tuple(
@@ -371,6 +379,9 @@ async def test_a_proxy_caches_for_the_ttl_reaches_the_site_on_auth_and_spreads_b
                 )
                 assert seen == int(n == chosen), (handle, n, chosen)
         assert {server_for(site, h.encode()).server_id for h in handles} == {0, 1}
+        # A remote 10320/loc: the proxy picks its location as it does for a local one.
+        resp = await proxy.get("/MULTI/loc", allow_redirects=False)
+        assert resp.status == 302 and resp.headers["Location"] == "https://r.org/?id=MULTI%2Floc"
 
         handle = handles[0]
         home = sites[server_for(site, handle.encode()).server_id]
