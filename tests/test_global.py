@@ -390,6 +390,13 @@ async def test_a_proxy_caches_for_the_ttl_reaches_the_site_on_auth_and_spreads_b
             resp = await proxy.get(f"/api/handles/{handle}")
             assert resp.status == 200
             assert resp.headers["Cache-Control"].startswith("public, max-age=")
+        etag = resp.headers["ETag"]
+        resp = await proxy.get(f"/api/handles/{handle}", headers={"If-None-Match": etag})
+        assert resp.status == 304
+        resp = await proxy.get(f"/{handle}?noredirect", headers={"Accept": "text/html"})
+        assert resp.status == 200 and "https://example.org/0" in await resp.text()
+        resp = await proxy.get(f"/{handle}?urlappend=%2Fmore", allow_redirects=False)
+        assert resp.headers["Location"] == "https://example.org/0/more"
         assert await _settled(asked, 1) == 1
         clock[0] += 121  # past the values' TTL (120 s)
         resp = await proxy.get(f"/api/handles/{handle}")
