@@ -3,14 +3,23 @@ formats."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import re
+import time
+import typing
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_log import AccessLogger
 from prometheus_client.parser import text_string_to_metric_families
 
 from handle_server.app import create_app
 from handle_server.config import ConfigError, parse_config
+from handle_server.ops.access_log import ACCESS_FORMATS, LineAccessLogger
 
 from .helpers import Api, Server, make_config, url_value
 
@@ -119,3 +128,74 @@ async def test_access_log_formats(tmp_path, access_format):
         request, size = '"GET /api/handles/TEST/a?index=1 HTTP/1.1" 404 ', lines[0].split()[-1]
         assert lines[0].endswith(request + size) and size.isdigit()
         assert "probe/1" not in lines[0]
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.mark.parametrize("access_format", ["combined", "common"])
+async def test_our_access_lines_are_aiohttps_byte_for_byte(access_format):
+    """``LineAccessLogger`` (what ``serve`` uses) writes the line aiohttp's own access logger
+    writes for ``ACCESS_FORMATS``: the same requests through two real servers, one each."""
+
+    async def answer(request: web.Request) -> web.Response:
+        status = int(request.query.get("status", "200"))
+        return web.Response(status=status, text="x" * int(request.query.get("n", "1")))
+
+    captured = []
+    for name, cls in (("aiohttp", AccessLogger), ("ours", LineAccessLogger)):
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", answer)
+        logger = logging.getLogger(f"test.access.{name}.{access_format}")
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        lines = _Lines()
+        logger.handlers[:] = [lines]
+        fmt = ACCESS_FORMATS[access_format] if cls is AccessLogger else access_format
+        server = TestServer(app)
+        await server.start_server(access_log=logger, access_log_class=cls, access_log_format=fmt)
+        async with TestClient(server) as client:
+            for path, headers in (
+                ("/TEST/a?n=10", {}),
+                ("/api/handles/TEST/%C3%A9?index=1&status=404", {"User-Agent": "probe/1"}),
+                ("/x?status=302", {"Referer": "https://r.example/", "User-Agent": 'a "q"'}),
+            ):
+                async with client.get(path, headers=headers, allow_redirects=False) as resp:
+                    await resp.read()
+        for _ in range(100):  # the line is written after the answer
+            if len(lines.lines) == 3:
+                break
+            await asyncio.sleep(0.01)
+        captured.append(lines.lines)
+    theirs, ours = captured
+    stamp = re.compile(r"\[\d\d/\w\w\w/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\]")
+    assert len(ours) == 3 and all(stamp.search(line) for line in ours), ours
+    # The same lines, the start times aside (two servers, a moment apart)...
+    assert [stamp.sub("[T]", line) for line in ours] == [stamp.sub("[T]", line) for line in theirs]
+    # ...and the same start time for the same request duration, to the second.
+    for _ in range(5):
+        now = time.time()
+        mine = LineAccessLogger(logging.getLogger("test.stamp"))
+        mine.log(_Fake(), _Fake(), 1.5)
+        theirs_stamp = AccessLogger._format_t(None, None, 1.5)  # type: ignore[arg-type]
+        if int(time.time()) == int(now):  # not across a second's boundary
+            break
+    assert stamp.search(mine._stamp) and mine._stamp == theirs_stamp
+
+
+class _Fake:
+    """The least of a request and a response that a line needs."""
+
+    remote = "192.0.2.1"
+    method = "GET"
+    path_qs = "/x"
+    version = aiohttp.HttpVersion11
+    headers: typing.ClassVar[dict[str, str]] = {}
+    status = 200
+    body_length = 0
