@@ -209,10 +209,9 @@ class SQLiteStore(HandleStore):
                 return  # a concurrent caller caught up
             seen = self._seen
             try:
-                async with self._reader.execute(
+                rows = await self._reader.execute_fetchall(
                     "SELECT seq, key FROM handle_changes WHERE seq > ? ORDER BY seq", (seen,)
-                ) as cur:
-                    rows = await cur.fetchall()
+                )
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
             if rows and rows[0][0] != seen + 1:
@@ -231,13 +230,13 @@ class SQLiteStore(HandleStore):
     async def get(self, handle: str) -> Handle | None:
         key = handle_key(handle)
         try:
-            async with self._reader.execute(
+            # One trip to the reader's thread (execute, fetch and close in one call there).
+            rows = await self._reader.execute_fetchall(
                 "SELECT h.handle, v.idx, v.type, v.data, v.ttl_type, v.ttl, v.timestamp,"
                 " v.permissions, v.refs FROM handles h LEFT JOIN handle_values v ON v.key = h.key"
                 " WHERE h.key = ? ORDER BY v.idx",
                 (key,),
-            ) as cur:
-                rows = await cur.fetchall()
+            )
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
         if not rows:
@@ -248,10 +247,10 @@ class SQLiteStore(HandleStore):
 
     async def count_handles(self, prefix: str) -> int:
         try:
-            async with self._reader.execute(
+            rows = await self._reader.execute_fetchall(
                 "SELECT count FROM prefix_counts WHERE prefix = ?", (handle_key(prefix),)
-            ) as cur:
-                row = await cur.fetchone()
+            )
+            row = next(iter(rows), None)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
         return row[0] if row else 0
@@ -552,8 +551,7 @@ class SQLiteStore(HandleStore):
     async def _fetch(self, sql: str, params: Sequence[object]) -> list[sqlite3.Row]:
         """The rows of a read on the reader connection."""
         try:
-            async with self._reader.execute(sql, params) as cur:
-                return list(await cur.fetchall())
+            return list(await self._reader.execute_fetchall(sql, params))
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
 
