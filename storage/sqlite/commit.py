@@ -7,23 +7,24 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-
-import aiosqlite
 
 from ..base import Change
 from ..errors import StoreUnavailable
 from ..model import Handle
 
-__all__ = ["GROUP_MAX", "GroupCommit"]
+__all__ = ["GROUP_MAX", "GroupCommit", "run_group"]
 
 #: Updates one group-commit transaction takes at most.
 GROUP_MAX = 256
 
 Outcome = tuple[Handle | None, Handle | None]
-#: Runs one update in a transaction: ``(before, after)`` and its change-log ``seq`` (or None).
-Run = Callable[[aiosqlite.Connection, str, Change], Awaitable[tuple[Outcome, int | None]]]
+#: Runs a group of updates ``(key, change)`` in one transaction and commits it: for each, its
+#: ``(outcome, seq)`` (``seq``: its change-log number, or None when nothing changed) or the
+#: exception that rolled back that update alone. Raises if the transaction as a whole failed
+#: (nothing of the group is stored then).
+Result = tuple[Outcome, int | None] | Exception
+RunGroup = Callable[[list[tuple[str, Change]]], Awaitable[list[Result]]]
 
 
 @dataclass(slots=True)
@@ -45,18 +46,16 @@ def _settle(
 
 
 class GroupCommit:
-    """Queues updates and commits them in groups on ``transaction`` (the store's write
-    transaction), running each with ``run``; ``committed`` hears of every group stored, with
-    the change-log numbers and the updates' keys and outcomes, before they are answered."""
+    """Queues updates and commits them in groups with ``run_group`` (the store's: the whole
+    group in one transaction); ``committed`` hears of every group stored, with the change-log
+    numbers and the updates' keys and outcomes, before they are answered."""
 
     def __init__(
         self,
-        transaction: Callable[[], AbstractAsyncContextManager[aiosqlite.Connection]],
-        run: Run,
+        run_group: RunGroup,
         committed: Callable[[list[int], list[tuple[str, Outcome]]], None],
     ) -> None:
-        self._transaction = transaction
-        self._run = run
+        self._run_group = run_group
         self._committed = committed
         self._queued: list[_Queued] = []
         self._committer: asyncio.Task[None] | None = None
@@ -74,20 +73,11 @@ class GroupCommit:
         more came meanwhile."""
         while self._queued:
             batch, self._queued = self._queued[:GROUP_MAX], self._queued[GROUP_MAX:]
-            done: list[tuple[_Queued, Outcome]] = []
-            seqs: list[int] = []
             try:
-                async with self._transaction() as db:
-                    for queued in batch:
-                        outcome = await self._one(db, queued)
-                        if outcome is not None:
-                            result, seq = outcome
-                            done.append((queued, result))
-                            if seq is not None:
-                                seqs.append(seq)
+                outcomes = await self._run_group([(q.key, q.change) for q in batch])
             except BaseException as exc:  # nothing of the batch is stored
                 failure = exc if isinstance(exc, Exception) else StoreUnavailable(repr(exc))
-                for queued in batch:  # (those that failed alone keep their own exception)
+                for queued in batch:
                     _settle(queued.result, error=failure)
                 if not isinstance(exc, Exception):
                     for queued in self._queued:
@@ -95,24 +85,50 @@ class GroupCommit:
                     self._queued = []
                     raise
                 continue
+            done: list[tuple[_Queued, Outcome]] = []
+            seqs: list[int] = []
+            for queued, outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, Exception):  # rolled back alone
+                    _settle(queued.result, error=outcome)
+                    continue
+                result, seq = outcome
+                done.append((queued, result))
+                if seq is not None:
+                    seqs.append(seq)
             self._committed(seqs, [(queued.key, result) for queued, result in done])
             for queued, result in done:
                 _settle(queued.result, value=result)
 
-    async def _one(
-        self, db: aiosqlite.Connection, queued: _Queued
-    ) -> tuple[Outcome, int | None] | None:
-        """One update in its savepoint: ``((before, after), seq)``, or ``None`` when it
-        failed (its future then holds the exception and nothing of it remains)."""
-        await db.execute("SAVEPOINT one_update")
+
+def run_group(
+    db: sqlite3.Connection,
+    batch: list[tuple[str, Change]],
+    run: Callable[[sqlite3.Connection, str, Change], tuple[Outcome, int | None]],
+) -> list[Result]:
+    """The group as one transaction on ``db`` (plain ``sqlite3``, in the thread that owns it):
+    each update in a savepoint of its own, so one that raises is rolled back alone; then
+    COMMIT. Raises (after a ROLLBACK) if the transaction as a whole fails."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        outcomes: list[Result] = []
+        for key, change in batch:
+            db.execute("SAVEPOINT one_update")
+            try:
+                outcome = run(db, key, change)
+            except Exception as exc:
+                db.execute("ROLLBACK TO one_update")
+                db.execute("RELEASE one_update")
+                if isinstance(exc, sqlite3.Error):
+                    exc = StoreUnavailable(f"SQLite write failed: {exc}")
+                outcomes.append(exc)
+                continue
+            db.execute("RELEASE one_update")
+            outcomes.append(outcome)
+        db.execute("COMMIT")
+    except BaseException:
         try:
-            outcome = await self._run(db, queued.key, queued.change)
-        except Exception as exc:
-            await db.execute("ROLLBACK TO one_update")
-            await db.execute("RELEASE one_update")
-            if isinstance(exc, sqlite3.Error):
-                exc = StoreUnavailable(f"SQLite write failed: {exc}")
-            _settle(queued.result, error=exc)
-            return None
-        await db.execute("RELEASE one_update")
-        return outcome
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the failure already ended the transaction
+        raise
+    return outcomes
