@@ -19,6 +19,7 @@ from typing import TypeVar
 
 import asyncpg
 
+from .anchors import LONG_SKIP, PageAnchors
 from .base import Change, ChangeListener, HandleStore, ImportResult, SessionRecord
 from .errors import HandleError, InvalidData, SchemaMismatch, SearchTimeout, StoreUnavailable
 from .model import Handle, HandleValue, handle_key, prefix_of
@@ -101,6 +102,10 @@ class PostgresStore(HandleStore):
         self._watcher: asyncio.Task[None] | None = None
         self._listeners: list[ChangeListener] = []
         self._live = False
+        #: Where listing pages start; trusted only while other nodes' writes are heard
+        #: (``_live``), since a handle created or deleted anywhere moves the pages after it.
+        self._anchors = PageAnchors()
+        self.long_skip = LONG_SKIP
 
     @classmethod
     async def open(
@@ -160,10 +165,12 @@ class PostgresStore(HandleStore):
                 raise _translated(exc, "write") from exc
 
     def _changed(self, payload: str) -> None:
+        self._anchors.changed(payload or None)
         for listener in self._listeners:
             listener.changed(payload or None)
 
     def _watching(self, live: bool) -> None:
+        self._anchors.watching(live)
         self._live = live
         for listener in self._listeners:
             listener.watching(live)
@@ -240,39 +247,83 @@ class PostgresStore(HandleStore):
     async def iter_handles(
         self, prefix: str, *, offset: int = 0, limit: int | None = None, batch: int = 10_000
     ) -> AsyncIterator[list[str]]:
+        """Pages are read by key (``key > last``). A page deep in a prefix would cost a skip
+        of ``offset`` index entries; while this store hears of other nodes' writes, the first
+        key of every page served is remembered (``PageAnchors``, as the SQLite store does), so
+        the same or a following page is an index seek. (A write on another node reaches the
+        anchors when its notification arrives, a few milliseconds after its commit: a listing
+        in between pages as if it had not happened yet.)"""
         low, high = prefix_bounds(prefix)
+        anchors = self._anchors if self._live else None
+        generation = anchors.generation(low) if anchors is not None else 0
         remaining = limit
+        served = 0
         last: str | None = None
+        if offset > 0:
+            if anchors is None:
+                last = await self._skip_to(low, high, offset, 0, None, None)
+            else:
+                start, last = anchors.nearest(low, offset)
+                if offset - start > self.long_skip:
+                    # One long skip per prefix at a time: the others wait for its anchor.
+                    async with anchors.skipping(low):
+                        start, last = anchors.nearest(low, offset)
+                        last = await self._skip_to(low, high, offset, start, last, generation)
+                elif offset > start:
+                    last = await self._skip_to(low, high, offset, start, last, generation)
+            if last is None:  # past the prefix's last handle
+                return
         while remaining is None or remaining > 0:
             size = batch if remaining is None else min(batch, remaining)
-            try:
-                if last is None:
-                    rows = await self._pool.fetch(
-                        "SELECT key, handle FROM handles WHERE key >= $1 AND key < $2"
-                        " ORDER BY key LIMIT $3 OFFSET $4",
-                        low,
-                        high,
-                        size,
-                        offset,
-                    )
-                else:
-                    rows = await self._pool.fetch(
-                        "SELECT key, handle FROM handles WHERE key > $1 AND key < $2"
-                        " ORDER BY key LIMIT $3",
-                        last,
-                        high,
-                        size,
-                    )
-            except _DRIVER as exc:
-                raise _translated(exc, "read") from exc
+            rows = await self._page_rows(low, high, last, size, 0)
             if not rows:
                 return
             yield [r["handle"] for r in rows]
+            served += len(rows)
+            last = rows[-1]["key"]
+            if anchors is not None:
+                anchors.remember(low, offset + served, last, generation)
             if len(rows) < size:
                 return
-            last = rows[-1]["key"]
             if remaining is not None:
                 remaining -= len(rows)
+
+    async def _skip_to(
+        self,
+        low: str,
+        high: str,
+        offset: int,
+        start: int,
+        after: str | None,
+        generation: int | None,
+    ) -> str | None:
+        """The key just before the handle at ``offset`` (> 0), found from the anchor ``(start,
+        after)`` and remembered (unless ``generation`` is None: no anchors); ``None`` when the
+        prefix has no handle there."""
+        if offset == start:
+            return after
+        first = await self._page_rows(low, high, after, 1, offset - start - 1)
+        if not first:
+            return None
+        if generation is not None:
+            self._anchors.remember(low, offset, first[0]["key"], generation)
+        return first[0]["key"]
+
+    async def _page_rows(
+        self, low: str, high: str, after: str | None, size: int, skip: int
+    ) -> list[asyncpg.Record]:
+        """``size`` (key, handle) rows of ``[low, high)`` after the key ``after`` (or from
+        ``low``), skipping ``skip``."""
+        if after is None:
+            sql = "SELECT key, handle FROM handles WHERE key >= $1 AND key < $2 ORDER BY key"
+            bound = low
+        else:
+            sql = "SELECT key, handle FROM handles WHERE key > $1 AND key < $2 ORDER BY key"
+            bound = after
+        try:
+            return await self._pool.fetch(sql + " LIMIT $3 OFFSET $4", bound, high, size, skip)
+        except _DRIVER as exc:
+            raise _translated(exc, "read") from exc
 
     async def iter_records(
         self, *, after: str = "", batch: int = 1000
@@ -332,7 +383,9 @@ class PostgresStore(HandleStore):
                 await _write_imported(conn, plan)
             return plan.result
 
-        return await self._transaction(work, "the imported handles")
+        result = await self._transaction(work, "the imported handles")
+        self._anchors.changed(None)  # handles came: every page may have moved
+        return result
 
     async def update(self, handle: str, change: Change) -> tuple[Handle | None, Handle | None]:
         # Shielded, as in the SQLite store: a started transaction ends (commit or rollback)
@@ -348,7 +401,10 @@ class PostgresStore(HandleStore):
             await _apply(conn, key, before, after)
             return before, after
 
-        return await self._transaction(work, key)
+        before, after = await self._transaction(work, key)
+        if (before is None) != (after is None):
+            self._anchors.changed(key)  # a handle came or went: the pages after it moved
+        return before, after
 
     async def _transaction(
         self, work: Callable[[asyncpg.Connection], Awaitable[T]], what: str

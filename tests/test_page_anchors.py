@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from storage.anchors import PageAnchors
 from storage.rows import prefix_bounds
-from storage.sqlite.anchors import PageAnchors
 
 TEST = prefix_bounds("TEST")[0]
 OTHER = prefix_bounds("OTHER")[0]

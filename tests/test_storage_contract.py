@@ -20,6 +20,7 @@ from storage import (
     ValueReference,
 )
 from storage.postgres import PostgresStore
+from storage.rows import prefix_bounds
 from storage.sqlite import SQLiteStore
 
 
@@ -139,6 +140,10 @@ async def _page(store, offset: int, limit: int, prefix: str = "TEST") -> list[st
 async def test_pages_stay_right_as_handles_come_and_go(store):
     """Any page, asked again or after handles were created and deleted before it, shows the
     handles at those positions now (SQLite remembers where pages start)."""
+    await _pages_as_handles_come_and_go(store)
+
+
+async def _pages_as_handles_come_and_go(store) -> None:
     names = [f"TEST/{i:04d}" for i in range(0, 600, 2)]
     for name in names:
         await store.update(name, put(rec(name, (1, b"v"))))
@@ -183,6 +188,58 @@ async def test_sqlite_pages_follow_another_process_writes(tmp_path: Path):
         assert await _page(first, 50, 10) == sorted([*names, "TEST/001"])[50:60]
         await second.update("TEST/000", lambda before: None)
         assert await _page(first, 50, 10) == sorted([*names[1:], "TEST/001"])[50:60]
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def _live_postgres(dsn: str) -> PostgresStore:
+    """A PostgreSQL store that hears other nodes' writes (so it keeps page anchors)."""
+    store = await PostgresStore.open(dsn)
+    told = _Told()
+    await store.watch(told)
+    await asyncio.wait_for(told.live.wait(), 10)
+    return store
+
+
+async def test_postgresql_pages_seek_from_anchors_and_stay_right(pg_dsn):
+    """While it hears other nodes' writes, the PostgreSQL store remembers where pages start
+    (as SQLite's does): pages stay right as handles come and go, deep pages skip once."""
+    store = await _live_postgres(pg_dsn)
+    try:
+        await _pages_as_handles_come_and_go(store)
+        await asyncio.sleep(0.2)  # the notifications of its own last writes have arrived
+        low = prefix_bounds("TEST")[0]
+        await _page(store, 80, 20)
+        assert store._anchors.nearest(low, 100)[0] == 100  # the next page starts from there
+        store.long_skip = 5
+        names = [f"DEEP/{i:03d}" for i in range(300)]
+        await store.import_records([rec(n, (1, b"v")) for n in names])
+        offsets = [250, 250, 120, 250, 299, 300, 120, 7] * 4
+        pages = await asyncio.gather(*(_page(store, o, 10, prefix="DEEP") for o in offsets))
+        assert pages == [names[o : o + 10] for o in offsets]
+    finally:
+        await store.close()
+
+
+async def test_postgresql_pages_follow_another_nodes_writes(pg_dsn):
+    first = await _live_postgres(pg_dsn)
+    second = await PostgresStore.open(pg_dsn)
+    try:
+        names = [f"TEST/{i:03d}" for i in range(0, 200, 2)]
+        for name in names:
+            await first.update(name, put(rec(name, (1, b"v"))))
+        assert await _page(first, 50, 10) == names[50:60]
+        for change, expected in (
+            (("TEST/001", put(rec("TEST/001", (1, b"v")))), sorted([*names, "TEST/001"])),
+            (("TEST/000", lambda before: None), sorted([*names[1:], "TEST/001"])),
+        ):
+            await second.update(*change)
+            for _ in range(200):  # the other node's NOTIFY arrives within milliseconds
+                if await _page(first, 50, 10) == expected[50:60]:
+                    break
+                await asyncio.sleep(0.01)
+            assert await _page(first, 50, 10) == expected[50:60]
     finally:
         await first.close()
         await second.close()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from ..anchors import LONG_SKIP, PageAnchors
 from ..base import Change, ChangeListener, HandleStore, ImportResult, SessionRecord
 from ..errors import SchemaMismatch, SearchTimeout, StoreUnavailable
 from ..model import Handle, HandleValue, handle_key, prefix_of
@@ -30,7 +31,6 @@ from ..rows import (
     value_from_row,
     value_row,
 )
-from .anchors import LONG_SKIP, PageAnchors
 from .commit import GroupCommit, Outcome, Result, run_group
 from .signal import ChangeSignal
 

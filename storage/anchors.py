@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 
-from ..model import prefix_of
-from ..rows import prefix_bounds
+from .model import prefix_of
+from .rows import prefix_bounds
 
 __all__ = ["LONG_SKIP", "PageAnchors"]
 
