@@ -832,11 +832,10 @@ class _CacheInvalidator:
     global mode the remote records' (told of purges)."""
 
     def __init__(self, service: HandleService) -> None:
-        self._cache = service.cache
         self._service = service
 
     def changed(self, key: str | None) -> None:
-        for cache in (self._cache, self._service.remote):
+        for cache in (self._service.cache, self._service.remote):
             if cache is None:
                 continue
             if key is None:
@@ -846,9 +845,9 @@ class _CacheInvalidator:
 
     def watching(self, live: bool) -> None:
         if live:
-            self._cache.resume()
+            self._service.cache.resume()
         else:
-            self._cache.suspend()
+            self._service.cache.suspend()
 
 
 class _Raced(Exception):

@@ -403,13 +403,7 @@ class GlobalResolver:
             referred, values = codec.decode_referral_body(answer.body, digest=digest)
             delegates = _sites(values, b"HS_NA_DELEGATE") or _sites(values, b"HS_SITE")
             if not delegates:  # the referral names a handle that holds them
-                holder = await self._service_in(
-                    await self._ask(
-                        await self.sites_for(referred, deadline, budget),
-                        referred, _PREFIX_TYPES, False, deadline, budget,
-                    ),
-                    referred, deadline, budget,
-                )  # fmt: skip
+                holder = await self._service_of(referred, deadline, budget)
                 delegates = (holder.delegates or holder.sites) if holder else []
             if not delegates:
                 return None
@@ -426,14 +420,17 @@ class GlobalResolver:
         for value in values:
             if value.type.upper() == "HS_SERV":  # a service handle holds the sites
                 budget.spend(value.data)
-                held = await self._ask(
-                    await self.sites_for(value.data, deadline, budget),
-                    value.data, _PREFIX_TYPES, False, deadline, budget,
-                )  # fmt: skip
-                found = await self._service_in(held, value.data, deadline, budget)
+                found = await self._service_of(value.data, deadline, budget)
                 if found is not None:
                     return _Service(found.sites, found.delegates, min(found.ttl, _ttl(values, now)))
         return None
+
+    async def _service_of(self, handle: bytes, deadline: float, budget: _Budget) -> _Service | None:
+        """The sites and delegates the handle ``handle`` holds (a service handle, or the one a
+        referral names), asked of the sites responsible for it."""
+        sites = await self.sites_for(handle, deadline, budget)
+        answer = await self._ask(sites, handle, _PREFIX_TYPES, False, deadline, budget)
+        return await self._service_in(answer, handle, deadline, budget)
 
     async def _ask(
         self,
@@ -456,11 +453,7 @@ class GlobalResolver:
             )
             sites = _sites(values, b"HS_SITE")
             if not sites:  # the referral names a handle that holds the sites
-                holder = await self._ask(
-                    await self.sites_for(referred, deadline, budget),
-                    referred, _PREFIX_TYPES, False, deadline, budget,
-                )  # fmt: skip
-                service = await self._service_in(holder, referred, deadline, budget)
+                service = await self._service_of(referred, deadline, budget)
                 sites = service.sites if service is not None else []
             if not sites:
                 raise UpstreamError(f"a service referral for {handle!r} names no site")

@@ -37,6 +37,12 @@ from .signal import ChangeSignal
 __all__ = ["SQLiteStore"]
 
 _BUSY_TIMEOUT_MS = 10_000
+#: One record: its name, then its values (none: a row of NULLs), in index order.
+_RECORD_SQL = (
+    "SELECT h.handle, v.idx, v.type, v.data, v.ttl_type, v.ttl, v.timestamp, v.permissions,"
+    " v.refs FROM handles h LEFT JOIN handle_values v ON v.key = h.key WHERE h.key = ?"
+    " ORDER BY v.idx"
+)
 _CHANGES_KEPT = 10_000  # rows of handle_changes kept for processes that fell behind
 _PRUNE_EVERY = 1000  # writes between prunings
 
@@ -231,19 +237,10 @@ class SQLiteStore(HandleStore):
         key = handle_key(handle)
         try:
             # One trip to the reader's thread (execute, fetch and close in one call there).
-            rows = await self._reader.execute_fetchall(
-                "SELECT h.handle, v.idx, v.type, v.data, v.ttl_type, v.ttl, v.timestamp,"
-                " v.permissions, v.refs FROM handles h LEFT JOIN handle_values v ON v.key = h.key"
-                " WHERE h.key = ? ORDER BY v.idx",
-                (key,),
-            )
+            rows = await self._reader.execute_fetchall(_RECORD_SQL, (key,))
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
-        if not rows:
-            return None
-        name = rows[0][0]
-        values = tuple(value_from_row(row[1:]) for row in rows if row[1] is not None)
-        return Handle(name, values)
+        return _record(rows)
 
     async def count_handles(self, prefix: str) -> int:
         try:
@@ -646,12 +643,11 @@ def _run_one(db: sqlite3.Connection, key: str, change: Change) -> tuple[Outcome,
 
 
 def _load(db: sqlite3.Connection, key: str) -> Handle | None:
-    rows = db.execute(
-        "SELECT h.handle, v.idx, v.type, v.data, v.ttl_type, v.ttl, v.timestamp,"
-        " v.permissions, v.refs FROM handles h LEFT JOIN handle_values v ON v.key = h.key"
-        " WHERE h.key = ? ORDER BY v.idx",
-        (key,),
-    ).fetchall()
+    return _record(db.execute(_RECORD_SQL, (key,)).fetchall())
+
+
+def _record(rows: Sequence[Sequence]) -> Handle | None:
+    """The record ``_RECORD_SQL``'s rows show, or ``None`` (no rows: no such handle)."""
     if not rows:
         return None
     return Handle(rows[0][0], tuple(value_from_row(r[1:]) for r in rows if r[1] is not None))
