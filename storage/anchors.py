@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from .model import prefix_of
 from .rows import prefix_bounds
 
-__all__ = ["LONG_SKIP", "PageAnchors"]
+__all__ = ["LONG_SKIP", "PageAnchors", "Rows", "paged"]
 
 #: Rows a listing skips (from the nearest anchor) beyond which it skips alone.
 LONG_SKIP = 10_000
@@ -73,3 +74,71 @@ class PageAnchors:
 
     def watching(self, live: bool) -> None:
         self.changed(None)
+
+
+#: A backend's page read: ``(key, handle)`` rows of the prefix, ``size`` of them after the key
+#: ``after`` (from the prefix's start when ``None``), skipping ``skip`` first.
+Rows = Callable[[str | None, int, int], Awaitable[Sequence[Sequence[str]]]]
+
+
+async def paged(
+    rows: Rows,
+    anchors: PageAnchors | None,
+    low: str,
+    *,
+    offset: int,
+    limit: int | None,
+    batch: int,
+    long_skip: int = LONG_SKIP,
+) -> AsyncIterator[list[str]]:
+    """The handles of the prefix whose keys start at ``low``, from ``offset``, at most
+    ``limit``, in lists of ``batch``: read by key, each page after the last key of the one
+    before. With ``anchors`` the start of every page served is remembered, so the same or a
+    following page is an index seek instead of a skip of ``offset`` rows; a long skip is made
+    by one listing of a prefix at a time, the others asking meanwhile wait for its anchor.
+    Without (a store that cannot tell when other processes move pages), each deep page skips
+    from the prefix's start."""
+    generation = anchors.generation(low) if anchors is not None else 0
+
+    async def skip_to(start: int, after: str | None) -> str | None:
+        """The key just before the handle at ``offset``, from the anchor ``(start, after)``
+        (remembered: it anchors this page next time); ``None``: no handle there."""
+        if offset == start:
+            return after
+        first = await rows(after, 1, offset - start - 1)
+        if not first:
+            return None
+        if anchors is not None:
+            anchors.remember(low, offset, first[0][0], generation)
+        return first[0][0]
+
+    last: str | None = None
+    if offset > 0:
+        if anchors is None:
+            last = await skip_to(0, None)
+        else:
+            start, last = anchors.nearest(low, offset)
+            if offset - start > long_skip:
+                async with anchors.skipping(low):
+                    start, last = anchors.nearest(low, offset)
+                    last = await skip_to(start, last)
+            elif offset > start:
+                last = await skip_to(start, last)
+        if last is None:  # past the prefix's last handle
+            return
+    remaining = limit
+    served = 0
+    while remaining is None or remaining > 0:
+        size = batch if remaining is None else min(batch, remaining)
+        page = await rows(last, size, 0)
+        if not page:
+            return
+        yield [row[1] for row in page]
+        served += len(page)
+        last = page[-1][0]
+        if anchors is not None:
+            anchors.remember(low, offset + served, last, generation)
+        if len(page) < size:
+            return
+        if remaining is not None:
+            remaining -= len(page)

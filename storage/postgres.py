@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import asyncpg
 
-from .anchors import LONG_SKIP, PageAnchors
+from .anchors import LONG_SKIP, PageAnchors, paged
 from .base import Change, ChangeListener, HandleStore, ImportResult, SessionRecord
 from .errors import HandleError, InvalidData, SchemaMismatch, SearchTimeout, StoreUnavailable
 from .model import Handle, HandleValue, handle_key, prefix_of
@@ -254,60 +254,17 @@ class PostgresStore(HandleStore):
         anchors when its notification arrives, a few milliseconds after its commit: a listing
         in between pages as if it had not happened yet.)"""
         low, high = prefix_bounds(prefix)
-        anchors = self._anchors if self._live else None
-        generation = anchors.generation(low) if anchors is not None else 0
-        remaining = limit
-        served = 0
-        last: str | None = None
-        if offset > 0:
-            if anchors is None:
-                last = await self._skip_to(low, high, offset, 0, None, None)
-            else:
-                start, last = anchors.nearest(low, offset)
-                if offset - start > self.long_skip:
-                    # One long skip per prefix at a time: the others wait for its anchor.
-                    async with anchors.skipping(low):
-                        start, last = anchors.nearest(low, offset)
-                        last = await self._skip_to(low, high, offset, start, last, generation)
-                elif offset > start:
-                    last = await self._skip_to(low, high, offset, start, last, generation)
-            if last is None:  # past the prefix's last handle
-                return
-        while remaining is None or remaining > 0:
-            size = batch if remaining is None else min(batch, remaining)
-            rows = await self._page_rows(low, high, last, size, 0)
-            if not rows:
-                return
-            yield [r["handle"] for r in rows]
-            served += len(rows)
-            last = rows[-1]["key"]
-            if anchors is not None:
-                anchors.remember(low, offset + served, last, generation)
-            if len(rows) < size:
-                return
-            if remaining is not None:
-                remaining -= len(rows)
-
-    async def _skip_to(
-        self,
-        low: str,
-        high: str,
-        offset: int,
-        start: int,
-        after: str | None,
-        generation: int | None,
-    ) -> str | None:
-        """The key just before the handle at ``offset`` (> 0), found from the anchor ``(start,
-        after)`` and remembered (unless ``generation`` is None: no anchors); ``None`` when the
-        prefix has no handle there."""
-        if offset == start:
-            return after
-        first = await self._page_rows(low, high, after, 1, offset - start - 1)
-        if not first:
-            return None
-        if generation is not None:
-            self._anchors.remember(low, offset, first[0]["key"], generation)
-        return first[0]["key"]
+        pages = paged(
+            lambda after, size, skip: self._page_rows(low, high, after, size, skip),
+            self._anchors if self._live else None,
+            low,
+            offset=offset,
+            limit=limit,
+            batch=batch,
+            long_skip=self.long_skip,
+        )
+        async for names in pages:
+            yield names
 
     async def _page_rows(
         self, low: str, high: str, after: str | None, size: int, skip: int

@@ -35,7 +35,7 @@ from handle_server.native.remote import root_sites
 from handle_server.native.site import TCP, UDP, Interface, Server, SiteInfo
 from storage import HandleValue
 
-from .helpers import ADMIN_AUTH, free_port, url_value
+from .helpers import ADMIN_AUTH, basic, free_port, url_value
 from .helpers import Server as HandleServerProcess
 from .test_native import CNRI, cnri_admin, require_cnri
 
@@ -326,7 +326,7 @@ async def test_a_proxy_caches_for_the_ttl_reaches_the_site_on_auth_and_spreads_b
             sites.append(site_server)
             await site_server.ready()
         handles = [f"MULTI/h{n}" for n in range(12)]
-        auth = {"Authorization": "Basic " + base64.b64encode(b"300%3A0.NA%2FMULTI:s").decode()}
+        auth = basic("300:0.NA/MULTI", "s")
         located = {
             "index": 2,
             "type": "10320/loc",
@@ -413,10 +413,8 @@ async def test_a_proxy_caches_for_the_ttl_reaches_the_site_on_auth_and_spreads_b
         assert await _settled(asked, 6) == 6  # the other process asked once, then kept it
         resp = await proxy.delete(f"/api/cache/{handle}")
         assert resp.status == 401 and (await resp.json())["responseCode"] == 402
-        operator = {
-            "Authorization": "Basic " + base64.b64encode(b"300%3A0.NA%2FLOCAL:operator").decode()
-        }
-        outsider = {"Authorization": "Basic " + base64.b64encode(b"300%3A0.NA%2FMULTI:s").decode()}
+        operator = basic("300:0.NA/LOCAL", "operator")
+        outsider = basic("300:0.NA/MULTI", "s")
         resp = await proxy.delete(f"/api/cache/{handle}", headers=outsider)
         assert resp.status in (401, 403)  # not an identity of this server: no purge
         assert await _settled(asked, 6) == 6
@@ -515,8 +513,7 @@ async def test_delegated_prefixes_and_referrals_are_followed_as_the_reference_do
         async with aiohttp.ClientSession() as session:
             for prefix in prefixes:
                 value = url_value(f"https://example.org/{prefix}")
-                identity = f"300%3A0.NA%2F{prefix}:s".encode()
-                auth = {"Authorization": "Basic " + base64.b64encode(identity).decode()}
+                auth = basic(f"300:0.NA/{prefix}", "s")
                 url = f"{ours.base}/api/handles/{prefix}/x"
                 async with session.put(url, json=[value], headers=auth) as r:
                     assert r.status == 201, await r.text()

@@ -20,7 +20,7 @@ import datetime
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from aiohttp import web
@@ -79,10 +79,13 @@ class LineAccessLogger(AbstractAccessLogger):
     offset), made without its format machinery or a ``LogRecord``: through the batched
     handler ``serve`` gives the access logger. ``log_format`` names the format."""
 
+    #: The last start second seen and its stamp, shared: aiohttp makes a logger a connection.
+    _second: ClassVar[int] = -1
+    _stamp: ClassVar[str] = ""
+
     def __init__(self, logger: logging.Logger, log_format: str = "combined") -> None:
         super().__init__(logger, log_format)
         self.combined = log_format == "combined"
-        self._second, self._stamp = -1, ""
 
     @property
     def enabled(self) -> bool:
@@ -90,12 +93,13 @@ class LineAccessLogger(AbstractAccessLogger):
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         second = int(_time() - time)
-        if second != self._second:  # one timestamp a second, not one a request
-            self._second = second
-            self._stamp = _strftime("[%d/%b/%Y:%H:%M:%S %z]", _localtime(second))
+        cls = LineAccessLogger
+        if second != cls._second:  # one timestamp a second, not one a request
+            cls._stamp = _strftime("[%d/%b/%Y:%H:%M:%S %z]", _localtime(second))
+            cls._second = second
         version = request.version
         line = (
-            f"{request.remote or '-'} - - {self._stamp} "
+            f"{request.remote or '-'} - - {cls._stamp} "
             f'"{request.method} {request.path_qs} HTTP/{version.major}.{version.minor}" '
             f"{response.status} {response.body_length}"
         )
@@ -116,6 +120,7 @@ def _write(logger: logging.Logger, message: str) -> None:
     logger.info("%s", message)
 
 
+#: ``LineAccessLogger.log``'s argument ``time`` (aiohttp's name) hides the module.
 _time, _strftime, _localtime = time.time, time.strftime, time.localtime
 
 

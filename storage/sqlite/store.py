@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from ..anchors import LONG_SKIP, PageAnchors
+from ..anchors import LONG_SKIP, PageAnchors, paged
 from ..base import Change, ChangeListener, HandleStore, ImportResult, SessionRecord
 from ..errors import SchemaMismatch, SearchTimeout, StoreUnavailable
 from ..model import Handle, HandleValue, handle_key, prefix_of
@@ -260,50 +260,17 @@ class SQLiteStore(HandleStore):
         (``PageAnchors``), so the same or a following page is an index seek."""
         low, high = prefix_bounds(prefix)
         await self.catch_up()  # other processes' writes forget the anchors they moved
-        anchors = self._anchors
-        generation = anchors.generation(low)
-        remaining = limit
-        served = 0
-        last: str | None = None
-        if offset > 0:
-            start, last = anchors.nearest(low, offset)
-            if offset - start > self.long_skip:
-                # A long skip is made by one listing at a time per prefix: the others asking
-                # for that page meanwhile wait for its anchor instead of skipping too.
-                async with anchors.skipping(low):
-                    start, last = anchors.nearest(low, offset)
-                    last = await self._skip_to(low, high, offset, start, last, generation)
-            elif offset > start:
-                last = await self._skip_to(low, high, offset, start, last, generation)
-            if last is None:  # past the prefix's last handle
-                return
-        while remaining is None or remaining > 0:
-            size = batch if remaining is None else min(batch, remaining)
-            rows = await self._page_rows(low, high, last, size, 0)
-            if not rows:
-                return
-            yield [row[1] for row in rows]
-            served += len(rows)
-            last = rows[-1][0]
-            anchors.remember(low, offset + served, last, generation)
-            if len(rows) < size:
-                return
-            if remaining is not None:
-                remaining -= len(rows)
-
-    async def _skip_to(
-        self, low: str, high: str, offset: int, start: int, after: str | None, generation: int
-    ) -> str | None:
-        """The key just before the handle at ``offset`` (> 0), found from the anchor ``(start,
-        after)`` and remembered; ``None`` when the prefix has no handle there."""
-        if offset == start:
-            return after
-        # The row before the page: it anchors this page for next time.
-        first = await self._page_rows(low, high, after, 1, offset - start - 1)
-        if not first:
-            return None
-        self._anchors.remember(low, offset, first[0][0], generation)
-        return first[0][0]
+        pages = paged(
+            lambda after, size, skip: self._page_rows(low, high, after, size, skip),
+            self._anchors,
+            low,
+            offset=offset,
+            limit=limit,
+            batch=batch,
+            long_skip=self.long_skip,
+        )
+        async for names in pages:
+            yield names
 
     async def _page_rows(
         self, low: str, high: str, after: str | None, size: int, skip: int
