@@ -10,7 +10,10 @@ the same run, at a million handles.
    from core 1 for a fixed time: cached GET (a hot set of 10,000 handles, read once before),
    uncached GET (a second server with the cache off, random handles of all N), resolver 302,
    PUT create (new handles, each committed before its answer), PUT update (``?index=2`` of
-   random handles), the prefix listing at page 0 and at the last page, 304 revalidation.
+   random handles), the prefix listing at page 0 and at the last page, 304 revalidation;
+   and, where ``../shared/cnri`` and Java are there, the CNRI HANDLE.NET 7.3 server's HTTP
+   interface (on core 0 too) answering the same 302 for its seeded handle, one request a
+   connection (all it does), against ours for one handle, so and with keep-alive.
 4. Fills the cache (a read of as many distinct handles as it holds) and records the
    server's resident memory.
 5. Writes ``results.md`` (workload, req/s, ratio to the floor, p50, p99) and ``results.json``
@@ -27,6 +30,8 @@ import argparse
 import asyncio
 import json
 import math
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,12 +48,14 @@ from harness import (
     free_port,
     import_handles,
     machine,
+    pinned,
     write_config,
     write_export,
     wrk,
 )
 
 HERE = Path(__file__).resolve().parent
+CNRI = HERE.parent.parent / "shared" / "cnri"
 HOT = 10_000
 PAGE_SIZE = 100
 
@@ -139,6 +146,56 @@ def row(name: str, result: dict[str, Any], floor: float | None) -> dict[str, Any
     }
 
 
+def reference_rows(
+    work: Path,
+    ours: str,
+    seconds: int,
+    connections: int,
+    figures: dict[str, Any],
+    rows: list[dict[str, Any]],
+) -> None:
+    """The same 302 from the CNRI HANDLE.NET 7.3 server's HTTP interface (``start_cnri.sh``:
+    its seeded ``CNRI/test-1``, on core 0 like ours), which answers one request a connection,
+    against ours for one handle, one request a connection and with keep-alive. Skipped, with
+    a line saying so, where the reference or Java is missing."""
+    if not (CNRI / "start_cnri.sh").is_file() or shutil.which("java") is None:
+        print(f"the CNRI reference ({CNRI}) or Java is missing: no rows against it")
+        return
+    directory = work / "cnri"
+    port, http = free_port(), free_port()
+    started = subprocess.run(
+        [*pinned(0), "bash", str(CNRI / "start_cnri.sh"), str(directory), str(port), str(http)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    if started.returncode != 0:
+        print(f"the CNRI server did not start: no rows against it\n{started.stderr}")
+        return
+    close = script(work, "close", 'wrk.headers["Connection"] = "close"\n')
+    try:
+        theirs = wrk(
+            f"http://127.0.0.1:{http}/CNRI/test-1",
+            seconds=seconds, connections=connections, script=close,
+        )  # fmt: skip
+    finally:
+        subprocess.run(["bash", str(CNRI / "stop_cnri.sh"), str(directory)], timeout=60)
+    one = f"{ours}/BENCH/h0"
+    ours_close = wrk(one, seconds=seconds, connections=connections, script=close)
+    ours_kept = wrk(one, seconds=seconds, connections=connections)
+    # wrk counts the reference's close after each answer as a read error: not an error here.
+    theirs["errors"] = max(0, theirs["errors"] - theirs["requests"])
+    floor = rows[0]["rps"]
+    for name, measured in (
+        ("CNRI 7.3 HTTP interface, 302 (one request a connection)", theirs),
+        ("ours, 302 of one handle (one request a connection)", ours_close),
+        ("ours, 302 of one handle (keep-alive)", ours_kept),
+    ):
+        rows.append(row(name, measured, floor))
+    figures["vs_cnri"] = {
+        "one_request_a_connection": round(ours_close["rps"] / theirs["rps"], 2),
+        "keep_alive": round(ours_kept["rps"] / theirs["rps"], 2),
+    }
+
+
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     n, seconds, connections = args.handles, args.seconds, args.connections
     hot = min(HOT, n)
@@ -178,6 +235,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         resolver = script(work, "resolver", _RANDOM, salt=1, path="/BENCH/h", n=hot)
         measured = wrk(srv.url, seconds=seconds, connections=connections, script=resolver)
         rows.append(row("resolver 302 GET /{h}", measured, base))
+        reference_rows(work, srv.url, seconds, connections, figures, rows)
         tags = ",".join(f"'{t}'" for t in etags(srv.url, min(100, n)))
         revalidate = script(work, "revalidate", _REVALIDATE, tags=tags)
         measured = wrk(srv.url, seconds=seconds, connections=connections, script=revalidate)
@@ -250,8 +308,16 @@ def markdown(figures: dict[str, Any]) -> str:
         f"- Server RSS with the cache full ({figures['cache_fill_distinct']:,} distinct handles "
         f"read): {figures['rss_mib']:.0f} MiB (before the fill: "
         f"{figures['rss_before_fill_mib']:.0f} MiB).",
-        "",
     ]
+    if "vs_cnri" in figures:
+        vs = figures["vs_cnri"]
+        lines.append(
+            "- Ours against the CNRI 7.3 HTTP interface's 302: "
+            f"{vs['one_request_a_connection']:.2f}x one request a connection, "
+            f"{vs['keep_alive']:.2f}x with keep-alive (its closes are not counted as errors). "
+            "Native resolution against it: `bench/native.py`."
+        )
+    lines.append("")
     return "\n".join(lines)
 
 
