@@ -243,6 +243,23 @@ async def test_a_burst_of_guesses_is_checked_at_most_failure_limit_times(
     assert (await api.put("TEST/t", [url_value("https://t.org")]))[0] == 201  # the admin
 
 
+async def test_the_last_free_attempt_goes_to_one_of_two_checks_at_once(
+    aiohttp_client, tmp_path, storage_table
+):
+    """One failure short of the limit, two wrong secrets checked at once (two may hash at
+    once): one is checked, the other refused. Before a check counted itself as pending ahead
+    of its read of the store, both read the same count and both were checked."""
+    config = make_config(
+        tmp_path, storage=storage_table, auth={"failure_limit": 10, "failure_window": 60}
+    )
+    api = Api(await aiohttp_client(create_app(config)))
+    wrong = basic("300:TEST/someone", "guess")
+    for _ in range(9):
+        assert (await api.get("TEST/t", headers=wrong))[0] == 401
+    answers = await asyncio.gather(*(api.get("TEST/t", headers=wrong) for _ in range(2)))
+    assert sorted(status for status, _ in answers) == [401, 429], answers
+
+
 # -- sessions and throttling shared by every node on one store ---------------------------------
 
 

@@ -97,9 +97,14 @@ class Authenticator:
             return [f"client {client}"] if client else []
         return [f"identity {identity.index}:{handle_key(identity.handle)} from {client or '-'}"]
 
-    async def _check_throttle(self, identity: Identity | None, client: str | None) -> None:
+    async def _check_throttle(
+        self, identity: Identity | None, client: str | None, *, own: bool = False
+    ) -> None:
+        """``own``: the caller's attempt is among the pending ones, and is not counted."""
         keys = self._keys(identity, client)
-        wait = await self.throttle.retry_after(keys, self._pending)
+        # The snapshot of the pending attempts is taken here, before the store's count is read.
+        pending = {key: self._pending.get(key, 0) - own for key in keys}
+        wait = await self.throttle.retry_after(keys, pending)
         if wait is not None:
             raise TooManyFailures(
                 None,
@@ -129,9 +134,12 @@ class Authenticator:
         identity and for one address, so no burst of guesses takes more CPU than that."""
         (key,) = self._keys(identity, client)
         async with self._hashing(f"identity {identity.key}"), self._hashing(f"from {client}"):
-            await self._check_throttle(identity, client)  # again: others may have failed
+            # Counted as pending before the check's read of the store, not after it: two
+            # checks running at once each see the other, so they cannot both pass on the
+            # same last free attempt.
             self._pending[key] += 1
             try:
+                await self._check_throttle(identity, client, own=True)  # others may have failed
                 yield
             finally:
                 self._pending[key] -= 1
