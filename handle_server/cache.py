@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 from xml.etree.ElementTree import Element
 
-from cachetools import TLRUCache
+from cachetools import Cache, TLRUCache
 
 from storage import Handle, HandleStore, TTLType, handle_key
 
@@ -56,6 +56,9 @@ class Lookup:
     answer: Answer | None = None
     locations: list[Element] | None = None
     native: bytes | None = None  # the view's values in the native protocol's encoding
+    #: Set once the entry leaves the cache (forgotten, replaced, evicted or cleared): whoever
+    #: kept the lookup to answer from it must stop (expiry they check with ``expires``).
+    dropped: bool = False
 
 
 @dataclass(slots=True)
@@ -108,6 +111,20 @@ class _Flight:
         self.task: asyncio.Future[Lookup] | None = None
 
 
+class _Entries(TLRUCache):
+    """The cache's entries: an entry evicted to make room, or cleared, is marked ``dropped``."""
+
+    def popitem(self) -> tuple[str, Lookup]:
+        key, lookup = super().popitem()
+        lookup.dropped = True
+        return key, lookup
+
+    def clear(self) -> None:
+        for key in list(self):  # expired ones too: ``self[key]`` would refuse those
+            Cache.__getitem__(self, key).dropped = True
+        super().clear()
+
+
 class ResolutionCache:
     def __init__(
         self,
@@ -123,19 +140,31 @@ class ResolutionCache:
         self._config = config
         self._clock = clock
         self._fetch = fetch or (lambda handle, authoritative: store.get(handle))
-        self._entries: TLRUCache[str, Lookup] = TLRUCache(
+        self._entries: TLRUCache[str, Lookup] = _Entries(
             maxsize=max(1, config.max_bytes),
             ttu=lambda _key, lookup, _now: lookup.expires,
             timer=clock,
             getsizeof=lambda lookup: _size(lookup.record),
         )
         self._flights: dict[str, _Flight] = {}
+        #: False while other processes' changes may be untold (``peek`` then finds nothing).
+        self.caught_up: Callable[[], bool] = store.caught_up
         self._suspended = False
         self.stats = CacheStats()
         #: Told of each "hit", "miss", "load" and "invalidation".
         self.on_event: Callable[[str], None] | None = None
         #: Told when everything is forgotten (global mode forgets the sites it knows too).
         self.on_clear: Callable[[], None] | None = None
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock entries expire by (``Lookup.expires``)."""
+        return self._clock
+
+    def hit(self) -> None:
+        """Count a hit answered from a lookup kept past ``peek`` (while it is not dropped
+        and not expired, it is what ``peek`` would return)."""
+        self._count("hit")
 
     def _count(self, event: str) -> None:
         stats = self.stats
@@ -170,7 +199,7 @@ class ResolutionCache:
     def peek(self, handle: str) -> Lookup | None:
         """The cached public view of ``handle`` if it can be answered from the cache right
         now, without waiting (a hit); ``None`` means: ask ``lookup``."""
-        if not self._store.caught_up():
+        if not self.caught_up():
             return None
         try:  # not ``get``: cachetools' ``get`` checks the expiry twice, ``[]`` once
             cached = self._entries[handle_key(handle)]
@@ -224,6 +253,9 @@ class ResolutionCache:
                 del self._flights[key]
 
     def _store_entry(self, key: str, lookup: Lookup) -> None:
+        replaced = self._entries.pop(key, None)
+        if replaced is not None:
+            replaced.dropped = True
         try:
             self._entries[key] = lookup
         except ValueError:  # larger than the whole cache
@@ -238,7 +270,9 @@ class ResolutionCache:
     def forget_key(self, key: str) -> None:
         """``invalidate`` by ``handle_key`` (as the store tells of other nodes' writes)."""
         self._count("invalidation")
-        self._entries.pop(key, None)
+        forgotten = self._entries.pop(key, None)
+        if forgotten is not None:
+            forgotten.dropped = True
         flight = self._flights.pop(key, None)
         if flight is not None:
             flight.stale = True

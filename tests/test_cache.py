@@ -246,3 +246,30 @@ async def test_only_the_servers_admins_purge_and_a_purge_changes_no_record(api):
     assert status == 405 and api.last.headers["Allow"] == "DELETE"
     status, body = await api.get("TEST/kept")
     assert status == 200 and body["values"][0]["data"]["value"] == "https://example.org/kept"
+
+
+async def test_a_lookup_that_leaves_the_cache_says_so(aiohttp_client, tmp_path, clock):
+    """``Lookup.dropped`` (what a kept answer checks): set when the entry is forgotten,
+    replaced by a fresh read, evicted or cleared; not while it stays."""
+    api = await make_api(aiohttp_client, tmp_path, clock, max_entries=2)
+    cache = app_of(api)[keys.SERVICE].cache
+    for name in ("TEST/d1", "TEST/d2", "TEST/d3"):
+        await api.put(name, [url_value("https://e.org")])
+
+    async def cached(name: str):
+        lookup = await cache.lookup(name)
+        assert cache.peek(name) is lookup
+        return lookup
+
+    first = await cached("TEST/d1")
+    assert (await cache.lookup("TEST/d1")) is first and not first.dropped
+    cache.invalidate("TEST/d1")
+    assert first.dropped
+    first = await cached("TEST/d1")
+    fresh = await cache.lookup("TEST/d1", refresh=True)
+    assert fresh is not first and first.dropped and cache.peek("TEST/d1") is fresh
+    second, third = await cached("TEST/d2"), await cached("TEST/d3")  # two places: d1 goes
+    assert cache.peek("TEST/d1") is None and fresh.dropped
+    assert not (second.dropped or third.dropped)
+    cache.clear()
+    assert second.dropped and third.dropped

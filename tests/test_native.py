@@ -549,8 +549,7 @@ async def test_native_answers_carry_what_rest_answers_carry(native_app, values, 
     public = rest["values"] if rest else []
     # The quick path (a cached record, answered without a task) says the same bytes.
     request = _request(name.encode(), 7)
-    envelope = codec.decode_envelope(request)
-    quick = app[NATIVE].quick(envelope, request[20:], client="192.0.2.9", transport="tcp")
+    quick = app[NATIVE].quick(request, client="192.0.2.9", transport="tcp")
     if quick is not None:  # (a record with a TTL of 0 is not cached)
         assert quick[:36] + quick[40:] == answer[:36] + answer[40:]  # but the expiration
     # Not public-only, as the reference: challenged if a value is not public, else the same.
@@ -799,8 +798,7 @@ async def test_the_quick_path_answers_cached_records_only_as_it_should(native_ap
 
     def quick(flags: int = CNRI_FLAGS, handle: bytes = b"TEST/q") -> bytes | None:
         request = _request(handle, 11, flags)
-        envelope = codec.decode_envelope(request)
-        return native.quick(envelope, request[20:], client=None, transport="udp")
+        return native.quick(request, client=None, transport="udp")
 
     assert quick() is None  # not cached yet
     slow = await _native(app, b"TEST/q", request_id=11)  # now it is
@@ -816,6 +814,95 @@ async def test_the_quick_path_answers_cached_records_only_as_it_should(native_ap
     # A write forgets the cached record: the quick path then has nothing to say.
     assert (await api.put("TEST/q", [url_value("https://e.org/changed")]))[0] == 200
     assert quick() is None
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _native_config(tmp_path, **tables):
+    return make_config(
+        tmp_path, native={"enabled": True, "key_file": str(tmp_path / "n.pem")}, **tables
+    )
+
+
+async def test_a_kept_quick_answer_is_what_answers_makes_until_its_entry_goes(
+    aiohttp_client, tmp_path
+):
+    """The second time a request is answered by ``quick`` the answer is the one kept from the
+    first, with the request id and the time put in: byte for byte what ``answers`` makes,
+    counted and logged as every answer; kept no longer than its cache entry (a write, the
+    end of its TTL)."""
+    clock = _Clock()
+    app = create_app(_native_config(tmp_path), clock=clock)
+    api = Api(await aiohttp_client(app))
+    assert (await api.put("TEST/k", [url_value("https://e.org/k", ttl=60)]))[0] == 201
+    native, cache = app[NATIVE], app[NATIVE].handles.cache
+
+    async def slow(request_id: int) -> bytes:
+        request = _request(b"TEST/k", request_id)
+        return await native.answer(codec.decode_envelope(request), request[20:], client="x")
+
+    def quick(request_id: int) -> bytes | None:
+        return native.quick(_request(b"TEST/k", request_id), client="x", transport="udp")
+
+    await slow(1)  # now cached
+    assert quick(2) == await slow(2)  # made, and kept
+    for request_id in (3, 0xFFFFFFFF):
+        hits = cache.stats.hits
+        kept = quick(request_id)
+        assert cache.stats.hits == hits + 1  # counted as every hit
+        assert kept == await slow(request_id)
+    clock.now += 1.5  # a new second: a new expiration
+    assert quick(4) == await slow(4)
+    assert codec.decode_message(quick(5)[20:]).expiration == int(clock.now) + 12 * 3600
+    # A write: the kept answer goes with its entry.
+    assert (await api.put("TEST/k", [url_value("https://e.org/new", ttl=60)]))[0] == 200
+    assert quick(6) is None
+    fresh = await slow(7)
+    assert b"https://e.org/new" in fresh and quick(7) == fresh and quick(8) == await slow(8)
+    # The TTL ends: nothing kept is answered.
+    clock.now += 61
+    assert quick(9) is None
+
+
+async def test_a_kept_quick_answer_goes_when_its_entry_is_evicted(aiohttp_client, tmp_path):
+    """An entry evicted to make room is one whose later change the cache is not told of:
+    what was kept from it must go at once, not at the next write."""
+    app = create_app(_native_config(tmp_path, cache={"max_entries": 1}))
+    api = Api(await aiohttp_client(app))
+    native = app[NATIVE]
+    for name in ("TEST/e1", "TEST/e2"):
+        assert (await api.put(name, [url_value(f"https://e.org/{name}")]))[0] == 201
+
+    def quick(name: bytes) -> bytes | None:
+        return native.quick(_request(name, 1), client=None, transport="tcp")
+
+    await _native(app, b"TEST/e1")
+    assert quick(b"TEST/e1") is not None and quick(b"TEST/e1") is not None  # kept
+    await _native(app, b"TEST/e2")  # takes the only place
+    assert quick(b"TEST/e1") is None
+
+
+async def test_a_kept_quick_answer_goes_when_another_node_writes(aiohttp_client, tmp_path):
+    """Two servers on one store: a write through one is not answered from what the other
+    kept."""
+    config = _native_config(tmp_path)
+    app = create_app(config)
+    api, other = Api(await aiohttp_client(app)), Api(await aiohttp_client(create_app(config)))
+    assert (await api.put("TEST/n", [url_value("https://e.org/old")]))[0] == 201
+    native = app[NATIVE]
+    await _native(app, b"TEST/n")
+    kept = native.quick(_request(b"TEST/n", 1), client=None, transport="udp")
+    assert kept is not None and b"https://e.org/old" in kept
+    assert (await other.put("TEST/n", [url_value("https://e.org/new")]))[0] == 200
+    assert native.quick(_request(b"TEST/n", 1), client=None, transport="udp") is None
+    answer = await _native(app, b"TEST/n")
+    assert b"https://e.org/new" in answer and b"https://e.org/old" not in answer
 
 
 @pytest.mark.parametrize("kind", ["rsa", "dsa"])

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from storage import HandleError
 
 from ..auth.identities import Identity
+from ..cache import Lookup
 from ..errors import InvalidHandle, TooManyFailures, status_and_code
 from ..service import HandleService, select
 from . import codec, sessions, signing
@@ -73,6 +74,26 @@ _NOT_QUICK = (
 _QUICK_SHORTEST = 24 + 4 + 8 + 4
 
 
+#: Requests kept with their answers by ``quick``, for each transport (the access log names
+#: it); at more, all are forgotten.
+_HOT_REQUESTS = 4096
+
+
+@dataclass(slots=True)
+class _Hot:
+    """A request ``quick`` answered, kept with its answer while ``lookup`` stays in the cache:
+    the answer is ``head`` + the request id + ``tail``, and ``tail`` is ``before`` + the
+    expiration (made ``second``) + ``after``. ``logged``: the access log's fields."""
+
+    lookup: Lookup
+    head: bytes
+    before: bytes
+    after: bytes
+    second: int
+    tail: bytes
+    logged: tuple[str, str, str, int, int]
+
+
 class _Challenged(Exception):
     """The request needs an identity: answer with a challenge."""
 
@@ -100,6 +121,7 @@ class NativeService:
         self._clock = clock
         self._answered = answered  # told each answer's operation and response code
         self.access = access
+        self._hot: dict[str, dict[bytes, _Hot]] = {"udp": {}, "tcp": {}, "http": {}}
 
     async def answer(
         self,
@@ -179,14 +201,40 @@ class NativeService:
                 time.perf_counter() - started,
             )
 
-    def quick(
-        self, envelope: Envelope, data: bytes, *, client: str | None, transport: str
-    ) -> bytes | None:
+    def quick(self, packet: bytes, *, client: str | None, transport: str) -> bytes | None:
         """The answer to the most common request there is (a public-only resolution of a
         whole record, not authoritative, not certified, no digest, no session) when its
         record is in the cache: made at once, without a task or a wait, byte for byte what
-        ``answers`` makes. ``None``: anything else (ask ``answers``)."""
-        if envelope.session_id or len(data) < _QUICK_SHORTEST:
+        ``answers`` makes. ``packet``: the envelope and the message. ``None``: anything else
+        (ask ``answers``).
+
+        A request answered here once is kept with its answer (``_Hot``) while the cache
+        entry it was made from stays: the same request again (from any client, with any
+        request id) gets the kept answer with its request id and the time put in."""
+        hots = self._hot[transport]
+        hot = hots.get(packet[:8] + packet[12:36] + packet[40:])  # all but id and expiration
+        cache = self.handles.cache
+        if hot is not None:
+            lookup = hot.lookup
+            if not lookup.dropped and cache.clock() < lookup.expires and cache.caught_up():
+                cache.hit()
+                self._answered(codec.OC_RESOLUTION, codec.RC_SUCCESS)
+                if self.access is not None:
+                    self.access.line(client, hot.logged)
+                second = int(self._clock())
+                if second != hot.second:
+                    hot.tail = hot.before + (second + _ANSWER_LIFETIME).to_bytes(4) + hot.after
+                    hot.second = second
+                return hot.head + packet[8:12] + hot.tail
+            del hots[packet[:8] + packet[12:36] + packet[40:]]
+        return self._quick(packet, client, transport)
+
+    def _quick(self, packet: bytes, client: str | None, transport: str) -> bytes | None:
+        if len(packet) < codec.ENVELOPE.size + _QUICK_SHORTEST:
+            return None
+        envelope = codec.decode_envelope(packet[: codec.ENVELOPE.size])
+        data = packet[codec.ENVELOPE.size :]
+        if envelope.session_id or envelope.flags or envelope.length != len(data):
             return None
         op, rc, flags, _, recursion, _, _, body_length = codec.HEADER.unpack_from(data)
         if op != codec.OC_RESOLUTION or rc or not flags & codec.FLAG_PUBLIC_ONLY:
@@ -209,20 +257,35 @@ class NativeService:
             encoded = [codec.encode_value(v) for v in values]
             lookup.native = struct.pack(">I", len(encoded)) + b"".join(encoded)
         body = codec.string(name) + lookup.native
-        expiration = int(self._clock()) + _ANSWER_LIFETIME
+        second = int(self._clock())
         flags = (flags | codec.FLAG_AUTHORITATIVE) & ~codec.FLAG_CONTINUOUS
         header = codec.HEADER.pack(
-            op, codec.RC_SUCCESS, flags, self.site_serial, recursion, 0, expiration, len(body)
+            op,
+            codec.RC_SUCCESS,
+            flags,
+            self.site_serial,
+            recursion,
+            0,
+            second + _ANSWER_LIFETIME,
+            len(body),
         )
         length = len(header) + len(body) + 4
-        out = codec.ENVELOPE.pack(
-            envelope.major, envelope.minor, 0, 0, envelope.request_id, 0, length
+        head = packet[:2] + bytes(6)  # the request's version; no flags, no session
+        before = bytes(4) + length.to_bytes(4) + header[:16]  # from the envelope's sequence
+        after = header[20:] + body + b"\x00\x00\x00\x00"  # from the body's length
+        tail = before + header[16:20] + after
+        handle = name[:200].decode("utf-8", "replace")
+        logged = (transport, "resolution", handle, codec.RC_SUCCESS, 20 + length)
+        hots = self._hot[transport]
+        if len(hots) >= _HOT_REQUESTS:
+            hots.clear()  # a new set of hot requests: they come back at their next ask
+        hots[packet[:8] + packet[12:36] + packet[40:]] = _Hot(
+            lookup, head, before, after, second, tail, logged
         )
         self._answered(op, codec.RC_SUCCESS)
         if self.access is not None:
-            handle = name[:200].decode("utf-8", "replace")
-            self.access.log(transport, client, "resolution", handle, 1, 20 + length, 0.0)
-        return out + header + body + b"\x00\x00\x00\x00"
+            self.access.line(client, logged)
+        return head + packet[8:12] + tail
 
     def refusal(self, envelope: Envelope, data: bytes, text: str) -> bytes:
         """A short RC 2 answer saying ``text``, for a request not answered over UDP (its

@@ -118,10 +118,11 @@ class _Connection(asyncio.Protocol):
         end = codec.ENVELOPE.size + envelope.length
         if len(self.buffer) < end:
             return
-        data = bytes(self.buffer[codec.ENVELOPE.size : end])
+        packet = bytes(self.buffer[:end])
         del self.buffer[:end]
+        data = packet[codec.ENVELOPE.size :]
         keep = _keeps_alive(data)
-        quick = self.tcp.service.quick(envelope, data, client=self.client, transport="tcp")
+        quick = self.tcp.service.quick(packet, client=self.client, transport="tcp")
         if quick is not None:
             transport.write(quick)
             self._after(keep)

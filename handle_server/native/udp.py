@@ -51,33 +51,43 @@ class NativeUdp(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
-        try:
-            envelope = codec.decode_envelope(data)
-        except MessageError:
-            return
-        if envelope.length != len(data) - codec.ENVELOPE.size or envelope.flags:
-            return  # multi-packet, encrypted or compressed requests, or lying lengths
         if not self.rate.allows(addr[0]):
             # Over the rate: every other request gets a "slip", a short RC 2 no longer than
             # the request (nothing to amplify), so a real client turns to TCP at once; the
             # rest are dropped (as DNS response rate limiting does).
             self.over_rate += 1
-            if self.over_rate % 2 == 0 and self.transport is not None:
+            envelope = self._envelope(data)
+            if envelope is not None and self.over_rate % 2 == 0 and self.transport is not None:
                 slip = self.service.refusal(envelope, data[codec.ENVELOPE.size :], "use TCP")
                 if len(slip) <= len(data):
                     self.transport.sendto(slip, addr)
             return
-        message = data[codec.ENVELOPE.size :]
-        quick = self.service.quick(envelope, message, client=addr[0], transport="udp")
+        quick = self.service.quick(data, client=addr[0], transport="udp")
         if quick is not None and len(quick) <= MAX_DATAGRAM and self.transport is not None:
             self.transport.sendto(quick, addr)
+            return
+        envelope = self._envelope(data)
+        if envelope is None:
             return
         if len(self._working) >= _MAX_WORKING:
             self.over_rate += 1  # a flood from many addresses: no queue grows without end
             return
+        message = data[codec.ENVELOPE.size :]
         task = asyncio.ensure_future(self._answer(envelope, message, addr))
         self._working.add(task)
         task.add_done_callback(self._working.discard)
+
+    @staticmethod
+    def _envelope(data: bytes) -> codec.Envelope | None:
+        """The datagram's envelope; ``None`` for multi-packet, encrypted or compressed
+        requests, lying lengths and what is not a message at all (dropped)."""
+        try:
+            envelope = codec.decode_envelope(data)
+        except MessageError:
+            return None
+        if envelope.length != len(data) - codec.ENVELOPE.size or envelope.flags:
+            return None
+        return envelope
 
     async def _answer(self, envelope: codec.Envelope, message: bytes, addr: tuple) -> None:
         try:

@@ -31,7 +31,7 @@ async def message(request: web.Request) -> web.Response:
     if envelope.length != len(data) - codec.ENVELOPE.size:
         raise ProtocolError(None, "The envelope's length is not the body's")
     native, message = request.app[NATIVE], data[codec.ENVELOPE.size :]
-    answer = native.quick(envelope, message, client=request.remote, transport="http")
+    answer = native.quick(data, client=request.remote, transport="http")
     if answer is None:
         answer = await native.answer(envelope, message, client=request.remote, transport="http")
     return web.Response(body=answer, content_type=CONTENT_TYPE)

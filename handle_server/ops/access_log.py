@@ -109,13 +109,14 @@ class LineAccessLogger(AbstractAccessLogger):
         _write(self.logger, line)
 
 
-def _write(logger: logging.Logger, message: str) -> None:
+def _write(logger: logging.Logger, message: str, now: float | None = None) -> None:
     """Straight to the batched handler ``serve`` gives the access logger (the same line for a
-    fraction of the cost); through the logger otherwise."""
+    fraction of the cost); through the logger otherwise. ``now``: ``time.time()``, if the
+    caller has it."""
     handlers = logger.handlers
     if len(handlers) == 1 and isinstance(handlers[0], BatchedStreamHandler):
         if not logger.filters and not handlers[0].filters:
-            handlers[0].write_line(message)
+            handlers[0].write_line(message, now)
             return
     logger.info("%s", message)
 
@@ -137,6 +138,7 @@ class NativeAccessLog:
         self.worker = worker
         self.logger = logging.getLogger(LOGGER)
         self._second, self._stamp = -1, ""
+        self._tails: dict[tuple[str, str, str, int, int], str] = {}
 
     def log(
         self,
@@ -151,12 +153,8 @@ class NativeAccessLog:
         if not self.enabled or not self.logger.isEnabledFor(logging.INFO):
             return
         if not self.json:
-            second = int(time.time())
-            if second != self._second:  # one timestamp a second, not one a request
-                self._second = second
-                self._stamp = time.strftime("[%d/%b/%Y:%H:%M:%S +0000]", time.gmtime(second))
             request = f"HDL-{transport.upper()} {operation} {_printable(handle)}"
-            self._write(f'{client or "-"} - - {self._stamp} "{request}" {rc} {size}')
+            self._write(f'{client or "-"} - - {self._stamped(time.time())} "{request}" {rc} {size}')
             return
         now = datetime.datetime.now(datetime.UTC)
         entry: dict[str, Any] = {
@@ -172,6 +170,32 @@ class NativeAccessLog:
         if self.worker is not None:
             entry["worker"] = self.worker
         self._write(orjson.dumps(entry).decode())
+
+    def line(self, client: str | None, logged: tuple[str, str, str, int, int]) -> None:
+        """``log`` for the answers ``NativeService.quick`` keeps, whose ``logged`` fields
+        (transport, operation, handle, rc, size) come again and again: their line's part
+        after the time is made once."""
+        if self.json:
+            self.log(logged[0], client, logged[1], logged[2], logged[3], logged[4], 0.0)
+            return
+        if not self.enabled or not self.logger.isEnabledFor(logging.INFO):
+            return
+        tail = self._tails.get(logged)
+        if tail is None:
+            if len(self._tails) >= 4096:
+                self._tails.clear()
+            transport, operation, handle, rc, size = logged
+            request = f"HDL-{transport.upper()} {operation} {_printable(handle)}"
+            tail = self._tails[logged] = f' "{request}" {rc} {size}'
+        now = time.time()
+        _write(self.logger, f"{client or '-'} - - {self._stamped(now)}{tail}", now)
+
+    def _stamped(self, now: float) -> str:
+        second = int(now)
+        if second != self._second:  # one timestamp a second, not one a request
+            self._second = second
+            self._stamp = time.strftime("[%d/%b/%Y:%H:%M:%S +0000]", time.gmtime(second))
+        return self._stamp
 
     def _write(self, message: str) -> None:
         _write(self.logger, message)
@@ -215,7 +239,7 @@ class BatchedStreamHandler(logging.StreamHandler):
         elif len(self._lines) >= 512:
             self.flush()
 
-    def write_line(self, message: str) -> None:
+    def write_line(self, message: str, now: float | None = None) -> None:
         """``message`` as the formatter would show an INFO record of the access logger, made
         without a ``LogRecord`` (the formatter's fields are all ``%(name)s``-style strings:
         ``serve`` sets them). The native interfaces log through here."""
@@ -223,7 +247,8 @@ class BatchedStreamHandler(logging.StreamHandler):
         if mid is None:  # no time in the format
             self._add(pre + message + post)
             return
-        now = time.time()
+        if now is None:
+            now = time.time()
         second = int(now)
         if second != self._second:
             self._second = second
