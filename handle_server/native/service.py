@@ -83,7 +83,8 @@ _HOT_REQUESTS = 4096
 class _Hot:
     """A request ``quick`` answered, kept with its answer while ``lookup`` stays in the cache:
     the answer is ``head`` + the request id + ``tail``, and ``tail`` is ``before`` + the
-    expiration (made ``second``) + ``after``. ``logged``: the access log's fields."""
+    expiration (made ``second``) + ``after``. ``logged``: the access log's fields, and
+    ``log_tail`` what the access log makes of them once."""
 
     lookup: Lookup
     head: bytes
@@ -92,6 +93,7 @@ class _Hot:
     second: int
     tail: bytes
     logged: tuple[str, str, str, int, int]
+    log_tail: str | None = None
 
 
 class _Challenged(Exception):
@@ -220,7 +222,7 @@ class NativeService:
                 cache.hit()
                 self._answered(codec.OC_RESOLUTION, codec.RC_SUCCESS)
                 if self.access is not None:
-                    self.access.line(client, hot.logged)
+                    hot.log_tail = self.access.line(client, hot.logged, hot.log_tail)
                 second = int(self._clock())
                 if second != hot.second:
                     hot.tail = hot.before + (second + _ANSWER_LIFETIME).to_bytes(4) + hot.after
@@ -279,12 +281,11 @@ class NativeService:
         hots = self._hot[transport]
         if len(hots) >= _HOT_REQUESTS:
             hots.clear()  # a new set of hot requests: they come back at their next ask
-        hots[packet[:8] + packet[12:36] + packet[40:]] = _Hot(
-            lookup, head, before, after, second, tail, logged
-        )
+        hot = _Hot(lookup, head, before, after, second, tail, logged)
+        hots[packet[:8] + packet[12:36] + packet[40:]] = hot
         self._answered(op, codec.RC_SUCCESS)
         if self.access is not None:
-            self.access.line(client, logged)
+            hot.log_tail = self.access.line(client, logged, None)
         return head + packet[8:12] + tail
 
     def refusal(self, envelope: Envelope, data: bytes, text: str) -> bytes:

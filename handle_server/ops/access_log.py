@@ -121,6 +121,9 @@ def _write(logger: logging.Logger, message: str, now: float | None = None) -> No
     logger.info("%s", message)
 
 
+#: logging's milliseconds after the second: ",000" to ",999".
+_MILLIS = [f",{ms:03d}" for ms in range(1000)]
+
 #: ``LineAccessLogger.log``'s argument ``time`` (aiohttp's name) hides the module.
 _time, _strftime, _localtime = time.time, time.strftime, time.localtime
 
@@ -138,7 +141,6 @@ class NativeAccessLog:
         self.worker = worker
         self.logger = logging.getLogger(LOGGER)
         self._second, self._stamp = -1, ""
-        self._tails: dict[tuple[str, str, str, int, int], str] = {}
 
     def log(
         self,
@@ -171,24 +173,24 @@ class NativeAccessLog:
             entry["worker"] = self.worker
         self._write(orjson.dumps(entry).decode())
 
-    def line(self, client: str | None, logged: tuple[str, str, str, int, int]) -> None:
-        """``log`` for the answers ``NativeService.quick`` keeps, whose ``logged`` fields
-        (transport, operation, handle, rc, size) come again and again: their line's part
-        after the time is made once."""
+    def line(
+        self, client: str | None, logged: tuple[str, str, str, int, int], tail: str | None
+    ) -> str | None:
+        """``log`` for an answer ``NativeService.quick`` keeps, whose ``logged`` fields
+        (transport, operation, handle, rc, size) come again and again: ``tail``, the part of
+        its line after the time, is made once. Returns the tail to give next time."""
         if self.json:
             self.log(logged[0], client, logged[1], logged[2], logged[3], logged[4], 0.0)
-            return
+            return None
         if not self.enabled or not self.logger.isEnabledFor(logging.INFO):
-            return
-        tail = self._tails.get(logged)
+            return tail
         if tail is None:
-            if len(self._tails) >= 4096:
-                self._tails.clear()
             transport, operation, handle, rc, size = logged
             request = f"HDL-{transport.upper()} {operation} {_printable(handle)}"
-            tail = self._tails[logged] = f' "{request}" {rc} {size}'
+            tail = f' "{request}" {rc} {size}'
         now = time.time()
         _write(self.logger, f"{client or '-'} - - {self._stamped(now)}{tail}", now)
+        return tail
 
     def _stamped(self, now: float) -> str:
         second = int(now)
@@ -253,7 +255,7 @@ class BatchedStreamHandler(logging.StreamHandler):
         if second != self._second:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        self._add(f"{pre}{self._stamp},{int((now - second) * 1000):03d}{mid}{message}{post}")
+        self._add(f"{pre}{self._stamp}{_MILLIS[int((now - second) * 1000)]}{mid}{message}{post}")
 
     def setFormatter(self, fmt: logging.Formatter | None) -> None:
         super().setFormatter(fmt)

@@ -13,11 +13,14 @@ What is measured:
 
 Under ``serve --workers N`` each worker writes its figures to files in the folder named by
 ``PROMETHEUS_MULTIPROC_DIR`` (the parent makes one), and ``/metrics``, whichever worker
-answers, reports the sum over all of them: prometheus-client's multiprocess mode.
+answers, reports the sum over all of them: prometheus-client's multiprocess mode. Counts are
+added to the figures in batches (``Metrics.fold``): the answering worker's at the scrape, the
+others' within a second of their answers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Collection, Sequence
@@ -57,6 +60,10 @@ _METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH"
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+
+
+#: Seconds a count may wait to be added to its metric (``Metrics.fold``).
+_FOLD_AFTER = 1.0
 
 
 def multiprocess_mode() -> bool:
@@ -137,12 +144,61 @@ class Metrics:
         self._answered: dict[tuple[str, str, int], Any] = {}
         self._latencies: dict[tuple[str, str], Any] = {}
         self._native: dict[tuple[int, int], Any] = {}
+        # Counts and observations not yet added to their children (``fold``).
+        self._counts: dict[Any, int] = {}
+        self._observed: dict[Any, list[float]] = {}
+        self._folding: asyncio.TimerHandle | None = None
+
+    # -- deferred counting -------------------------------------------------------------------
+    #
+    # A request's counts are kept in plain dicts and added to the prometheus children at most
+    # ``_FOLD_AFTER`` later, in one go: an ``inc`` takes a lock and checks its argument each
+    # time, several times what the request's own counting needs. ``render`` adds them first,
+    # so a scrape sees every answer this process gave; other workers' (multiprocess mode) are
+    # at most ``_FOLD_AFTER`` late.
+
+    def _count(self, child: Any) -> None:
+        counts = self._counts
+        if not counts and not self._observed:
+            self._fold_soon()
+        counts[child] = counts.get(child, 0) + 1
+
+    def observe(self, child: Any, value: float) -> None:
+        observed = self._observed.get(child)
+        if observed is None:
+            if not self._counts and not self._observed:
+                self._fold_soon()
+            observed = self._observed[child] = []
+        observed.append(value)
+
+    def _fold_soon(self) -> None:
+        if self._folding is not None:
+            return
+        try:
+            self._folding = asyncio.get_running_loop().call_later(_FOLD_AFTER, self.fold)
+        except RuntimeError:  # no loop: nothing would fold them later
+            self._folding = None
+
+    def fold(self) -> None:
+        """Add what was counted meanwhile to the metrics."""
+        if self._folding is not None:
+            self._folding.cancel()
+            self._folding = None
+        counts, self._counts = self._counts, {}
+        observed, self._observed = self._observed, {}
+        for child, n in counts.items():
+            child.inc(n)
+        for child, values in observed.items():
+            for value in values:
+                child.observe(value)
+
+    # -- what is counted ---------------------------------------------------------------------
 
     def cache_event(self, result: str) -> None:
-        self._cache_events[result].inc()
+        self._count(self._cache_events[result])
 
     def remote_cache_event(self, result: str) -> None:
-        self._remote_events[result].inc()
+        self._count(self._remote_events[result])
 
     def upstream_request(self, server: str, outcome: str, seconds: float) -> None:
         """Time one request to another site's server. At most ``_UPSTREAM_SERVERS`` servers
@@ -164,11 +220,11 @@ class Metrics:
         if counter is None:
             counter = self.requests.labels(route, method, str(status))
             self._answered[route, method, status] = counter
-        counter.inc()
+        self._count(counter)
         latency = self._latencies.get((route, method))
         if latency is None:
             latency = self._latencies[route, method] = self.latency.labels(route, method)
-        latency.observe(seconds)
+        self.observe(latency, seconds)
 
     def native_answered(self, op_code: int, response_code: int) -> None:
         """Count one native answer. Operation codes the protocol does not define count as
@@ -179,10 +235,11 @@ class Metrics:
             counter = self.native.labels(op, str(response_code))
             if len(self._native) < 1024:  # response codes are the client's to invent
                 self._native[op_code, response_code] = counter
-        counter.inc()
+        self._count(counter)
 
     def render(self) -> bytes:
         """The text exposition format: this process's figures, or every worker's summed."""
+        self.fold()
         if multiprocess_mode():
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
@@ -196,14 +253,19 @@ class MetricsStore(HandleStore):
 
     def __init__(self, inner: HandleStore, metrics: Metrics) -> None:
         self.inner = inner
-        self._histogram = metrics.store
+        self._metrics = metrics
+        self._children: dict[str, Any] = {}
+        self.caught_up = inner.caught_up  # type: ignore[method-assign]
 
     async def _timed(self, operation: str, call: Awaitable[T]) -> T:
         started = time.perf_counter()
         try:
             return await call
         finally:
-            self._histogram.labels(operation).observe(time.perf_counter() - started)
+            child = self._children.get(operation)
+            if child is None:
+                child = self._children[operation] = self._metrics.store.labels(operation)
+            self._metrics.observe(child, time.perf_counter() - started)
 
     async def get(self, handle: str) -> Handle | None:
         return await self._timed("get", self.inner.get(handle))
@@ -233,7 +295,7 @@ class MetricsStore(HandleStore):
     async def announce(self, keys: Sequence[str | None]) -> None:
         await self.inner.announce(keys)
 
-    def caught_up(self) -> bool:
+    def caught_up(self) -> bool:  # (bound to the inner store's in ``__init__``: asked often)
         return self.inner.caught_up()
 
     async def catch_up(self) -> None:
