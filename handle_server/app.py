@@ -13,6 +13,7 @@ import storage
 
 from . import keys
 from .api import docs
+from .api.hot import HotAnswers
 from .auth.secrets import SecretKeeper
 from .config import Config
 from .middlewares import error_middleware
@@ -56,6 +57,9 @@ def create_app(
     app[keys.CONFIG] = config
     app[keys.LIMIT] = limit
     app[keys.METRICS] = metrics = Metrics()
+    app[keys.HOT] = hot = HotAnswers(metrics, clock)
+    # Before the routing: the application's own handler (aiohttp's, private; pinned) wrapped.
+    app._handle = hot.wrap(app._handle)  # type: ignore[method-assign]
     app[resolver.RNG] = random.Random()
     app.on_response_prepare.append(resolver.vary_on_accept)
     app.on_response_prepare.append(SecurityHeaders(pages.STYLE, docs.DOCS_STYLE))

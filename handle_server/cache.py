@@ -56,9 +56,10 @@ class Lookup:
     answer: Answer | None = None
     locations: list[Element] | None = None
     native: bytes | None = None  # the view's values in the native protocol's encoding
-    #: Set once the entry leaves the cache (forgotten, replaced, evicted or cleared): whoever
-    #: kept the lookup to answer from it must stop (expiry they check with ``expires``).
-    dropped: bool = False
+    #: Whether the lookup is out of the cache: never stored (a read that a write overtook,
+    #: a TTL of 0) or gone since (forgotten, replaced, evicted, cleared). Whoever kept it to
+    #: answer from must stop then (and at ``expires``).
+    dropped: bool = True
 
 
 @dataclass(slots=True)
@@ -256,9 +257,11 @@ class ResolutionCache:
         replaced = self._entries.pop(key, None)
         if replaced is not None:
             replaced.dropped = True
+        lookup.dropped = False
         try:
             self._entries[key] = lookup
         except ValueError:  # larger than the whole cache
+            lookup.dropped = True
             return
         while len(self._entries) > self._config.max_entries:
             self._entries.popitem()

@@ -94,6 +94,8 @@ class Resolution:
     #: The cache entry this very view (all its public values) came from, which keeps its
     #: finished answer; ``None`` when the values were filtered or read past the cache.
     entry: Lookup | None = None
+    #: The cache that holds ``entry``.
+    cache: ResolutionCache | None = None
 
     @property
     def response_code(self) -> int:
@@ -292,7 +294,7 @@ class HandleService:
         if lookup.record is None:
             raise HandleNotFound(handle)
         if not indexes and not types:
-            return Resolution(handle, lookup.record.values, lookup.expires, lookup)
+            return Resolution(handle, lookup.record.values, lookup.expires, lookup, cache)
         chosen = select(lookup.record.values, indexes, types)
         return Resolution(handle, tuple(chosen), lookup.expires)
 

@@ -103,7 +103,11 @@ async def resolve_json(request: web.Request, handle: str) -> web.Response:
         etag = etag_of(body)
         if entry is not None:
             # A copy of exactly its size: orjson's bytes keep their (4 KiB) buffer.
-            entry.answer = Answer(handle, bytes(memoryview(body)), etag)
+            entry.answer = answer = Answer(handle, bytes(memoryview(body)), etag)
+    if answer is not None and answer.name == handle and request.path.startswith(API_HANDLES):
+        # Kept to be answered before routing next time (not the resolver's JSON: it depends
+        # on Accept).
+        request.app[keys.HOT].keep(request, resolution, answer)
     return cached_response(
         request,
         body,
