@@ -6,7 +6,8 @@ the same run, at a million handles.
    the rate.
 2. Starts the **floor** (``bench/floor.py``): a bare aiohttp handler answering a prebuilt body
    the size of a real resolution answer, on the same event loop policy.
-3. Starts the real server (``handle-server serve``, core 0) and drives each workload with wrk
+3. Starts the real server (``handle-server serve``, core 0, its access log on as by default)
+   and drives each workload with wrk
    from core 1 for a fixed time: cached GET (a hot set of 10,000 handles, read once before),
    uncached GET (a second server with the cache off, random handles of all N), resolver 302,
    PUT create (new handles, each committed before its answer), PUT update (``?index=2`` of
@@ -206,7 +207,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     export = write_export(work / "load.jsonl", n)
     port = free_port()
-    config = write_config(work / "cached.toml", db, port=port)
+    # The access log on, as the server's default is (the floor has none).
+    config = write_config(work / "cached.toml", db, port=port, log="access = true")
     started = time.perf_counter()
     figures["import_per_s"] = round(import_handles(config, export), 1)
     figures["import_s"] = round(time.perf_counter() - started, 1)
@@ -270,7 +272,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         figures["cache_fill_distinct"] = min(filled["requests"], fill)
 
     uncached_port = free_port()
-    uncached = write_config(work / "uncached.toml", db, port=uncached_port, cache="max_ttl = 0")
+    uncached = write_config(
+        work / "uncached.toml", db, port=uncached_port, cache="max_ttl = 0", log="access = true"
+    )
     with Server(
         [*serve, str(uncached)], uncached_port, work / "uncached.log", ready_path="/healthz"
     ) as srv:

@@ -88,6 +88,14 @@ def cached_response(
     return web.Response(body=body, content_type=content_type, charset=charset, headers=headers)
 
 
+def redirect_response(
+    status: int, url: str, body: str, *, expires: float | None, now: float
+) -> web.Response:
+    """A redirect to ``url`` with its small page ``body`` (``pages.redirect_body``)."""
+    headers = {"Location": url, **caching_headers(expires, now)}
+    return web.Response(status=status, text=body, content_type="text/html", headers=headers)
+
+
 def wants_json(request: web.Request) -> bool:
     """Whether the client prefers JSON to HTML (``Accept``, with q-values)."""
     accept = request.headers.get("Accept", "")

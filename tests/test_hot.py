@@ -163,3 +163,51 @@ async def test_an_answer_from_outside_the_cache_is_never_hot(aiohttp_client, tmp
         status, _ = await api.get("TEST/z")
         assert status == 200
     assert app[keys.HOT].answered == 0
+
+
+BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+async def test_a_hot_redirect_is_the_resolvers_redirect(aiohttp_client, tmp_path):
+    clock = Clock()
+    api, app = await _app(aiohttp_client, tmp_path, clock)
+    hot = app[keys.HOT]
+    assert (await api.put("TEST/r", [url_value("https://e.org/r?a=1&b=<2>", ttl=300)]))[0] == 201
+    accepts = [{}, {"Accept": BROWSER}, {"Accept": "*/*"}, {"User-Agent": "curl/8.5.0"}]
+    for headers in accepts:  # the resolver answers each Accept once, and keeps it
+        await _raw(api, _request("/TEST/r", headers))
+    for seconds in (0, 100):
+        clock.now += seconds
+        for headers in [*accepts, {"Accept": BROWSER, "If-None-Match": "*"}]:
+            for version in ("1.1", "1.0"):
+                before = hot.answered
+                general = await _raw(api, _request("/TEST/r?auth=false", headers, version))
+                assert hot.answered == before
+                fast = await _raw(api, _request("/TEST/r", headers, version))
+                assert hot.answered == before + 1, headers
+                assert fast.startswith(f"HTTP/{version} 302 Found\r\n".encode())
+                assert _dateless(fast) == _dateless(general), (headers, version)
+    # JSON for a client asking for it: the view's, every time.
+    before = hot.answered
+    for _ in range(2):
+        resp = await api.client.get("/TEST/r", headers={"Accept": "application/json"})
+        assert resp.status == 200 and (await resp.json())["handle"] == "TEST/r"
+    assert hot.answered == before
+
+
+async def test_a_redirect_chosen_from_a_location_list_is_never_hot(aiohttp_client, tmp_path):
+    """10320/loc: the choice may depend on the client's address or on chance."""
+    api, app = await _app(aiohttp_client, tmp_path, Clock())
+    locations = (
+        '<locations><location href="https://a.org/x" weight="1"/>'
+        '<location href="https://b.org/x" weight="1"/></locations>'
+    )
+    loc = {"index": 2, "type": "10320/loc", "data": locations}
+    assert (await api.put("TEST/loc", [url_value("https://e.org/l"), loc]))[0] == 201
+    targets = set()
+    for _ in range(40):
+        resp = await api.client.get("/TEST/loc", allow_redirects=False)
+        assert resp.status == 302
+        targets.add(resp.headers["Location"])
+    assert targets == {"https://a.org/x", "https://b.org/x"}
+    assert app[keys.HOT].answered == 0

@@ -19,7 +19,7 @@ from storage import HandleValue
 from .. import keys, params
 from ..api.views import resolve_json
 from ..errors import ProtocolError
-from ..responses import cached_response, caching_headers, wants_json
+from ..responses import cached_response, redirect_response, wants_json
 from .locations import UnsafeAppend, choose_redirect, is_location_list, location_lists
 from .pages import lookup_page, record_page, redirect_body
 
@@ -94,11 +94,11 @@ async def resolve(request: web.Request) -> web.StreamResponse:
         except UnsafeAppend as exc:
             raise ProtocolError(handle, str(exc)) from None
         if target is not None:
-            return web.Response(
-                status=target.status,
-                text=redirect_body(target.url),
-                content_type="text/html",
-                headers={"Location": target.url, **caching_headers(resolution.expires, now)},
+            body = redirect_body(target.url)
+            if not lists and not request.query_string:  # the same every time: keep it
+                request.app[keys.HOT].keep_redirect(request, resolution, target, body)
+            return redirect_response(
+                target.status, target.url, body, expires=resolution.expires, now=now
             )
     page = record_page(handle, resolution.values).encode("utf-8")
     return cached_response(
