@@ -5,7 +5,8 @@ the same run, at a million handles.
    into a fresh SQLite store with ``handle-server import``, the path operators use; reports
    the rate.
 2. Starts the **floor** (``bench/floor.py``): a bare aiohttp handler answering a prebuilt body
-   the size of a real resolution answer, on the same event loop policy.
+   the size of a real resolution answer, on the same event loop policy; measured with
+   keep-alive (the ratios' base) and with one request a connection.
 3. Starts the real server (``handle-server serve``, core 0, its access log on as by default)
    and drives each workload with wrk
    from core 1 for a fixed time: cached GET (a hot set of 10,000 handles, read once before),
@@ -171,7 +172,7 @@ def reference_rows(
     if started.returncode != 0:
         print(f"the CNRI server did not start: no rows against it\n{started.stderr}")
         return
-    close = script(work, "close", 'wrk.headers["Connection"] = "close"\n')
+    close = work / "close.lua"  # (written for the floor's row)
     try:
         theirs = wrk(
             f"http://127.0.0.1:{http}/CNRI/test-1",
@@ -227,8 +228,11 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         with Server(floor_cmd, floor_port, work / "floor.log", ready_path="/") as floor_srv:
             get_hot = script(work, "hot", _RANDOM, salt=0, path="/api/handles/BENCH/h", n=hot)
             floor = wrk(floor_srv.url, seconds=seconds, connections=connections, script=get_hot)
+            close = script(work, "close", 'wrk.headers["Connection"] = "close"\n')
+            floor_close = wrk(floor_srv.url, seconds=seconds, connections=connections, script=close)
         rows.append(row("floor (bare aiohttp, same body)", floor, None))
         base = floor["rps"]
+        rows.append(row("floor, one request a connection", floor_close, base))
         print(f"floor: {base:,.0f} req/s")
 
         asyncio.run(warm(srv.url, hot))

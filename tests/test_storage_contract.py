@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from pathlib import Path
 
@@ -595,6 +596,67 @@ async def test_the_search_index_follows_every_write(store):
     # Imports are indexed like any write.
     await store.import_records([Handle("TEST/i", (val(1, "URL", b"https://imported.org"),))])
     assert await store.search([("URL", "*imported*")]) == ["TEST/i"]
+
+
+async def test_sqlite_indexes_imported_texts_together_and_after_a_crash(tmp_path, monkeypatch):
+    """SQLite: the texts an import adds go into the trigram index afterwards, in chunks (here
+    of 7 rows), at the next search or at close; writes and deletes meanwhile, ids reused, and
+    an import cut short (its store never closed) leave an index that finds exactly what is
+    stored."""
+    import storage.sqlite.store as sqlite_store
+
+    monkeypatch.setattr(sqlite_store, "_INDEX_CHUNK", 7)
+    path = tmp_path / "store.sqlite3"
+    first = await SQLiteStore.open(path)
+    await first.update("TEST/old", put(Handle("TEST/old", (val(1, "URL", b"https://x.org/old"),))))
+    urls = [Handle(f"TEST/i{n}", (val(1, "URL", b"https://x.org/i%d" % n),)) for n in range(30)]
+    await first.import_records(urls)
+    # Meanwhile: a write, a deleted imported record, an indexed record deleted and written
+    # again (a reused id).
+    await first.update("TEST/new", put(Handle("TEST/new", (val(1, "URL", b"https://x.org/new"),))))
+    await first.update("TEST/i3", lambda before: None)
+    await first.update("TEST/old", lambda before: None)
+    await first.update("TEST/old", put(Handle("TEST/old", (val(1, "URL", b"https://x.org/o2"),))))
+    more = [Handle(f"TEST/j{n}", (val(1, "URL", b"https://x.org/j%d" % n),)) for n in range(9)]
+    await first.import_records(more)
+    # Cut short: this store is never closed; another opens the file, as after a crash.
+    second = await SQLiteStore.open(path)
+    try:
+        expected = sorted(
+            [f"TEST/i{n}" for n in range(30) if n != 3]
+            + [f"TEST/j{n}" for n in range(9)]
+            + ["TEST/new", "TEST/old"]
+        )
+        assert sorted(await second.search([("URL", "https://x.org/*")])) == expected
+        assert await second.search([("URL", "*x.org/o2")]) == ["TEST/old"]
+        assert await second.search([("URL", "*x.org/old")]) == []
+        assert await second.search([("URL", "*x.org/i3")]) == []
+        # And the index and its table agree (FTS5's own check).
+        await second._writer.execute(
+            "INSERT INTO value_text_fts (value_text_fts, rank) VALUES ('integrity-check', 1)"
+        )
+    finally:
+        for opened in (second, first):
+            with contextlib.suppress(Exception):  # (a failure above must not hang the run)
+                await opened.close()
+
+
+async def test_sqlite_a_text_written_below_the_imports_ids_is_indexed_at_once(tmp_path):
+    """SQLite: an id below the first one an import added (the highest rows deleted, their
+    ids given again) is indexed as it is written: the import's catch-up starts above it."""
+    store = await SQLiteStore.open(tmp_path / "store.sqlite3")
+    try:
+        for name in ("TEST/a", "TEST/b"):
+            await store.update(
+                name, put(Handle(name, (val(1, "URL", b"https://y.org/" + name.encode()),)))
+            )
+        await store.import_records([Handle("TEST/c", (val(1, "URL", b"https://y.org/c"),))])
+        await store.update("TEST/c", lambda before: None)
+        await store.update("TEST/b", lambda before: None)
+        await store.update("TEST/d", put(Handle("TEST/d", (val(1, "URL", b"https://y.org/d"),))))
+        assert await store.search([("URL", "https://y.org/*")]) == ["TEST/a", "TEST/d"]
+    finally:
+        await store.close()
 
 
 async def test_search_patterns_must_be_findable_from_the_index(store):

@@ -7,7 +7,7 @@ cache entry it was made from, by the request's exact path (and, for the resolver
 answer depends on it, its ``Accept``). The same request again (a ``GET`` with no query and no
 ``Authorization``) is answered before the application's routing, from what was kept, through
 the same functions the views use (``cached_response``, ``redirect_response``) and with the
-application's ``on_response_prepare`` hooks (by the kept request's match), while the entry
+application's ``on_response_prepare`` hooks (by the route's match), while the entry
 stays (``Lookup.dropped``, its TTL, the store caught up): byte for byte the view's answer,
 counted in the cache's hits and in the request metrics as the view's are. Anything else, and a
 request whose entry went, takes the application's own way, which keeps it again.
@@ -38,8 +38,9 @@ from ..service import Resolution
 
 __all__ = ["HotAnswers"]
 
-#: Requests kept at most; at more, all are forgotten (the hot ones come back at their next ask).
-_MOST = 10_000
+#: Requests kept at most (about 300 bytes each); at more, all are forgotten (the hot ones come
+#: back at their next ask).
+_MOST = 50_000
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -61,6 +62,7 @@ class HotAnswers:
         self._now = now  # the service's clock, for the caching headers
         #: By the raw path for the API, by the raw path and ``Accept`` for the resolver.
         self._kept: dict[str | tuple[str, str], _Hot] = {}
+        self._matches: dict[str, web.UrlMappingMatchInfo] = {}
         self.answered = 0  # answers given here
 
     def keep(self, request: web.Request, resolution: Resolution, answer: Answer) -> None:
@@ -90,6 +92,9 @@ class HotAnswers:
         info = request.match_info
         resource = info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
+        # One match a route, the first kept (its values are that request's): what a hot
+        # answer's preparation reads of it is the route's applications.
+        info = self._matches.setdefault(route, info)
         return _Hot(cache, entry, info, route)
 
     def _keep(self, key: str | tuple[str, str], hot: _Hot) -> None:
@@ -137,8 +142,8 @@ class HotAnswers:
                     expires=lookup.expires,
                     now=self._now(),
                 )
-            # What the router found for the kept request (aiohttp's, private): the response's
-            # preparation runs the application's on_response_prepare hooks by it.
+            # What the router found for a request of the route (aiohttp's, private): the
+            # response's preparation runs the application's on_response_prepare hooks by it.
             request._match_info = hot.match_info
             metrics.answered(hot.route, "GET", response.status, time.perf_counter() - started)
             return response

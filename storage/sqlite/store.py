@@ -44,6 +44,8 @@ _RECORD_SQL = (
     " ORDER BY v.idx"
 )
 _CHANGES_KEPT = 10_000  # rows of handle_changes kept for processes that fell behind
+#: value_text rows put in the trigram index in one transaction after an import.
+_INDEX_CHUNK = 50_000
 _PRUNE_EVERY = 1000  # writes between prunings
 
 
@@ -170,6 +172,8 @@ class SQLiteStore(HandleStore):
         return version
 
     async def close(self) -> None:
+        with contextlib.suppress(StoreUnavailable):  # (indexed at the next open's search)
+            await self.index_pending()
         async with self._write_lock:
             if self._searcher is not None:
                 await self._searcher.close()
@@ -336,6 +340,12 @@ class SQLiteStore(HandleStore):
         async with self._transaction() as db:
             plan = plan_import(keyed, await self._load_many(db, list(keyed)), replace=replace)
             if plan.written:
+                # The rows this adds to value_text are indexed later, together.
+                await db.execute(
+                    "UPDATE search_index SET pending_from ="
+                    " (SELECT COALESCE(MAX(id), 0) + 1 FROM value_text)"
+                    " WHERE pending_from IS NULL"
+                )
                 await self._write_imported(db, plan)
                 async with db.execute("SELECT MAX(seq) FROM handle_changes") as cur:
                     (seq,) = await cur.fetchone()
@@ -347,6 +357,33 @@ class SQLiteStore(HandleStore):
             # Not marked seen: this process's own listeners learn of it like the others.
             self._signal.raise_to(seq)
         return plan.result
+
+    async def index_pending(self) -> None:
+        """Put the value texts imports added into the trigram index, ``_INDEX_CHUNK`` rows a
+        transaction (a write lock held for a moment at a time)."""
+        rows = await self._reader.execute_fetchall("SELECT pending_from FROM search_index")
+        if rows[0][0] is None:
+            return  # (nearly always: one read, no write lock)
+        while True:
+            async with self._transaction() as db:
+                async with db.execute("SELECT pending_from FROM search_index") as cur:
+                    (start,) = await cur.fetchone()
+                if start is None:
+                    return
+                async with db.execute("SELECT MAX(id) FROM value_text") as cur:
+                    (last,) = await cur.fetchone()
+                end = start + _INDEX_CHUNK
+                await db.execute(
+                    "INSERT INTO value_text_fts (rowid, text)"
+                    " SELECT id, text FROM value_text WHERE id >= ? AND id < ?",
+                    (start, end),
+                )
+                done = last is None or end > last
+                await db.execute(
+                    "UPDATE search_index SET pending_from = ?", (None if done else end,)
+                )
+            if done:
+                return
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -476,6 +513,7 @@ class SQLiteStore(HandleStore):
         limit: int = 1000,
         time_limit: float | None = None,
     ) -> list[str]:
+        await self.index_pending()  # what an import added, if it is not indexed yet
         sql, params = search_query(
             conditions,
             prefix=prefix,
