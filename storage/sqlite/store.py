@@ -360,11 +360,16 @@ class SQLiteStore(HandleStore):
 
     async def index_pending(self) -> None:
         """Put the value texts imports added into the trigram index, ``_INDEX_CHUNK`` rows a
-        transaction (a write lock held for a moment at a time)."""
+        transaction (a write lock held for a moment at a time). After more than one chunk the
+        index is merged into one segment: the chunks' segments would otherwise be merged by
+        the writes that come next, stalling each (a write after a million rows took 5x as
+        long, some of them 35 ms more)."""
         rows = await self._reader.execute_fetchall("SELECT pending_from FROM search_index")
         if rows[0][0] is None:
             return  # (nearly always: one read, no write lock)
+        chunks = 0
         while True:
+            chunks += 1
             async with self._transaction() as db:
                 async with db.execute("SELECT pending_from FROM search_index") as cur:
                     (start,) = await cur.fetchone()
@@ -383,7 +388,10 @@ class SQLiteStore(HandleStore):
                     "UPDATE search_index SET pending_from = ?", (None if done else end,)
                 )
             if done:
-                return
+                break
+        if chunks > 1:
+            async with self._transaction() as db:
+                await db.execute("INSERT INTO value_text_fts (value_text_fts) VALUES ('optimize')")
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
