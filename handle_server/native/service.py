@@ -214,7 +214,8 @@ class NativeService:
         entry it was made from stays: the same request again (from any client, with any
         request id) gets the kept answer with its request id and the time put in."""
         hots = self._hot[transport]
-        hot = hots.get(packet[:8] + packet[12:36] + packet[40:])  # all but id and expiration
+        key = packet[:8] + packet[12:36] + packet[40:]  # all but the id and the expiration
+        hot = hots.get(key)
         cache = self.handles.cache
         if hot is not None:
             lookup = hot.lookup
@@ -228,10 +229,10 @@ class NativeService:
                     hot.tail = hot.before + (second + _ANSWER_LIFETIME).to_bytes(4) + hot.after
                     hot.second = second
                 return hot.head + packet[8:12] + hot.tail
-            del hots[packet[:8] + packet[12:36] + packet[40:]]
-        return self._quick(packet, client, transport)
+            del hots[key]
+        return self._quick(packet, key, client, transport)
 
-    def _quick(self, packet: bytes, client: str | None, transport: str) -> bytes | None:
+    def _quick(self, packet: bytes, key: bytes, client: str | None, transport: str) -> bytes | None:
         if len(packet) < codec.ENVELOPE.size + _QUICK_SHORTEST:
             return None
         envelope = codec.decode_envelope(packet[: codec.ENVELOPE.size])
@@ -281,8 +282,7 @@ class NativeService:
         hots = self._hot[transport]
         if len(hots) >= _HOT_REQUESTS:
             hots.clear()  # a new set of hot requests: they come back at their next ask
-        hot = _Hot(lookup, head, before, after, second, tail, logged)
-        hots[packet[:8] + packet[12:36] + packet[40:]] = hot
+        hot = hots[key] = _Hot(lookup, head, before, after, second, tail, logged)
         self._answered(op, codec.RC_SUCCESS)
         if self.access is not None:
             hot.log_tail = self.access.line(client, logged, None)
