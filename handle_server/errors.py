@@ -28,6 +28,7 @@ __all__ = [
     "InvalidAdmin",
     "InvalidHandle",
     "InvalidValue",
+    "PreconditionFailed",
     "ProtocolError",
     "RecordTooLarge",
     "RequestTimeout",
@@ -67,6 +68,11 @@ class InvalidValue(HandleError):
 
 class RecordTooLarge(InvalidValue):
     """A write would make a record larger than ``[handle] max_record_bytes``."""
+
+
+class PreconditionFailed(HandleError):
+    """A conditional write (``If-Match``, ``If-None-Match``) met a record that fails its
+    condition: nothing was changed."""
 
 
 class ServerNotResponsible(HandleError):
@@ -140,6 +146,7 @@ ERROR_TABLE: dict[type[HandleError], tuple[int, int]] = {
     TooManyFailures: (429, 3),  # RC_SERVER_TOO_BUSY; the reference has no throttling
     ServerTooBusy: (503, 3),  # RC_SERVER_TOO_BUSY
     UpstreamUnavailable: (504, RC_ERROR),
+    PreconditionFailed: (412, RC_ERROR),  # the Handle protocol has no code of its own for it
 }
 
 

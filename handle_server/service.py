@@ -53,6 +53,7 @@ from .errors import (
     InvalidAdmin,
     InvalidHandle,
     InvalidValue,
+    PreconditionFailed,
     ProtocolError,
     RecordTooLarge,
     ServerNotResponsible,
@@ -60,7 +61,7 @@ from .errors import (
 from .locks import KeyedLocks
 from .resolver.locations import is_location_list
 
-__all__ = ["HandleService", "Resolution"]
+__all__ = ["HandleService", "Precondition", "Resolution"]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,21 @@ class Resolution:
     @property
     def response_code(self) -> int:
         return 1 if self.values else 200
+
+
+@dataclass(frozen=True, slots=True)
+class Precondition:
+    """A conditional write (HTTP's ``If-Match`` / ``If-None-Match``), decided against the
+    record the write changes, inside the write: it applies only if the record is unchanged.
+
+    ``match``: the entity tags of which the record must have one (``"*"``: any record at
+    all); ``none_match``: those it must have none of (``"*"``: there must be no record).
+    A record's tags are those of the caller's own read of it (``publicOnly=false``, no
+    filter): ``tags(name, values)`` gives them for the values that read shows."""
+
+    tags: Callable[[str, Sequence[HandleValue]], Collection[str]]
+    match: frozenset[str] | None = None
+    none_match: frozenset[str] | None = None
 
 
 def type_matches(value_type: str, wanted: str) -> bool:
@@ -404,13 +420,18 @@ class HandleService:
             self.cache.invalidate(handle)
 
     async def _write(
-        self, handle: str, identity: Identity | None, plan: Plan
+        self,
+        handle: str,
+        identity: Identity | None,
+        plan: Plan,
+        condition: Precondition | None = None,
     ) -> tuple[Handle | None, Handle | None]:
         """Run ``plan`` against the record as stored, check that ``identity`` holds what it
         needs, then store its result, provided the record has not changed meanwhile (if it
         has, all of it runs again). So the permission decided is the permission for exactly
         the record that is changed, and the slow part (groups, other records) runs outside
-        the store's write lock."""
+        the store's write lock. A ``condition`` is decided after the permission (it tells
+        about the record) and, like it, for exactly the record that is changed."""
         if identity is None:
             raise AuthenticationNeeded(handle, "Authentication needed")
         async with self._locks(handle_key(handle)):
@@ -422,10 +443,14 @@ class HandleService:
                     # Decided on permission first: the answer is the same whether or not the
                     # values it names exist, to anyone who may not change them.
                     await self._authorize(identity, handle, refusal.needs, refusal.authority)
+                    if condition is not None:
+                        await self._check_condition(handle, identity, before, condition)
                     raise refusal.error from None
                 if isinstance(authority, str):
                     authority = await self.store.get(authority)
                 await self._authorize(identity, handle, needs, authority)
+                if condition is not None:
+                    await self._check_condition(handle, identity, before, condition)
                 # After the check: the sizes would tell others what the record holds.
                 if after is not None:
                     self._check_size(after)
@@ -442,6 +467,47 @@ class HandleService:
                     # for each other): look again, after a short random pause.
                     await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))
         raise StoreUnavailable(f"{handle} kept changing during this write; try again")
+
+    async def _check_condition(
+        self, handle: str, identity: Identity, record: Handle | None, condition: Precondition
+    ) -> None:
+        """Raise ``PreconditionFailed`` unless ``record`` (as stored) meets ``condition``."""
+        if record is None:
+            if condition.match is not None:
+                raise PreconditionFailed(
+                    handle, f"{handle} does not exist: If-Match needs a stored record"
+                )
+            return
+        if condition.none_match is not None and "*" in condition.none_match:
+            raise PreconditionFailed(handle, f"{handle} exists (If-None-Match: *)")
+        if condition.match is not None and "*" in condition.match:
+            if condition.none_match is None:
+                return
+        view = await self.visible_values(identity, handle, record)
+        tags = set(condition.tags(handle, view)) if view is not None else set()
+        if condition.match is not None and "*" not in condition.match:
+            if not tags & condition.match:
+                raise PreconditionFailed(
+                    handle,
+                    f"{handle} has changed: its record no longer has the entity tag given "
+                    "in If-Match (read it again)",
+                )
+        if condition.none_match is not None and tags & condition.none_match:
+            raise PreconditionFailed(
+                handle, f"{handle} has one of the entity tags given in If-None-Match"
+            )
+
+    async def visible_values(
+        self, identity: Identity, handle: str, record: Handle
+    ) -> tuple[HandleValue, ...] | None:
+        """The values an unfiltered ``publicOnly=false`` read of ``record`` by ``identity``
+        shows (``resolve``'s rules): all of them with READ_VALUE, else the public ones;
+        ``None`` where that read is refused (a value readable by no one)."""
+        if not await self.authorizer.holds(identity, handle, P.READ_VALUE, record):
+            return tuple(v for v in record.values if v.public_read)
+        if any(not v.public_read and not v.admin_read for v in record.values):
+            return None
+        return record.values
 
     def _check_size(self, record: Handle) -> None:
         limits = self.config.handle
@@ -581,6 +647,7 @@ class HandleService:
         *,
         overwrite: bool,
         identity: Identity | None,
+        condition: Precondition | None = None,
     ) -> bool:
         """Create ``handle`` with ``values``, or (``overwrite``) replace its whole record.
         True if the handle is new.
@@ -601,11 +668,16 @@ class HandleService:
             self._guard(before, after)
             return after, _replace_alternatives(needs), before
 
-        before, _ = await self._write(handle, identity, plan)
+        before, _ = await self._write(handle, identity, plan, condition)
         return before is None
 
     async def mint(
-        self, stem: str, values: Sequence[HandleValue], *, identity: Identity | None
+        self,
+        stem: str,
+        values: Sequence[HandleValue],
+        *,
+        identity: Identity | None,
+        condition: Precondition | None = None,
     ) -> str:
         """Create a new handle named ``stem`` + a random UUID and return its name."""
         self.check_handle(stem, stem=True)
@@ -622,7 +694,7 @@ class HandleService:
                 return self._new_record(name, prepared)
 
             try:
-                await self._write(name, identity, plan)
+                await self._write(name, identity, plan, condition)
             except HandleAlreadyExists:
                 log.warning("minted suffix collided with an existing handle: %s", name)
                 continue
@@ -636,6 +708,7 @@ class HandleService:
         *,
         overwrite: bool,
         identity: Identity | None,
+        condition: Precondition | None = None,
     ) -> bool:
         """Add ``values`` to an existing handle, replacing those at the same indexes when
         ``overwrite``. True if every value was new."""
@@ -657,7 +730,7 @@ class HandleService:
             self._guard(before, after)
             return after, needs, before
 
-        before, _ = await self._write(handle, identity, plan)
+        before, _ = await self._write(handle, identity, plan, condition)
         assert before is not None
         return not (before.indexes & new_indexes)
 
@@ -684,7 +757,12 @@ class HandleService:
         await self._write(handle, identity, plan)
 
     async def remove_values(
-        self, handle: str, indexes: Collection[int], *, identity: Identity | None
+        self,
+        handle: str,
+        indexes: Collection[int],
+        *,
+        identity: Identity | None,
+        condition: Precondition | None = None,
     ) -> None:
         """Remove the values at ``indexes``; all must exist, else nothing is removed."""
         self.check_handle(handle)
@@ -701,9 +779,15 @@ class HandleService:
             self._guard(before, after)
             return after, needs_to_remove(before, wanted), before
 
-        await self._write(handle, identity, plan)
+        await self._write(handle, identity, plan, condition)
 
-    async def delete(self, handle: str, *, identity: Identity | None) -> None:
+    async def delete(
+        self,
+        handle: str,
+        *,
+        identity: Identity | None,
+        condition: Precondition | None = None,
+    ) -> None:
         self.check_handle(handle)
 
         def plan(before: Handle | None):
@@ -712,7 +796,7 @@ class HandleService:
             self._guard(before, None)
             return None, Needs(P.DELETE_HANDLE), before
 
-        await self._write(handle, identity, plan)
+        await self._write(handle, identity, plan, condition)
 
     async def purge(self, handle: str | None, *, identity: Identity | None) -> None:
         """Forget the cached record of ``handle`` (``None``: every cached record, and what

@@ -296,6 +296,25 @@ _READ_PARAMS = [
 ]
 
 
+#: Conditional writes: decided against the record the write changes, as the writer reads it.
+_CONDITIONS = [
+    {
+        "name": "If-Match",
+        "in": "header",
+        "description": "apply only if the record has one of these ETags (those of the "
+        "caller's own unfiltered read; * : any record)",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "If-None-Match",
+        "in": "header",
+        "description": "* : apply only if there is no record (create only); ETags: only if "
+        "the record has none of them",
+        "schema": {"type": "string"},
+    },
+]
+
+
 def _handles_paths() -> dict[str, Any]:
     handle_item = {
         "parameters": [_HANDLE],
@@ -325,6 +344,7 @@ def _handles_paths() -> dict[str, Any]:
                 ),
                 _query("overwrite", "false: refuse to replace what exists (409)", _BOOL),
                 _query("mintNewSuffix", "true: the path is a prefix or stem; mint a suffix", _BOOL),
+                *_CONDITIONS,
             ],
             "requestBody": {
                 "required": True,
@@ -352,6 +372,7 @@ def _handles_paths() -> dict[str, Any]:
                 "400": _error("Bad input: responseCode 4, 102, 202 or 301"),
                 "403": _error("Not permitted: responseCode 400 or 401"),
                 "409": _error("Exists (101), or a value index exists (201)"),
+                "412": _error("If-Match or If-None-Match does not hold: responseCode 2"),
                 "413": _error("Body too large"),
                 "415": _error("Not application/json"),
                 **_AUTH_ERRORS,
@@ -362,13 +383,15 @@ def _handles_paths() -> dict[str, Any]:
             "summary": "Delete a handle, or the values at ?index=",
             "operationId": "deleteHandle",
             "parameters": [
-                _query("index", "delete only these values", {"type": "integer"}, repeat=True)
+                _query("index", "delete only these values", {"type": "integer"}, repeat=True),
+                *_CONDITIONS,
             ],
             "responses": {
                 "200": _answer("Deleted", "Done"),
                 "400": _error("Bad input, or no value at an index (200)"),
                 "403": _error("Not permitted"),
                 "404": _error("No such handle: responseCode 100"),
+                "412": _error("If-Match or If-None-Match does not hold: responseCode 2"),
                 **_AUTH_ERRORS,
             },
             "security": [{"basic": []}, {"handleSession": []}],

@@ -3,7 +3,9 @@ the answer. Errors are raised, never built here (see ``middlewares.py``)."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from collections.abc import Sequence
 
 import orjson
 from aiohttp import web
@@ -19,8 +21,9 @@ from ..errors import (
     InvalidValue,
     ProtocolError,
 )
-from ..responses import cached_response, etag_of, json_bytes, json_response
+from ..responses import cached_response, etag_of, json_response
 from ..serializers import value_to_json, values_from_body
+from ..service import Precondition
 
 __all__ = [
     "API_HANDLES",
@@ -40,6 +43,8 @@ API_CACHE = "/api/cache"
 REVERSE_LOOKUP = "/hrls/handles"
 _SEARCH_OPTIONS = frozenset({"prefix", "limit", "page"})
 _SEARCH_MAX_LIMIT = 10_000
+#: An entity tag as HTTP writes it (RFC 9110 §8.8.3), weak or strong.
+_ENTITY_TAG = re.compile(r'(W/)?"[\x21\x23-\x7e\x80-\xff]*"')
 
 
 async def _json_body(request: web.Request, handle: str) -> object:
@@ -57,6 +62,62 @@ async def _json_body(request: web.Request, handle: str) -> object:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ProtocolError(handle, f"Invalid JSON in PUT request: {exc}") from None
+
+
+def _record_body(handle: str, values: Sequence, response_code: int, *, pretty: bool) -> bytes:
+    """A record's JSON answer, as GET gives it."""
+    document = {
+        "responseCode": response_code,
+        "handle": handle,
+        "values": [value_to_json(v) for v in values],
+    }
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2 if pretty else 0)
+
+
+def record_tags(handle: str, values: Sequence) -> tuple[str, str]:
+    """The entity tags a GET of ``handle`` showing ``values`` gives, plain and ``?pretty``."""
+    code = 1 if values else 200
+    return tuple(  # type: ignore[return-value]
+        etag_of(_record_body(handle, values, code, pretty=pretty)) for pretty in (False, True)
+    )
+
+
+def _entity_tags(request: web.Request, header: str, handle: str) -> frozenset[str] | None:
+    """The strong entity tags (or ``*``) of a conditional header; a weak tag never matches a
+    write (strong comparison, RFC 9110 §13.1.1)."""
+    raw = request.headers.getall(header, [])
+    if not raw:
+        return None
+    text = ",".join(raw).strip()
+    if text == "*":
+        return frozenset({"*"})
+    tags = set()
+    rest = text
+    while rest:
+        found = _ENTITY_TAG.match(rest)
+        if found is None:
+            raise ProtocolError(
+                handle,
+                f"{header} must be * or a list of entity tags as an answer's ETag gives them "
+                f'(e.g. "0f3a..."), got {text[:100]!r}',
+            )
+        if found.group(1) is None:
+            tags.add(found.group(0))
+        rest = rest[found.end() :].lstrip(" \t")
+        if rest:
+            if not rest.startswith(","):
+                raise ProtocolError(handle, f"{header}: entity tags are separated by commas")
+            rest = rest[1:].lstrip(" \t")
+    return frozenset(tags)
+
+
+def precondition(request: web.Request, handle: str) -> Precondition | None:
+    """The write's condition from ``If-Match`` / ``If-None-Match``, if it has one."""
+    match = _entity_tags(request, "If-Match", handle)
+    none_match = _entity_tags(request, "If-None-Match", handle)
+    if match is None and none_match is None:
+        return None
+    return Precondition(record_tags, match=match, none_match=none_match)
 
 
 async def get_handle(request: web.Request) -> web.StreamResponse:
@@ -92,13 +153,11 @@ async def resolve_json(request: web.Request, handle: str) -> web.Response:
     if answer is not None and answer.name == handle:
         body, etag = answer.body, answer.etag
     else:
-        body = json_bytes(
-            request,
-            {
-                "responseCode": resolution.response_code,
-                "handle": handle,
-                "values": [value_to_json(v) for v in resolution.values],
-            },
+        body = _record_body(
+            handle,
+            resolution.values,
+            resolution.response_code,
+            pretty="pretty" in request.query,
         )
         etag = etag_of(body)
         if entry is not None:
@@ -130,6 +189,7 @@ async def put_handle(request: web.Request) -> web.Response:
         raise ProtocolError(handle, "mintNewSuffix creates a handle: it cannot be used with index")
     if identity is None:  # refused before the body is read: no write is anonymous
         raise AuthenticationNeeded(handle, "Authentication needed")
+    condition = precondition(request, handle)
     body = await _json_body(request, handle)
     values = values_from_body(
         body,
@@ -157,15 +217,19 @@ async def put_handle(request: web.Request) -> web.Response:
                 )
         elif len(index_params) > 1:
             raise ProtocolError(handle, "index=various cannot be combined with other indexes")
-        all_new = await service.add_values(handle, values, overwrite=overwrite, identity=identity)
+        all_new = await service.add_values(
+            handle, values, overwrite=overwrite, identity=identity, condition=condition
+        )
         return json_response(
             request, {"responseCode": 1, "handle": handle}, status=201 if all_new else 200
         )
     if mint:
-        minted = await service.mint(handle, values, identity=identity)
+        minted = await service.mint(handle, values, identity=identity, condition=condition)
         request[keys.HANDLE] = minted
         return json_response(request, {"responseCode": 1, "handle": minted}, status=201)
-    created = await service.create(handle, values, overwrite=overwrite, identity=identity)
+    created = await service.create(
+        handle, values, overwrite=overwrite, identity=identity, condition=condition
+    )
     return json_response(
         request, {"responseCode": 1, "handle": handle}, status=201 if created else 200
     )
@@ -177,10 +241,11 @@ async def delete_handle(request: web.Request) -> web.Response:
     identity = await params.identity(request)
     service = request.app[keys.SERVICE]
     indexes = [params.int_value(i, "index") for i in request.query.getall("index", [])]
+    condition = precondition(request, handle)
     if indexes:
-        await service.remove_values(handle, indexes, identity=identity)
+        await service.remove_values(handle, indexes, identity=identity, condition=condition)
     else:
-        await service.delete(handle, identity=identity)
+        await service.delete(handle, identity=identity, condition=condition)
     return json_response(request, {"responseCode": 1, "handle": handle})
 
 
