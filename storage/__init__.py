@@ -4,8 +4,9 @@ This package never imports ``handle_server`` or ``aiohttp``."""
 
 from __future__ import annotations
 
-from .base import Change, ChangeListener, HandleStore, ImportResult, SessionRecord
+from .base import Change, ChangeListener, HandleStore, ImportResult, Outcome, SessionRecord
 from .errors import (
+    ChangeFailed,
     HandleAlreadyExists,
     HandleError,
     HandleNotFound,
@@ -32,6 +33,7 @@ __all__ = [
     "DEFAULT_TTL",
     "PREFIX_HANDLE_AUTHORITY",
     "Change",
+    "ChangeFailed",
     "ChangeListener",
     "Handle",
     "HandleAlreadyExists",
@@ -42,6 +44,7 @@ __all__ = [
     "ImportConflict",
     "ImportResult",
     "InvalidData",
+    "Outcome",
     "SchemaMismatch",
     "SearchTimeout",
     "SessionRecord",

@@ -10,13 +10,22 @@ from typing import Protocol
 
 from .model import Handle, ValueReference
 
-__all__ = ["Change", "ChangeListener", "HandleStore", "ImportResult", "SessionRecord"]
+__all__ = [
+    "Change",
+    "ChangeListener",
+    "HandleStore",
+    "ImportResult",
+    "Outcome",
+    "SessionRecord",
+]
 
 #: A change to one record: given the record as stored (``None`` when the handle does not exist),
 #: return the record to store (``None`` to delete the handle), or raise to abort. It runs while
 #: the record is locked against other writers, must be pure (no I/O: it may be called again if
 #: the backend retries), and sees a consistent record.
 Change = Callable[[Handle | None], Handle | None]
+#: What an update did: the record before it and after it.
+Outcome = tuple[Handle | None, Handle | None]
 
 
 class ChangeListener(Protocol):
@@ -80,6 +89,23 @@ class HandleStore(abc.ABC):
         first's result. A new record is stored under the name ``after.handle``; an existing one
         keeps its stored name. When ``update`` returns, the write survives a crash of the process.
         Values whose content did not change are not rewritten."""
+
+    @abc.abstractmethod
+    async def get_many(self, handles: Sequence[str]) -> dict[str, Handle | None]:
+        """The records of ``handles`` by ``handle_key`` (``None`` for those that do not exist),
+        as ``get`` reads each, in one read (or a few, for many handles)."""
+
+    @abc.abstractmethod
+    async def update_many(
+        self, changes: Sequence[tuple[str, Change]], *, atomic: bool
+    ) -> list[Outcome | Exception]:
+        """Apply ``changes`` (handle, change) in order, as ``update`` applies one, in one
+        transaction: durable when this returns, one commit for all. A change sees the record
+        as the changes before it left it.
+
+        ``atomic``: if a change raises (or the store fails), nothing of the call is stored and
+        ``ChangeFailed`` says which change and why. Otherwise a change that raises is rolled
+        back alone, and its exception stands in its place in the answer."""
 
     @abc.abstractmethod
     async def count_handles(self, prefix: str) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
+    "ChangeFailed",
     "HandleAlreadyExists",
     "HandleError",
     "HandleNotFound",
@@ -84,6 +85,16 @@ class SearchTimeout(HandleError):
             f"The search took longer than {timeout:g} s and was stopped: make its patterns "
             "longer or fewer",
         )
+
+
+class ChangeFailed(Exception):
+    """An atomic ``update_many`` stored nothing: its change at ``index`` raised ``error``
+    (``StoreUnavailable`` when the store failed)."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(f"change {index} failed: {error}")
+        self.index = index
+        self.error = error
 
 
 class SchemaMismatch(Exception):

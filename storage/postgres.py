@@ -20,8 +20,15 @@ from typing import TypeVar
 import asyncpg
 
 from .anchors import LONG_SKIP, PageAnchors, paged
-from .base import Change, ChangeListener, HandleStore, ImportResult, SessionRecord
-from .errors import HandleError, InvalidData, SchemaMismatch, SearchTimeout, StoreUnavailable
+from .base import Change, ChangeListener, HandleStore, ImportResult, Outcome, SessionRecord
+from .errors import (
+    ChangeFailed,
+    HandleError,
+    InvalidData,
+    SchemaMismatch,
+    SearchTimeout,
+    StoreUnavailable,
+)
 from .model import Handle, HandleValue, handle_key, prefix_of
 from .rows import (
     SEARCH_COLUMNS,
@@ -236,6 +243,26 @@ class PostgresStore(HandleStore):
         values = tuple(value_from_row(tuple(r)[1:]) for r in rows if r["idx"] is not None)
         return Handle(rows[0]["handle"], values)
 
+    async def get_many(self, handles: Sequence[str]) -> dict[str, Handle | None]:
+        keys = list(dict.fromkeys(handle_key(h) for h in handles))
+        found: dict[str, Handle | None] = dict.fromkeys(keys)
+        asked = [k for k in keys if "\x00" not in k]  # no handle has a NUL
+        rows = await self._read(
+            lambda pool: pool.fetch(
+                "SELECT h.key, h.handle, v.idx, v.type, v.data, v.ttl_type, v.ttl, v.timestamp,"
+                " v.permissions, v.refs FROM handles h LEFT JOIN handle_values v ON v.key = h.key"
+                " WHERE h.key = ANY($1::text[]) ORDER BY h.key, v.idx",
+                asked,
+            )
+        )
+        by_key: dict[str, list] = {}
+        for row in rows:
+            by_key.setdefault(row["key"], []).append(row)
+        for key, group in by_key.items():
+            values = tuple(value_from_row(tuple(r)[2:]) for r in group if r["idx"] is not None)
+            found[key] = Handle(group[0]["handle"], values)
+        return found
+
     async def count_handles(self, prefix: str) -> int:
         count = await self._read(
             lambda pool: pool.fetchval(
@@ -362,6 +389,50 @@ class PostgresStore(HandleStore):
         if (before is None) != (after is None):
             self._anchors.changed(key)  # a handle came or went: the pages after it moved
         return before, after
+
+    async def update_many(
+        self, changes: Sequence[tuple[str, Change]], *, atomic: bool
+    ) -> list[Outcome | Exception]:
+        if not changes:
+            return []
+        keyed = [(handle_key(handle), change) for handle, change in changes]
+        return await asyncio.shield(self._update_many(keyed, atomic))
+
+    async def _update_many(
+        self, keyed: list[tuple[str, Change]], atomic: bool
+    ) -> list[Outcome | Exception]:
+        async def work(conn: asyncpg.Connection) -> list[Outcome | Exception]:
+            outcomes: list[Outcome | Exception] = []
+            for i, (key, change) in enumerate(keyed):
+                try:
+                    # Not atomic: each change in a savepoint of its own, rolled back alone. A
+                    # failure of the database itself (a lost race, a deadlock) is not caught:
+                    # the transaction runs again, or fails, whole.
+                    async with contextlib.AsyncExitStack() as savepoint:
+                        if not atomic:
+                            await savepoint.enter_async_context(conn.transaction())
+                        before = await _load(conn, key)
+                        after = change(before)
+                        if after is not None and handle_key(after.handle) != key:
+                            raise ValueError(
+                                f"a change of {key!r} returned a record for {after.handle!r}"
+                            )
+                        await _apply(conn, key, before, after)
+                except _DRIVER:
+                    raise
+                except Exception as exc:
+                    if atomic:
+                        raise ChangeFailed(i, exc) from None
+                    outcomes.append(exc)
+                    continue
+                outcomes.append((before, after))
+            return outcomes
+
+        outcomes = await self._transaction(work, f"{len(keyed)} handles")
+        for (key, _), outcome in zip(keyed, outcomes, strict=True):
+            if not isinstance(outcome, Exception) and (outcome[0] is None) != (outcome[1] is None):
+                self._anchors.changed(key)
+        return outcomes
 
     async def _transaction(
         self, work: Callable[[asyncpg.Connection], Awaitable[T]], what: str

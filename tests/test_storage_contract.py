@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from storage import (
+    ChangeFailed,
     Handle,
     HandleAlreadyExists,
     HandleStore,
@@ -19,6 +20,7 @@ from storage import (
     SessionRecord,
     TTLType,
     ValueReference,
+    handle_key,
 )
 from storage.postgres import PostgresStore
 from storage.rows import prefix_bounds
@@ -298,6 +300,110 @@ async def test_concurrent_updates_fail_alone(store):
         assert (stored is None) == bool(n % 2), n
     assert (await store.get("TEST/counter")).values[0].data == b"20"
     assert await store.count_handles("TEST") == 31
+
+
+async def test_get_many_reads_like_get(store):
+    await store.update("TEST/m1", put(rec("TEST/M1", (1, b"a"), (2, b"b"))))
+    await store.update("TEST/m2", put(Handle("TEST/m2", ())))
+    names = ["test/m1", "TEST/m2", "TEST/none", "TEST/M1"] + [f"TEST/x{n}" for n in range(1200)]
+    found = await store.get_many(names)
+    assert set(found) == {handle_key(n) for n in names}  # one each, by key
+    m1, m2 = found[handle_key("TEST/m1")], found[handle_key("TEST/m2")]
+    assert m1 == await store.get("TEST/m1") == rec("TEST/M1", (1, b"a"), (2, b"b"))
+    assert m2 == Handle("TEST/m2", ())
+    assert found[handle_key("TEST/none")] is None and found[handle_key("TEST/x1199")] is None
+    assert await store.get_many([]) == {}
+
+
+def _create(name: str, data: bytes = b"x"):
+    def change(before):
+        if before is not None:
+            raise HandleAlreadyExists(name)
+        return rec(name, (1, data))
+
+    return change
+
+
+async def test_update_many_applies_in_order_in_one_call(store):
+    await store.update("TEST/old", put(rec("TEST/old", (1, b"a"))))
+    outcomes = await store.update_many(
+        [
+            ("TEST/n1", _create("TEST/n1")),
+            ("TEST/old", lambda before: None),
+            ("TEST/n1", lambda before: rec(before.handle, (1, before.values[0].data + b"2"))),
+        ],
+        atomic=True,
+    )
+    assert outcomes == [
+        (None, rec("TEST/n1", (1, b"x"))),
+        (rec("TEST/old", (1, b"a")), None),
+        (rec("TEST/n1", (1, b"x")), rec("TEST/n1", (1, b"x2"))),
+    ]
+    assert await store.get("TEST/n1") == rec("TEST/n1", (1, b"x2"))
+    assert await store.get("TEST/old") is None
+    assert await store.count_handles("TEST") == 1
+    assert await store.update_many([], atomic=True) == []
+
+
+async def test_an_atomic_update_many_that_fails_stores_nothing(store):
+    await store.update("TEST/keep", put(rec("TEST/keep", (1, b"a"))))
+    changes = [("TEST/a1", _create("TEST/a1")), ("TEST/keep", lambda before: None)]
+    # Creating TEST/keep works (the change before deleted it); creating TEST/a1 again does
+    # not (the first change made it): each change sees what the ones before it did.
+    changes += [("TEST/keep", _create("TEST/keep", b"new")), ("TEST/a1", _create("TEST/a1"))]
+    with pytest.raises(ChangeFailed) as failed:
+        await store.update_many(changes, atomic=True)
+    assert failed.value.index == 3 and isinstance(failed.value.error, HandleAlreadyExists)
+    assert await store.get("TEST/a1") is None
+    assert await store.get("TEST/keep") == rec("TEST/keep", (1, b"a"))
+    assert await store.count_handles("TEST") == 1
+    # The store goes on.
+    assert (await store.update_many(changes[:3], atomic=True))[2][1] == rec(
+        "TEST/keep", (1, b"new")
+    )
+
+
+async def test_a_change_of_update_many_that_is_not_atomic_fails_alone(store):
+    await store.update("TEST/keep", put(rec("TEST/keep", (1, b"a"))))
+    changes = [(f"TEST/b{n}", _create(f"TEST/b{n}")) for n in range(5)]
+    changes.insert(2, ("TEST/keep", _create("TEST/keep")))
+    outcomes = await store.update_many(changes, atomic=False)
+    assert isinstance(outcomes[2], HandleAlreadyExists)
+    assert [o for n, o in enumerate(outcomes) if n != 2] == [
+        (None, rec(f"TEST/b{n}", (1, b"x"))) for n in range(5)
+    ]
+    assert await store.count_handles("TEST") == 6
+    assert await store.get("TEST/keep") == rec("TEST/keep", (1, b"a"))
+
+
+async def test_update_many_beside_single_updates(store):
+    """Batches and single updates in flight together each stand or fall as they should."""
+    await store.update("TEST/counter", put(rec("TEST/counter", (1, b"0"))))
+
+    def increment(before):
+        return rec(before.handle, (1, str(int(before.values[0].data) + 1).encode()))
+
+    def failing(before):
+        raise HandleAlreadyExists("TEST/counter")
+
+    calls = [store.update("TEST/counter", increment) for _ in range(10)]
+    calls += [
+        store.update_many([("TEST/counter", increment), ("TEST/counter", failing)], atomic=True)
+        for _ in range(5)
+    ]
+    calls += [
+        store.update_many([("TEST/counter", increment), ("TEST/counter", failing)], atomic=False)
+        for _ in range(5)
+    ]
+    calls += [
+        store.update_many(
+            [(f"TEST/big{n}", _create(f"TEST/big{n}")) for n in range(600)], atomic=True
+        )
+    ]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(r, ChangeFailed) and r.index == 1 for r in results[10:15])
+    assert (await store.get("TEST/counter")).values[0].data == b"15"
+    assert await store.count_handles("TEST") == 601
 
 
 async def test_a_cancelled_caller_does_not_break_the_transaction(store):

@@ -1,6 +1,7 @@
 """Group commit: updates that arrive while a transaction commits share the next one, so many
-writes cost one fsync. Each runs in a savepoint of its own, so one that raises is rolled back
-alone; each is answered only after the COMMIT that holds it."""
+writes cost one fsync. Each unit (one update, or the changes of one ``update_many``) runs in a
+savepoint of its own, so one that raises is rolled back alone; each is answered only after the
+COMMIT that holds it."""
 
 from __future__ import annotations
 
@@ -9,29 +10,29 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ..base import Change
-from ..errors import StoreUnavailable
-from ..model import Handle
+from ..base import Change, Outcome
+from ..errors import ChangeFailed, StoreUnavailable
 
 __all__ = ["GROUP_MAX", "GroupCommit", "run_group"]
 
-#: Updates one group-commit transaction takes at most.
+#: Changes one group-commit transaction takes at most (a unit larger than this goes alone).
 GROUP_MAX = 256
 
-Outcome = tuple[Handle | None, Handle | None]
-#: Runs a group of updates ``(key, change)`` in one transaction and commits it: for each, its
-#: ``(outcome, seq)`` (``seq``: its change-log number, or None when nothing changed) or the
-#: exception that rolled back that update alone. Raises if the transaction as a whole failed
-#: (nothing of the group is stored then).
-Result = tuple[Outcome, int | None] | Exception
-RunGroup = Callable[[list[tuple[str, Change]]], Awaitable[list[Result]]]
+#: A unit of the group: changes ``(key, change)`` and whether they stand or fall together.
+Unit = tuple[list[tuple[str, Change]], bool]
+#: Runs a group of units in one transaction and commits it: for each unit, its changes'
+#: outcomes (an exception in place of a change rolled back alone) and the change-log numbers
+#: of those that changed something; or the ``ChangeFailed`` that rolled the unit back whole.
+#: Raises if the transaction as a whole failed (nothing of the group is stored then).
+Result = tuple[list[Outcome | Exception], list[int]] | ChangeFailed
+RunGroup = Callable[[list[Unit]], Awaitable[list[Result]]]
 
 
 @dataclass(slots=True)
 class _Queued:
-    key: str
-    change: Change
-    result: asyncio.Future[Outcome]
+    changes: list[tuple[str, Change]]
+    atomic: bool
+    result: asyncio.Future[list[Outcome | Exception]]
 
 
 def _settle(
@@ -46,9 +47,9 @@ def _settle(
 
 
 class GroupCommit:
-    """Queues updates and commits them in groups with ``run_group`` (the store's: the whole
-    group in one transaction); ``committed`` hears of every group stored, with the change-log
-    numbers and the updates' keys and outcomes, before they are answered."""
+    """Queues units of changes and commits them in groups with ``run_group`` (the store's:
+    the whole group in one transaction); ``committed`` hears of every group stored, with the
+    change-log numbers and the changes' keys and outcomes, before they are answered."""
 
     def __init__(
         self,
@@ -60,21 +61,36 @@ class GroupCommit:
         self._queued: list[_Queued] = []
         self._committer: asyncio.Task[None] | None = None
 
-    async def submit(self, key: str, change: Change) -> Outcome:
+    async def submit(
+        self, changes: list[tuple[str, Change]], *, atomic: bool
+    ) -> list[Outcome | Exception]:
+        """The changes' outcomes once committed; ``ChangeFailed`` if ``atomic`` and one of
+        them raised (nothing of them is stored then)."""
         result = asyncio.get_running_loop().create_future()
-        self._queued.append(_Queued(key, change, result))
+        self._queued.append(_Queued(changes, atomic, result))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.ensure_future(self._commit_queued())
         # Shielded: a cancelled caller does not cancel the transaction the others share.
         return await asyncio.shield(result)
 
+    def _take(self) -> list[_Queued]:
+        """The next group: queued units up to ``GROUP_MAX`` changes (at least one unit)."""
+        taken, size = 0, 0
+        for queued in self._queued:
+            if taken and size + len(queued.changes) > GROUP_MAX:
+                break
+            taken += 1
+            size += len(queued.changes)
+        batch, self._queued = self._queued[:taken], self._queued[taken:]
+        return batch
+
     async def _commit_queued(self) -> None:
-        """Take every queued update into one transaction, commit, answer them; again while
-        more came meanwhile."""
+        """Take queued units into one transaction, commit, answer them; again while more came
+        meanwhile."""
         while self._queued:
-            batch, self._queued = self._queued[:GROUP_MAX], self._queued[GROUP_MAX:]
+            batch = self._take()
             try:
-                outcomes = await self._run_group([(q.key, q.change) for q in batch])
+                results = await self._run_group([(q.changes, q.atomic) for q in batch])
             except BaseException as exc:  # nothing of the batch is stored
                 failure = exc if isinstance(exc, Exception) else StoreUnavailable(repr(exc))
                 for queued in batch:
@@ -85,45 +101,72 @@ class GroupCommit:
                     self._queued = []
                     raise
                 continue
-            done: list[tuple[_Queued, Outcome]] = []
+            answers: list[tuple[_Queued, list[Outcome | Exception]]] = []
+            stored: list[tuple[str, Outcome]] = []
             seqs: list[int] = []
-            for queued, outcome in zip(batch, outcomes, strict=True):
-                if isinstance(outcome, Exception):  # rolled back alone
-                    _settle(queued.result, error=outcome)
+            for queued, result in zip(batch, results, strict=True):
+                if isinstance(result, ChangeFailed):  # rolled back whole
+                    _settle(queued.result, error=result)
                     continue
-                result, seq = outcome
-                done.append((queued, result))
-                if seq is not None:
-                    seqs.append(seq)
-            self._committed(seqs, [(queued.key, result) for queued, result in done])
-            for queued, result in done:
-                _settle(queued.result, value=result)
+                outcomes, unit_seqs = result
+                seqs.extend(unit_seqs)
+                for (key, _), outcome in zip(queued.changes, outcomes, strict=True):
+                    if not isinstance(outcome, Exception):
+                        stored.append((key, outcome))
+                answers.append((queued, outcomes))
+            self._committed(seqs, stored)
+            for queued, outcomes in answers:
+                _settle(queued.result, value=outcomes)
+
+
+def _translated(exc: Exception) -> Exception:
+    if isinstance(exc, sqlite3.Error):
+        return StoreUnavailable(f"SQLite write failed: {exc}")
+    return exc
 
 
 def run_group(
     db: sqlite3.Connection,
-    batch: list[tuple[str, Change]],
+    batch: list[Unit],
     run: Callable[[sqlite3.Connection, str, Change], tuple[Outcome, int | None]],
 ) -> list[Result]:
     """The group as one transaction on ``db`` (plain ``sqlite3``, in the thread that owns it):
-    each update in a savepoint of its own, so one that raises is rolled back alone; then
-    COMMIT. Raises (after a ROLLBACK) if the transaction as a whole fails."""
+    each unit in a savepoint, and each change of a unit that is not atomic in one of its own,
+    so what raises is rolled back alone; then COMMIT. Raises (after a ROLLBACK) if the
+    transaction as a whole fails."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        outcomes: list[Result] = []
-        for key, change in batch:
-            db.execute("SAVEPOINT one_update")
-            try:
-                outcome = run(db, key, change)
-            except Exception as exc:
-                db.execute("ROLLBACK TO one_update")
-                db.execute("RELEASE one_update")
-                if isinstance(exc, sqlite3.Error):
-                    exc = StoreUnavailable(f"SQLite write failed: {exc}")
-                outcomes.append(exc)
+        results: list[Result] = []
+        for changes, atomic in batch:
+            db.execute("SAVEPOINT unit")
+            outcomes: list[Outcome | Exception] = []
+            seqs: list[int] = []
+            failed: ChangeFailed | None = None
+            for i, (key, change) in enumerate(changes):
+                if not atomic:
+                    db.execute("SAVEPOINT one_change")
+                try:
+                    outcome, seq = run(db, key, change)
+                except Exception as exc:
+                    if atomic:
+                        failed = ChangeFailed(i, _translated(exc))
+                        break
+                    db.execute("ROLLBACK TO one_change")
+                    db.execute("RELEASE one_change")
+                    outcomes.append(_translated(exc))
+                    continue
+                if not atomic:
+                    db.execute("RELEASE one_change")
+                outcomes.append(outcome)
+                if seq is not None:
+                    seqs.append(seq)
+            if failed is not None:
+                db.execute("ROLLBACK TO unit")
+                db.execute("RELEASE unit")
+                results.append(failed)
                 continue
-            db.execute("RELEASE one_update")
-            outcomes.append(outcome)
+            db.execute("RELEASE unit")
+            results.append((outcomes, seqs))
         db.execute("COMMIT")
     except BaseException:
         try:
@@ -131,4 +174,4 @@ def run_group(
         except sqlite3.Error:
             pass  # the failure already ended the transaction
         raise
-    return outcomes
+    return results

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import sqlite3
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from pathlib import Path
@@ -11,8 +12,8 @@ from pathlib import Path
 import aiosqlite
 
 from ..anchors import LONG_SKIP, PageAnchors, paged
-from ..base import Change, ChangeListener, HandleStore, ImportResult, SessionRecord
-from ..errors import SchemaMismatch, SearchTimeout, StoreUnavailable
+from ..base import Change, ChangeListener, HandleStore, ImportResult, Outcome, SessionRecord
+from ..errors import ChangeFailed, SchemaMismatch, SearchTimeout, StoreUnavailable
 from ..model import Handle, HandleValue, handle_key, prefix_of
 from ..rows import (
     SEARCH_COLUMNS,
@@ -31,7 +32,7 @@ from ..rows import (
     value_from_row,
     value_row,
 )
-from .commit import GroupCommit, Outcome, Result, run_group
+from .commit import GroupCommit, Result, Unit, run_group
 from .signal import ChangeSignal
 
 __all__ = ["SQLiteStore"]
@@ -43,6 +44,14 @@ _RECORD_SQL = (
     " v.refs FROM handles h LEFT JOIN handle_values v ON v.key = h.key WHERE h.key = ?"
     " ORDER BY v.idx"
 )
+#: The records of several handles, by key (``get_many``).
+_RECORDS_SQL = (
+    "SELECT h.key, h.handle, v.idx, v.type, v.data, v.ttl_type, v.ttl, v.timestamp,"
+    " v.permissions, v.refs FROM handles h LEFT JOIN handle_values v ON v.key = h.key"
+    " WHERE h.key IN ({marks}) ORDER BY h.key, v.idx"
+)
+#: Keys one statement of ``get_many`` asks for.
+_MANY_AT_ONCE = 500
 _CHANGES_KEPT = 10_000  # rows of handle_changes kept for processes that fell behind
 #: value_text rows put in the trigram index in one transaction after an import.
 _INDEX_CHUNK = 50_000
@@ -465,9 +474,42 @@ class SQLiteStore(HandleStore):
 
     async def update(self, handle: str, change: Change) -> tuple[Handle | None, Handle | None]:
         """As the contract says; concurrent updates share transactions (``GroupCommit``)."""
-        return await self._group.submit(handle_key(handle), change)
+        try:
+            (outcome,) = await self._group.submit([(handle_key(handle), change)], atomic=True)
+        except ChangeFailed as failed:
+            raise failed.error from None
+        assert not isinstance(outcome, Exception)
+        return outcome
 
-    async def _run_group(self, batch: list[tuple[str, Change]]) -> list[Result]:
+    async def update_many(
+        self, changes: Sequence[tuple[str, Change]], *, atomic: bool
+    ) -> list[Outcome | Exception]:
+        """As the contract says: one unit of a group commit (``GroupCommit``)."""
+        if not changes:
+            return []
+        keyed = [(handle_key(handle), change) for handle, change in changes]
+        return await self._group.submit(keyed, atomic=atomic)
+
+    async def get_many(self, handles: Sequence[str]) -> dict[str, Handle | None]:
+        keys = list(dict.fromkeys(handle_key(h) for h in handles))
+        found: dict[str, Handle | None] = dict.fromkeys(keys)
+
+        def read(db: sqlite3.Connection) -> None:
+            for start in range(0, len(keys), _MANY_AT_ONCE):
+                chunk = keys[start : start + _MANY_AT_ONCE]
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(_RECORDS_SQL.format(marks=marks), chunk).fetchall()
+                for key, group in itertools.groupby(rows, key=lambda r: r[0]):
+                    found[key] = _record([r[1:] for r in group])
+
+        try:
+            # One trip to the reader's thread for all of them.
+            await self._reader._execute(read, self._reader._conn)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
+        return found
+
+    async def _run_group(self, batch: list[Unit]) -> list[Result]:
         """The group in one trip to the writer's thread: its transaction, savepoints, reads
         and writes run there on the plain ``sqlite3`` connection (``commit.run_group``), under
         the write lock. (aiosqlite's ``_execute`` runs a function in that thread: a private
