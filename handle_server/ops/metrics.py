@@ -41,6 +41,7 @@ from storage import (
     Handle,
     HandleStore,
     ImportResult,
+    Outcome,
     SessionRecord,
 )
 
@@ -272,6 +273,14 @@ class MetricsStore(HandleStore):
 
     async def update(self, handle: str, change: Change) -> tuple[Handle | None, Handle | None]:
         return await self._timed("update", self.inner.update(handle, change))
+
+    async def get_many(self, handles: Sequence[str]) -> dict[str, Handle | None]:
+        return await self._timed("get_many", self.inner.get_many(handles))
+
+    async def update_many(
+        self, changes: Sequence[tuple[str, Change]], *, atomic: bool
+    ) -> list[Outcome | Exception]:
+        return await self._timed("update_many", self.inner.update_many(changes, atomic=atomic))
 
     async def count_handles(self, prefix: str) -> int:
         return await self._timed("count_handles", self.inner.count_handles(prefix))
