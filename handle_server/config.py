@@ -234,6 +234,26 @@ class SearchConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchConfig:
+    max_operations: int = option(
+        10_000,
+        "operations in one JSON batch (POST /api/batch); more gets 413 (NDJSON batches "
+        "stream, unbounded)",
+        min=1,
+    )
+    max_body_bytes: int = option(
+        33_554_432, "a JSON batch body larger than this is refused with 413", min=1024
+    )
+    in_flight: int = option(
+        512,
+        "operations of one batch read and decided together (one store read and one commit "
+        "for all); an NDJSON batch holds at most this many in memory",
+        min=1,
+        max=10_000,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsConfig:
     per_prefix_counts: bool = option(
         False,
@@ -384,6 +404,7 @@ class Config:
     cache: CacheConfig = CacheConfig()
     auth: AuthConfig = AuthConfig()
     search: SearchConfig = SearchConfig()
+    batch: BatchConfig = BatchConfig()
     metrics: MetricsConfig = MetricsConfig()
     native: NativeConfig = NativeConfig()
     resolver: ResolverConfig = ResolverConfig()
@@ -403,6 +424,7 @@ _TABLES = {
     "cache": CacheConfig,
     "auth": AuthConfig,
     "search": SearchConfig,
+    "batch": BatchConfig,
     "metrics": MetricsConfig,
     "native": NativeConfig,
     "resolver": ResolverConfig,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Hashable, Iterable
 
 __all__ = ["KeyedLocks"]
 
@@ -33,3 +33,12 @@ class KeyedLocks:
             entry[1] -= 1
             if entry[1] == 0:
                 del self._entries[key]
+
+    @contextlib.asynccontextmanager
+    async def many(self, keys: Iterable[Hashable]) -> AsyncIterator[None]:
+        """Hold the turns of all ``keys``, taken in the order given: give them sorted, so
+        that two holders of many keys never wait for each other."""
+        async with contextlib.AsyncExitStack() as held:
+            for key in keys:
+                await held.enter_async_context(self(key))
+            yield

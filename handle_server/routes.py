@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import keys
-from .api import docs, sessions
+from .api import batch, docs, sessions
 from .api import views as api
 from .native import views as native
 from .onezone import views as onezone
@@ -23,6 +23,8 @@ async def _unknown_api(request: web.Request) -> web.Response:
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD", "PUT", "DELETE"])
     if path == api.API_CACHE or path.startswith(api.API_CACHE + "/"):
         raise web.HTTPMethodNotAllowed(request.method, ["DELETE"])
+    if path == batch.API_BATCH:
+        raise web.HTTPMethodNotAllowed(request.method, ["POST"])
     if path.rstrip("/") == sessions.SESSIONS:
         raise web.HTTPMethodNotAllowed(request.method, ["POST"])
     if path.rstrip("/") == sessions.SESSION_THIS:
@@ -45,6 +47,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_delete(api.API_HANDLES + "/{handle:(?s:.*)}", api.delete_handle)
     r.add_delete(api.API_CACHE, api.purge_cache)
     r.add_delete(api.API_CACHE + "/{handle:(?s:.*)}", api.purge_cache)
+    r.add_post(batch.API_BATCH, batch.post_batch)
     r.add_post(sessions.SESSIONS, sessions.open_session)
     r.add_get(sessions.SESSION_THIS, sessions.session_this)
     r.add_put(sessions.SESSION_THIS, sessions.session_this)

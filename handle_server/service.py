@@ -16,18 +16,20 @@ import random
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from storage import (
     PREFIX_HANDLE_AUTHORITY,
     Change,
+    ChangeFailed,
     Handle,
     HandleAlreadyExists,
     HandleError,
     HandleNotFound,
     HandleStore,
     HandleValue,
+    Outcome,
     SearchTimeout,
     StoreUnavailable,
     ValueAlreadyExists,
@@ -61,7 +63,7 @@ from .errors import (
 from .locks import KeyedLocks
 from .resolver.locations import is_location_list
 
-__all__ = ["HandleService", "Precondition", "Resolution"]
+__all__ = ["BatchRefused", "HandleService", "Precondition", "Resolution", "WriteOp"]
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,32 @@ class Precondition:
     tags: Callable[[str, Sequence[HandleValue]], Collection[str]]
     match: frozenset[str] | None = None
     none_match: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOp:
+    """A write planned, not yet applied: the handle it changes and its plan; for adding
+    values, the indexes it adds."""
+
+    handle: str
+    plan: Plan
+    new_indexes: frozenset[int] | None = None
+
+    def created(self, before: Handle | None) -> bool:
+        """Whether applying it to ``before`` made something new (HTTP's 201): a handle, or
+        (adding values) values at new indexes only."""
+        if self.new_indexes is None:
+            return before is None
+        return before is not None and not (before.indexes & self.new_indexes)
+
+
+class BatchRefused(Exception):
+    """An atomic batch changed nothing: its write at ``index`` was refused with ``error``."""
+
+    def __init__(self, index: int, error: HandleError) -> None:
+        super().__init__(f"write {index} refused: {error}")
+        self.index = index
+        self.error = error
 
 
 def type_matches(value_type: str, wanted: str) -> bool:
@@ -437,36 +465,129 @@ class HandleService:
         async with self._locks(handle_key(handle)):
             for attempt in range(_WRITE_ATTEMPTS):
                 before = await self.store.get(handle)
+                after = await self._decide(handle, identity, plan, before, condition)
                 try:
-                    after, needs, authority = plan(before)
-                except _RefusedOnceAllowed as refusal:
-                    # Decided on permission first: the answer is the same whether or not the
-                    # values it names exist, to anyone who may not change them.
-                    await self._authorize(identity, handle, refusal.needs, refusal.authority)
-                    if condition is not None:
-                        await self._check_condition(handle, identity, before, condition)
-                    raise refusal.error from None
-                if isinstance(authority, str):
-                    authority = await self.store.get(authority)
-                await self._authorize(identity, handle, needs, authority)
-                if condition is not None:
-                    await self._check_condition(handle, identity, before, condition)
-                # After the check: the sizes would tell others what the record holds.
-                if after is not None:
-                    self._check_size(after)
-
-                def change(current: Handle | None, before=before, after=after) -> Handle | None:
-                    if current != before:
-                        raise _Raced
-                    return after
-
-                try:
-                    return await self._update(handle, change)
+                    return await self._update(handle, _unless_changed(before, after))
                 except _Raced:
                     # Another process wrote the handle in between (writes in this one wait
                     # for each other): look again, after a short random pause.
                     await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))
         raise StoreUnavailable(f"{handle} kept changing during this write; try again")
+
+    async def write_batch(
+        self, ops: Sequence[WriteOp], identity: Identity | None, *, atomic: bool
+    ) -> list[Outcome | HandleError]:
+        """Apply ``ops`` in order, each as the single write would (the same plans,
+        permissions, limits and race checks), with one store read and one commit for all.
+
+        ``atomic``: all or nothing; ``BatchRefused`` names the first write refused, and
+        nothing is stored. Otherwise each write applies or is refused on its own, and the
+        answer holds its outcome or its error, in order. A write sees what the writes before
+        it did (also to the same handle)."""
+        if identity is None:
+            raise AuthenticationNeeded(None, "Authentication needed")
+        results: list[Outcome | HandleError | None] = [None] * len(ops)
+        pending = list(range(len(ops)))
+        async with self._locks.many(sorted({handle_key(op.handle) for op in ops})):
+            for attempt in range(_WRITE_ATTEMPTS):
+                raced = await self._batch_round(ops, pending, identity, atomic, results)
+                if not raced:
+                    return results  # type: ignore[return-value]
+                # Another process wrote one of the handles in between: those writes (and,
+                # atomic, all of them) are read and decided again.
+                pending = raced
+                await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+        raise StoreUnavailable("The batch's handles kept changing during this write; try again")
+
+    async def _batch_round(
+        self,
+        ops: Sequence[WriteOp],
+        pending: list[int],
+        identity: Identity,
+        atomic: bool,
+        results: list[Outcome | HandleError | None],
+    ) -> list[int]:
+        """Read, decide and store the ``pending`` writes once; the ones that raced another
+        process (to run again), filling ``results`` with the others."""
+        state = await self.store.get_many([ops[i].handle for i in pending])
+        authorities: dict[str, Handle | None] = {}
+
+        async def read(name: str) -> Handle | None:
+            """A record whose HS_ADMIN values decide: as the writes before left it."""
+            key = handle_key(name)
+            if key in state:
+                return state[key]
+            if key not in authorities:
+                authorities[key] = await self.store.get(name)
+            return authorities[key]
+
+        decided: list[int] = []
+        changes: list[tuple[str, Change]] = []
+        for i in pending:
+            op = ops[i]
+            key = handle_key(op.handle)
+            before = state[key]
+            try:
+                after = await self._decide(op.handle, identity, op.plan, before, None, read)
+            except HandleError as error:
+                if atomic:
+                    raise BatchRefused(i, error) from None
+                results[i] = error
+                continue
+            state[key] = after
+            decided.append(i)
+            changes.append((op.handle, _unless_changed(before, after)))
+        try:
+            outcomes = await self.store.update_many(changes, atomic=atomic)
+        except ChangeFailed as failed:
+            if isinstance(failed.error, _Raced):
+                return pending
+            if isinstance(failed.error, HandleError):
+                raise BatchRefused(decided[failed.index], failed.error) from None
+            raise failed.error from None
+        finally:
+            for handle, _ in changes:
+                self.cache.invalidate(handle)
+        raced = []
+        for i, outcome in zip(decided, outcomes, strict=True):
+            if isinstance(outcome, _Raced):
+                raced.append(i)
+            elif isinstance(outcome, Exception) and not isinstance(outcome, HandleError):
+                raise outcome
+            else:
+                results[i] = outcome
+        return raced
+
+    async def _decide(
+        self,
+        handle: str,
+        identity: Identity,
+        plan: Plan,
+        before: Handle | None,
+        condition: Precondition | None,
+        read: Callable[[str], Awaitable[Handle | None]] | None = None,
+    ) -> Handle | None:
+        """The record ``plan`` makes of ``before`` (as stored), if ``identity`` may make it
+        and ``condition`` holds; else raise. ``read`` reads the record whose HS_ADMIN values
+        decide (the store, unless told otherwise)."""
+        try:
+            after, needs, authority = plan(before)
+        except _RefusedOnceAllowed as refusal:
+            # Decided on permission first: the answer is the same whether or not the
+            # values it names exist, to anyone who may not change them.
+            await self._authorize(identity, handle, refusal.needs, refusal.authority)
+            if condition is not None:
+                await self._check_condition(handle, identity, before, condition)
+            raise refusal.error from None
+        if isinstance(authority, str):
+            authority = await (read or self.store.get)(authority)
+        await self._authorize(identity, handle, needs, authority)
+        if condition is not None:
+            await self._check_condition(handle, identity, before, condition)
+        # After the check: the sizes would tell others what the record holds.
+        if after is not None:
+            self._check_size(after)
+        return after
 
     async def _check_condition(
         self, handle: str, identity: Identity, record: Handle | None, condition: Precondition
@@ -640,17 +761,10 @@ class HandleService:
                 "from [native]) come from the configuration: change them there and restart",
             )
 
-    async def create(
-        self,
-        handle: str,
-        values: Sequence[HandleValue],
-        *,
-        overwrite: bool,
-        identity: Identity | None,
-        condition: Precondition | None = None,
-    ) -> bool:
+    def plan_create(
+        self, handle: str, values: Sequence[HandleValue], *, overwrite: bool
+    ) -> WriteOp:
         """Create ``handle`` with ``values``, or (``overwrite``) replace its whole record.
-        True if the handle is new.
 
         A new handle needs ADD_HANDLE on the prefix handle. Replacing one needs what the
         difference needs (``permissions.needs_to_replace``), or ADD_ADMIN, or DELETE_HANDLE on
@@ -668,53 +782,32 @@ class HandleService:
             self._guard(before, after)
             return after, _replace_alternatives(needs), before
 
-        before, _ = await self._write(handle, identity, plan, condition)
-        return before is None
+        return WriteOp(handle, plan, new_indexes=None)
 
-    async def mint(
-        self,
-        stem: str,
-        values: Sequence[HandleValue],
-        *,
-        identity: Identity | None,
-        condition: Precondition | None = None,
-    ) -> str:
-        """Create a new handle named ``stem`` + a random UUID and return its name."""
+    def plan_mint(self, stem: str, values: Sequence[HandleValue]) -> WriteOp:
+        """Create a new handle named ``stem`` + a random UUID."""
         self.check_handle(stem, stem=True)
         if self.is_prefix_handle(stem):
             raise InvalidHandle(stem, "Cannot mint prefix handles")
         prepared = self._prepare(values)
-        for _ in range(_MINT_ATTEMPTS):
-            name = stem + str(uuid.uuid4())
-            self.check_handle(name)
+        name = stem + str(uuid.uuid4())
+        self.check_handle(name)
 
-            def plan(before: Handle | None, name: str = name):
-                if before is not None:
-                    raise HandleAlreadyExists(name)
-                return self._new_record(name, prepared)
+        def plan(before: Handle | None):
+            if before is not None:
+                raise HandleAlreadyExists(name)
+            return self._new_record(name, prepared)
 
-            try:
-                await self._write(name, identity, plan, condition)
-            except HandleAlreadyExists:
-                log.warning("minted suffix collided with an existing handle: %s", name)
-                continue
-            return name
-        raise HandleAlreadyExists(stem)  # pragma: no cover - 8 UUID collisions in a row
+        return WriteOp(name, plan, new_indexes=None)
 
-    async def add_values(
-        self,
-        handle: str,
-        values: Sequence[HandleValue],
-        *,
-        overwrite: bool,
-        identity: Identity | None,
-        condition: Precondition | None = None,
-    ) -> bool:
+    def plan_add_values(
+        self, handle: str, values: Sequence[HandleValue], *, overwrite: bool
+    ) -> WriteOp:
         """Add ``values`` to an existing handle, replacing those at the same indexes when
-        ``overwrite``. True if every value was new."""
+        ``overwrite``."""
         self.check_handle(handle)
         prepared = self._prepare(values)
-        new_indexes = {v.index for v in prepared}
+        new_indexes = frozenset(v.index for v in prepared)
 
         def plan(before: Handle | None):
             if before is None:
@@ -730,9 +823,83 @@ class HandleService:
             self._guard(before, after)
             return after, needs, before
 
-        before, _ = await self._write(handle, identity, plan, condition)
-        assert before is not None
-        return not (before.indexes & new_indexes)
+        return WriteOp(handle, plan, new_indexes=new_indexes)
+
+    def plan_remove_values(self, handle: str, indexes: Collection[int]) -> WriteOp:
+        """Remove the values at ``indexes``; all must exist, else nothing is removed."""
+        self.check_handle(handle)
+        wanted = set(indexes)
+
+        def plan(before: Handle | None):
+            if before is None:
+                raise HandleNotFound(handle)
+            missing = wanted - before.indexes
+            if missing:
+                needs = needs_to_remove(before, wanted & before.indexes) | Needs(P.REMOVE_VALUE)
+                raise _RefusedOnceAllowed(ValuesNotFound(handle, missing), needs, before)
+            after = Handle(before.handle, tuple(v for v in before.values if v.index not in wanted))
+            self._guard(before, after)
+            return after, needs_to_remove(before, wanted), before
+
+        return WriteOp(handle, plan, new_indexes=None)
+
+    def plan_delete(self, handle: str) -> WriteOp:
+        self.check_handle(handle)
+
+        def plan(before: Handle | None):
+            if before is None:
+                raise HandleNotFound(handle)
+            self._guard(before, None)
+            return None, Needs(P.DELETE_HANDLE), before
+
+        return WriteOp(handle, plan, new_indexes=None)
+
+    async def create(
+        self,
+        handle: str,
+        values: Sequence[HandleValue],
+        *,
+        overwrite: bool,
+        identity: Identity | None,
+        condition: Precondition | None = None,
+    ) -> bool:
+        """``plan_create``, applied. True if the handle is new."""
+        op = self.plan_create(handle, values, overwrite=overwrite)
+        before, _ = await self._write(handle, identity, op.plan, condition)
+        return before is None
+
+    async def mint(
+        self,
+        stem: str,
+        values: Sequence[HandleValue],
+        *,
+        identity: Identity | None,
+        condition: Precondition | None = None,
+    ) -> str:
+        """``plan_mint``, applied (with another name if one was taken); the name."""
+        for _ in range(_MINT_ATTEMPTS):
+            op = self.plan_mint(stem, values)
+            try:
+                await self._write(op.handle, identity, op.plan, condition)
+            except HandleAlreadyExists:
+                log.warning("minted suffix collided with an existing handle: %s", op.handle)
+                continue
+            return op.handle
+        raise HandleAlreadyExists(stem)  # pragma: no cover - 8 UUID collisions in a row
+
+    async def add_values(
+        self,
+        handle: str,
+        values: Sequence[HandleValue],
+        *,
+        overwrite: bool,
+        identity: Identity | None,
+        condition: Precondition | None = None,
+    ) -> bool:
+        """``plan_add_values``, applied. True if every value was new."""
+        op = self.plan_add_values(handle, values, overwrite=overwrite)
+        before, _ = await self._write(handle, identity, op.plan, condition)
+        return op.created(before)
 
     async def modify_values(
         self, handle: str, values: Sequence[HandleValue], *, identity: Identity | None
@@ -764,22 +931,9 @@ class HandleService:
         identity: Identity | None,
         condition: Precondition | None = None,
     ) -> None:
-        """Remove the values at ``indexes``; all must exist, else nothing is removed."""
-        self.check_handle(handle)
-        wanted = set(indexes)
-
-        def plan(before: Handle | None):
-            if before is None:
-                raise HandleNotFound(handle)
-            missing = wanted - before.indexes
-            if missing:
-                needs = needs_to_remove(before, wanted & before.indexes) | Needs(P.REMOVE_VALUE)
-                raise _RefusedOnceAllowed(ValuesNotFound(handle, missing), needs, before)
-            after = Handle(before.handle, tuple(v for v in before.values if v.index not in wanted))
-            self._guard(before, after)
-            return after, needs_to_remove(before, wanted), before
-
-        await self._write(handle, identity, plan, condition)
+        """``plan_remove_values``, applied."""
+        op = self.plan_remove_values(handle, indexes)
+        await self._write(handle, identity, op.plan, condition)
 
     async def delete(
         self,
@@ -788,15 +942,8 @@ class HandleService:
         identity: Identity | None,
         condition: Precondition | None = None,
     ) -> None:
-        self.check_handle(handle)
-
-        def plan(before: Handle | None):
-            if before is None:
-                raise HandleNotFound(handle)
-            self._guard(before, None)
-            return None, Needs(P.DELETE_HANDLE), before
-
-        await self._write(handle, identity, plan, condition)
+        op = self.plan_delete(handle)
+        await self._write(handle, identity, op.plan, condition)
 
     async def purge(self, handle: str | None, *, identity: Identity | None) -> None:
         """Forget the cached record of ``handle`` (``None``: every cached record, and what
@@ -934,6 +1081,17 @@ class _CacheInvalidator:
             self._service.cache.resume()
         else:
             self._service.cache.suspend()
+
+
+def _unless_changed(before: Handle | None, after: Handle | None) -> Change:
+    """The change that stores ``after``, provided the record is still ``before``."""
+
+    def change(current: Handle | None) -> Handle | None:
+        if current != before:
+            raise _Raced
+        return after
+
+    return change
 
 
 class _Raced(Exception):

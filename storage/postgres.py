@@ -94,7 +94,7 @@ def _translated(exc: BaseException, what: str) -> HandleError:
     rest, the database or the way to it failing."""
     if isinstance(exc, asyncpg.DataError):
         return InvalidData(f"PostgreSQL cannot take this {what}: {exc}")
-    return StoreUnavailable(f"PostgreSQL {what} failed: {exc}")
+    return StoreUnavailable(f"PostgreSQL {what} failed: {exc or type(exc).__name__}")
 
 
 #: Every error of the driver: what ``_translated`` turns into the store's own.
@@ -401,34 +401,38 @@ class PostgresStore(HandleStore):
     async def _update_many(
         self, keyed: list[tuple[str, Change]], atomic: bool
     ) -> list[Outcome | Exception]:
+        """All the records locked and read at once (existing ones in the order of their
+        keys), the changes run on them in memory, and what changed written at once: a few
+        statements for the whole call, not a few for each change. A new handle that another
+        writer made meanwhile makes the transaction run again (the change then sees it)."""
+        keys = sorted({key for key, _ in keyed})
+
         async def work(conn: asyncpg.Connection) -> list[Outcome | Exception]:
+            initial = await _load_many(conn, keys)
+            state = dict(initial)
+            renamed: set[str] = set()
             outcomes: list[Outcome | Exception] = []
             for i, (key, change) in enumerate(keyed):
+                before = state[key]
                 try:
-                    # Not atomic: each change in a savepoint of its own, rolled back alone. A
-                    # failure of the database itself (a lost race, a deadlock) is not caught:
-                    # the transaction runs again, or fails, whole.
-                    async with contextlib.AsyncExitStack() as savepoint:
-                        if not atomic:
-                            await savepoint.enter_async_context(conn.transaction())
-                        before = await _load(conn, key)
-                        after = change(before)
-                        if after is not None and handle_key(after.handle) != key:
-                            raise ValueError(
-                                f"a change of {key!r} returned a record for {after.handle!r}"
-                            )
-                        await _apply(conn, key, before, after)
-                except _DRIVER:
-                    raise
-                except Exception as exc:
+                    after = change(before)
+                    if after is not None and handle_key(after.handle) != key:
+                        raise ValueError(
+                            f"a change of {key!r} returned a record for {after.handle!r}"
+                        )
+                except Exception as exc:  # (the change's own: it changed nothing)
                     if atomic:
                         raise ChangeFailed(i, exc) from None
                     outcomes.append(exc)
                     continue
+                if before is None and after is not None and initial[key] is not None:
+                    renamed.add(key)  # deleted and made again: it takes the new name
+                state[key] = after
                 outcomes.append((before, after))
+            await _apply_many(conn, initial, state, renamed)
             return outcomes
 
-        outcomes = await self._transaction(work, f"{len(keyed)} handles")
+        outcomes = await self._transaction(work, f"{len(keys)} handles")
         for (key, _), outcome in zip(keyed, outcomes, strict=True):
             if not isinstance(outcome, Exception) and (outcome[0] is None) != (outcome[1] is None):
                 self._anchors.changed(key)
@@ -603,17 +607,11 @@ async def _apply(
         if before is not None:
             await conn.execute("DELETE FROM handles WHERE key = $1", key)  # values cascade
             await conn.execute("DELETE FROM value_text WHERE key = $1", key)
-            await conn.execute(
-                "UPDATE prefix_counts SET count = count - 1 WHERE prefix = $1", prefix
-            )
+            await _add_counts(conn, {prefix: -1})
         return
     if before is None:
         await conn.execute("INSERT INTO handles (key, handle) VALUES ($1, $2)", key, after.handle)
-        await conn.execute(
-            "INSERT INTO prefix_counts (prefix, count) VALUES ($1, 1)"
-            " ON CONFLICT (prefix) DO UPDATE SET count = prefix_counts.count + 1",
-            prefix,
-        )
+        await _add_counts(conn, {prefix: 1})
         await _write_values(conn, key, after.values)
         return
     old = {v.index: v for v in before.values}
@@ -626,6 +624,109 @@ async def _apply(
             "DELETE FROM value_text WHERE key = $1 AND idx = ANY($2::int[])", key, removed
         )
     await _write_values(conn, key, [v for v in after.values if old.get(v.index) != v])
+
+
+async def _load_many(conn: asyncpg.Connection, keys: list[str]) -> dict[str, Handle | None]:
+    """The records of ``keys`` (sorted), the existing ones locked in that order."""
+    names = await conn.fetch(
+        "SELECT key, handle FROM handles WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE",
+        keys,
+    )
+    rows = await conn.fetch(
+        f"SELECT key, {VALUE_COLUMNS} FROM handle_values WHERE key = ANY($1::text[])"
+        " ORDER BY key, idx",
+        [r["key"] for r in names],
+    )
+    values: dict[str, list[HandleValue]] = {}
+    for row in rows:
+        values.setdefault(row["key"], []).append(value_from_row(tuple(row)[1:]))
+    found: dict[str, Handle | None] = dict.fromkeys(keys)
+    for row in names:
+        found[row["key"]] = Handle(row["handle"], tuple(values.get(row["key"], ())))
+    return found
+
+
+async def _apply_many(
+    conn: asyncpg.Connection,
+    initial: dict[str, Handle | None],
+    final: dict[str, Handle | None],
+    renamed: set[str],
+) -> None:
+    """Store ``final`` in place of ``initial`` (records by key), in a few statements."""
+    touched = [k for k in initial if initial[k] != final[k] or k in renamed]
+    if not touched:
+        return
+    await conn.execute(
+        "SELECT pg_notify($1, k) FROM unnest($2::text[]) AS k",
+        CHANNEL,
+        [k if len(k.encode("utf-8")) <= _MAX_PAYLOAD else "" for k in touched],
+    )
+    deleted = [k for k in touched if final[k] is None]
+    created = [k for k in touched if initial[k] is None and final[k] is not None]
+    kept = [k for k in touched if initial[k] is not None and final[k] is not None]
+    deltas: dict[str, int] = {}
+    for key, delta in [*((k, -1) for k in deleted), *((k, 1) for k in created)]:
+        prefix = handle_key(prefix_of(key))
+        deltas[prefix] = deltas.get(prefix, 0) + delta
+    if deleted:
+        await conn.execute("DELETE FROM handles WHERE key = ANY($1::text[])", deleted)  # cascade
+        await conn.execute("DELETE FROM value_text WHERE key = ANY($1::text[])", deleted)
+    if created:
+        await conn.execute(
+            "INSERT INTO handles (key, handle) SELECT * FROM unnest($1::text[], $2::text[])",
+            created,
+            [final[k].handle for k in created],  # type: ignore[union-attr]
+        )
+    names = [(final[k].handle, k) for k in kept if k in renamed]  # type: ignore[union-attr]
+    if names:
+        await conn.executemany("UPDATE handles SET handle = $1 WHERE key = $2", names)
+    written: list[tuple[str, HandleValue]] = []
+    gone: list[tuple[str, int]] = []  # values removed or rewritten
+    for key in kept:
+        old = {v.index: v for v in initial[key].values}  # type: ignore[union-attr]
+        new = final[key].values  # type: ignore[union-attr]
+        gone += [(key, i) for i in sorted(old.keys() - {v.index for v in new})]
+        for value in new:
+            if old.get(value.index) != value:
+                written.append((key, value))
+                if value.index in old:
+                    gone.append((key, value.index))
+    for key in created:
+        written += [(key, v) for v in final[key].values]  # type: ignore[union-attr]
+    if gone:
+        pairs = ([k for k, _ in gone], [i for _, i in gone])
+        for table in ("handle_values", "value_text"):
+            await conn.execute(
+                f"DELETE FROM {table} WHERE (key, idx) IN"
+                " (SELECT * FROM unnest($1::text[], $2::int[]))",
+                *pairs,
+            )
+    if written:
+        await conn.copy_records_to_table(
+            "handle_values",
+            records=[value_row(k, v) for k, v in written],
+            columns=["key", *(c.strip() for c in VALUE_COLUMNS.split(","))],
+        )
+        searchable = [row for k, v in written for row in search_rows(k, [v])]
+        if searchable:
+            await conn.copy_records_to_table(
+                "value_text",
+                records=searchable,
+                columns=[c.strip() for c in SEARCH_COLUMNS.split(",")],
+            )
+    await _add_counts(conn, deltas)
+
+
+async def _add_counts(conn: asyncpg.Connection, deltas: dict[str, int]) -> None:
+    """Add ``deltas`` to the prefixes' counts of handles, in the order of their names."""
+    for prefix, delta in sorted(deltas.items()):
+        if delta:
+            await conn.execute(
+                "INSERT INTO prefix_counts (prefix, count) VALUES ($1, $2)"
+                " ON CONFLICT (prefix) DO UPDATE SET count = prefix_counts.count + $2",
+                prefix,
+                delta,
+            )
 
 
 async def _write_imported(conn: asyncpg.Connection, plan: ImportPlan) -> None:

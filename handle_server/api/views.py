@@ -177,6 +177,41 @@ async def resolve_json(request: web.Request, handle: str) -> web.Response:
     )
 
 
+def put_values(handle: str, body: object) -> list:
+    """The values a PUT body gives for ``handle``, each index once."""
+    values = values_from_body(
+        body,
+        handle,
+        same_handle=lambda n: isinstance(n, str) and handle_key(n) == handle_key(handle),
+    )
+    repeated = [i for i, n in Counter(v.index for v in values).items() if n > 1]
+    if repeated:
+        raise ValueAlreadyExists(
+            handle,
+            repeated,
+            f"Index conflict: index {', '.join(map(str, sorted(repeated)))} "
+            "appears more than once in the request",
+        )
+    return values
+
+
+def check_indexes(handle: str, index_params: Sequence[str], values: Sequence) -> None:
+    """A PUT that adds values (``?index=``) names exactly the indexes of its values, or
+    ``various``."""
+    if not values:
+        raise InvalidValue(handle, "No values given to add")
+    if not any(p.strip().lower() == "various" for p in index_params):
+        wanted = {params.int_value(p, "index") for p in index_params}
+        if wanted != {v.index for v in values}:
+            raise ProtocolError(
+                handle,
+                "Mismatched indexes in PUT request: the index parameters must name exactly "
+                "the indexes of the values in the body",
+            )
+    elif len(index_params) > 1:
+        raise ProtocolError(handle, "index=various cannot be combined with other indexes")
+
+
 async def put_handle(request: web.Request) -> web.Response:
     """PUT /api/handles/{handle}: create, replace, mint, or add/replace values (?index=)."""
     handle = params.path_handle(request, API_HANDLES + "/")
@@ -191,32 +226,9 @@ async def put_handle(request: web.Request) -> web.Response:
         raise AuthenticationNeeded(handle, "Authentication needed")
     condition = precondition(request, handle)
     body = await _json_body(request, handle)
-    values = values_from_body(
-        body,
-        handle,
-        same_handle=lambda n: isinstance(n, str) and handle_key(n) == handle_key(handle),
-    )
-    repeated = [i for i, n in Counter(v.index for v in values).items() if n > 1]
-    if repeated:
-        raise ValueAlreadyExists(
-            handle,
-            repeated,
-            f"Index conflict: index {', '.join(map(str, sorted(repeated)))} "
-            "appears more than once in the request",
-        )
+    values = put_values(handle, body)
     if index_params:
-        if not values:
-            raise InvalidValue(handle, "No values given to add")
-        if not any(p.strip().lower() == "various" for p in index_params):
-            wanted = {params.int_value(p, "index") for p in index_params}
-            if wanted != {v.index for v in values}:
-                raise ProtocolError(
-                    handle,
-                    "Mismatched indexes in PUT request: the index parameters must name exactly "
-                    "the indexes of the values in the body",
-                )
-        elif len(index_params) > 1:
-            raise ProtocolError(handle, "index=various cannot be combined with other indexes")
+        check_indexes(handle, index_params, values)
         all_new = await service.add_values(
             handle, values, overwrite=overwrite, identity=identity, condition=condition
         )
