@@ -114,6 +114,12 @@ async def test_real_answers_match_the_description(described):
         ("DELETE", "/api/handles/TEST/o1", {"params": {"index": "7"}, "headers": ADMIN_AUTH}),
         ("DELETE", "/api/handles/TEST/o1", {"headers": ADMIN_AUTH}),
         ("DELETE", "/api/handles/TEST/o1", {"headers": ADMIN_AUTH}),
+        ("POST", "/api/batch", {"json": {"operations": [
+            {"op": "put", "handle": "TEST/b1", "values": [url_value("https://b.org")]},
+            {"op": "delete", "handle": "TEST/none"}]}, "headers": ADMIN_AUTH}),
+        ("POST", "/api/batch", {"json": {"atomic": True, "operations": [
+            {"op": "delete", "handle": "TEST/none"}]}, "headers": ADMIN_AUTH}),
+        ("POST", "/api/batch", {"json": {"operations": "x"}, "headers": ADMIN_AUTH}),
         ("POST", "/api/sessions", {"json": {"id": "300:0.NA/TEST"}}),
         ("GET", "/api/sessions/this", {}),
         ("GET", "/hrls/handles/", {"params": {"URL": "*m.org*"}}),

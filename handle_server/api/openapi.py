@@ -141,6 +141,40 @@ _SCHEMAS: dict[str, Any] = {
             "handle": {"type": "string"},
         },
     },
+    "BatchOperation": {
+        "type": "object",
+        "required": ["op", "handle"],
+        "properties": {
+            "op": {"type": "string", "enum": ["put", "delete"]},
+            "handle": {"type": "string"},
+            "values": {"type": "array", "items": _ref("ValueInput")},
+            "index": {
+                "type": "array",
+                "items": {"oneOf": [{"type": "integer"}, {"type": "string"}]},
+            },
+            "overwrite": {"type": "boolean"},
+            "mintNewSuffix": {"type": "boolean"},
+        },
+    },
+    "BatchResult": {
+        "type": "object",
+        "required": ["handle", "status", "responseCode"],
+        "properties": {
+            "handle": {"type": ["string", "null"]},
+            "status": {"type": "integer"},
+            "responseCode": {"type": "integer"},
+            "message": {"type": "string"},
+        },
+    },
+    "BatchResults": {
+        "type": "object",
+        "required": ["responseCode", "results"],
+        "properties": {
+            "responseCode": {"type": "integer"},
+            "message": {"type": "string"},
+            "results": {"type": "array", "items": _ref("BatchResult")},
+        },
+    },
     "Listing": {
         "type": "object",
         "required": ["responseCode", "prefix", "totalCount", "handles"],
@@ -456,6 +490,61 @@ def _handles_paths() -> dict[str, Any]:
         "/api/cache": purge_all,
         "/api/cache/{handle}": purge_one,
     }
+
+
+def _batch_paths() -> dict[str, Any]:
+    batch = {
+        "summary": "Many writes in one request",
+        "description": "Each operation is the single PUT or DELETE of /api/handles/{handle}, "
+        "with its rules, permissions and limits, applied in order (each sees the ones before "
+        "it). JSON: answered once, a result per operation; atomic: all or none (the answer "
+        "is then the first refusal's status, and the others' results are 424). NDJSON (one "
+        "operation a line): results stream back a line each, in order, as groups of "
+        "[batch] in_flight operations commit.",
+        "operationId": "postBatch",
+        "requestBody": {
+            "required": True,
+            "content": {
+                _JSON: {
+                    "schema": {
+                        "type": "object",
+                        "required": ["operations"],
+                        "properties": {
+                            "operations": {"type": "array", "items": _ref("BatchOperation")},
+                            "atomic": {"type": "boolean"},
+                        },
+                    }
+                },
+                "application/x-ndjson": {"schema": _ref("BatchOperation")},
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "Every operation's result, in order (JSON), or a stream of "
+                "them (NDJSON, a BatchResult a line)",
+                "content": {
+                    _JSON: {"schema": _ref("BatchResults")},
+                    "application/x-ndjson": {"schema": _ref("BatchResult")},
+                },
+            },
+            "400": _answer(
+                "A malformed batch (responseCode 4), or an atomic batch refused by an "
+                "operation's own 400",
+                {"anyOf": [_ref("Error"), _ref("BatchResults")]},
+            ),
+            "403": _answer("An atomic batch refused: not permitted", "BatchResults"),
+            "404": _answer("An atomic batch refused: no such handle", "BatchResults"),
+            "409": _answer("An atomic batch refused: exists", "BatchResults"),
+            "413": _answer(
+                "More than [batch] max_operations, or a body over max_body_bytes; or an atomic "
+                "batch refused by an operation's own 413",
+                {"anyOf": [_ref("Error"), _ref("BatchResults")]},
+            ),
+            **_AUTH_ERRORS,
+        },
+        "security": [{"basic": []}, {"handleSession": []}],
+    }
+    return {"/api/batch": {"post": batch}}
 
 
 def _session_paths() -> dict[str, Any]:
@@ -798,6 +887,7 @@ def describe(onezone: OnezoneConfig | None = None) -> dict[str, Any]:
     onezone = onezone or OnezoneConfig()
     paths = {
         **_handles_paths(),
+        **_batch_paths(),
         **_session_paths(),
         **_onezone_paths(onezone.api_base, onezone.proxy_base),
         **_other_paths(),
