@@ -38,7 +38,22 @@ class KeyedLocks:
     async def many(self, keys: Iterable[Hashable]) -> AsyncIterator[None]:
         """Hold the turns of all ``keys``, taken in the order given: give them sorted, so
         that two holders of many keys never wait for each other."""
-        async with contextlib.AsyncExitStack() as held:
+        wanted: list[tuple[Hashable, list]] = []
+        held = 0
+        try:
             for key in keys:
-                await held.enter_async_context(self(key))
+                entry = self._entries.get(key)
+                if entry is None:
+                    entry = self._entries[key] = [asyncio.Semaphore(self._holders), 0]
+                entry[1] += 1
+                wanted.append((key, entry))
+                await entry[0].acquire()
+                held += 1
             yield
+        finally:
+            for n, (key, entry) in enumerate(wanted):
+                if n < held:
+                    entry[0].release()
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._entries[key]

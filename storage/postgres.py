@@ -22,7 +22,6 @@ import asyncpg
 from .anchors import LONG_SKIP, PageAnchors, paged
 from .base import Change, ChangeListener, HandleStore, ImportResult, Outcome, SessionRecord
 from .errors import (
-    ChangeFailed,
     HandleError,
     InvalidData,
     SchemaMismatch,
@@ -35,13 +34,16 @@ from .rows import (
     VALUE_COLUMNS,
     AuthSQL,
     ImportPlan,
+    RecordDiff,
     by_key,
+    diff_records,
     latest_version,
     migrations,
     numbered,
     plan_import,
     prefix_bounds,
     records_from_rows,
+    run_changes,
     search_query,
     search_rows,
     session_from_row,
@@ -409,27 +411,8 @@ class PostgresStore(HandleStore):
 
         async def work(conn: asyncpg.Connection) -> list[Outcome | Exception]:
             initial = await _load_many(conn, keys)
-            state = dict(initial)
-            renamed: set[str] = set()
-            outcomes: list[Outcome | Exception] = []
-            for i, (key, change) in enumerate(keyed):
-                before = state[key]
-                try:
-                    after = change(before)
-                    if after is not None and handle_key(after.handle) != key:
-                        raise ValueError(
-                            f"a change of {key!r} returned a record for {after.handle!r}"
-                        )
-                except Exception as exc:  # (the change's own: it changed nothing)
-                    if atomic:
-                        raise ChangeFailed(i, exc) from None
-                    outcomes.append(exc)
-                    continue
-                if before is None and after is not None and initial[key] is not None:
-                    renamed.add(key)  # deleted and made again: it takes the new name
-                state[key] = after
-                outcomes.append((before, after))
-            await _apply_many(conn, initial, state, renamed)
+            final, renamed, outcomes = run_changes(initial, keyed, atomic=atomic)
+            await _write_diff(conn, diff_records(initial, final, renamed))
             return outcomes
 
         outcomes = await self._transaction(work, f"{len(keys)} handles")
@@ -637,84 +620,55 @@ async def _load_many(conn: asyncpg.Connection, keys: list[str]) -> dict[str, Han
         " ORDER BY key, idx",
         [r["key"] for r in names],
     )
-    values: dict[str, list[HandleValue]] = {}
-    for row in rows:
-        values.setdefault(row["key"], []).append(value_from_row(tuple(row)[1:]))
     found: dict[str, Handle | None] = dict.fromkeys(keys)
-    for row in names:
-        found[row["key"]] = Handle(row["handle"], tuple(values.get(row["key"], ())))
+    found.update(records_from_rows([tuple(r) for r in names], rows))
     return found
 
 
-async def _apply_many(
-    conn: asyncpg.Connection,
-    initial: dict[str, Handle | None],
-    final: dict[str, Handle | None],
-    renamed: set[str],
-) -> None:
-    """Store ``final`` in place of ``initial`` (records by key), in a few statements."""
-    touched = [k for k in initial if initial[k] != final[k] or k in renamed]
-    if not touched:
+async def _write_diff(conn: asyncpg.Connection, diff: RecordDiff) -> None:
+    """Store ``diff`` in a few statements (COPY for the values)."""
+    if not diff.touched:
         return
     await conn.execute(
         "SELECT pg_notify($1, k) FROM unnest($2::text[]) AS k",
         CHANNEL,
-        [k if len(k.encode("utf-8")) <= _MAX_PAYLOAD else "" for k in touched],
+        [k if len(k.encode("utf-8")) <= _MAX_PAYLOAD else "" for k in diff.touched],
     )
-    deleted = [k for k in touched if final[k] is None]
-    created = [k for k in touched if initial[k] is None and final[k] is not None]
-    kept = [k for k in touched if initial[k] is not None and final[k] is not None]
-    deltas: dict[str, int] = {}
-    for key, delta in [*((k, -1) for k in deleted), *((k, 1) for k in created)]:
-        prefix = handle_key(prefix_of(key))
-        deltas[prefix] = deltas.get(prefix, 0) + delta
-    if deleted:
-        await conn.execute("DELETE FROM handles WHERE key = ANY($1::text[])", deleted)  # cascade
-        await conn.execute("DELETE FROM value_text WHERE key = ANY($1::text[])", deleted)
-    if created:
+    if diff.deleted:
+        await conn.execute("DELETE FROM handles WHERE key = ANY($1::text[])", diff.deleted)
+        await conn.execute("DELETE FROM value_text WHERE key = ANY($1::text[])", diff.deleted)
+    if diff.created:
         await conn.execute(
             "INSERT INTO handles (key, handle) SELECT * FROM unnest($1::text[], $2::text[])",
-            created,
-            [final[k].handle for k in created],  # type: ignore[union-attr]
+            [k for k, _ in diff.created],
+            [name for _, name in diff.created],
         )
-    names = [(final[k].handle, k) for k in kept if k in renamed]  # type: ignore[union-attr]
-    if names:
-        await conn.executemany("UPDATE handles SET handle = $1 WHERE key = $2", names)
-    written: list[tuple[str, HandleValue]] = []
-    gone: list[tuple[str, int]] = []  # values removed or rewritten
-    for key in kept:
-        old = {v.index: v for v in initial[key].values}  # type: ignore[union-attr]
-        new = final[key].values  # type: ignore[union-attr]
-        gone += [(key, i) for i in sorted(old.keys() - {v.index for v in new})]
-        for value in new:
-            if old.get(value.index) != value:
-                written.append((key, value))
-                if value.index in old:
-                    gone.append((key, value.index))
-    for key in created:
-        written += [(key, v) for v in final[key].values]  # type: ignore[union-attr]
-    if gone:
-        pairs = ([k for k, _ in gone], [i for _, i in gone])
+    if diff.renamed:
+        await conn.executemany("UPDATE handles SET handle = $1 WHERE key = $2", diff.renamed)
+    if diff.gone:
+        pairs = ([k for k, _ in diff.gone], [i for _, i in diff.gone])
         for table in ("handle_values", "value_text"):
             await conn.execute(
                 f"DELETE FROM {table} WHERE (key, idx) IN"
                 " (SELECT * FROM unnest($1::text[], $2::int[]))",
                 *pairs,
             )
-    if written:
+    if diff.written:
         await conn.copy_records_to_table(
             "handle_values",
-            records=[value_row(k, v) for k, v in written],
+            records=[value_row(k, v) for k, v in diff.written],
             columns=["key", *(c.strip() for c in VALUE_COLUMNS.split(","))],
         )
-        searchable = [row for k, v in written for row in search_rows(k, [v])]
+        searchable = [row for k, v in diff.written for row in search_rows(k, [v])]
         if searchable:
             await conn.copy_records_to_table(
                 "value_text",
                 records=searchable,
                 columns=[c.strip() for c in SEARCH_COLUMNS.split(",")],
             )
-    await _add_counts(conn, deltas)
+    # Last: a row every create and delete of the prefix locks, which this transaction would
+    # otherwise hold while it waits for other writers' new handles (and they for it).
+    await _add_counts(conn, diff.deltas)
 
 
 async def _add_counts(conn: asyncpg.Connection, deltas: dict[str, int]) -> None:

@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from .base import ImportResult, SessionRecord
-from .errors import ImportConflict
+from .base import Change, ImportResult, Outcome, SessionRecord
+from .errors import ChangeFailed, ImportConflict
 from .model import Handle, HandleValue, TTLType, ValueReference, handle_key, prefix_of
 
 __all__ = [
@@ -21,13 +22,16 @@ __all__ = [
     "VALUE_COLUMNS",
     "AuthSQL",
     "ImportPlan",
+    "RecordDiff",
     "by_key",
+    "diff_records",
     "latest_version",
     "migrations",
     "numbered",
     "plan_import",
     "prefix_bounds",
     "records_from_rows",
+    "run_changes",
     "search_pattern_problem",
     "search_query",
     "search_rows",
@@ -113,6 +117,88 @@ def by_key(records: Iterable[Handle]) -> dict[str, Handle]:
             raise ValueError(f"handle {record.handle} is given twice")
         keyed[record.key] = record
     return keyed
+
+
+# -- update_many: the changes run in memory, the difference written at once ------------------
+
+
+def run_changes(
+    initial: Mapping[str, Handle | None], keyed: Sequence[tuple[str, Change]], *, atomic: bool
+) -> tuple[dict[str, Handle | None], set[str], list[Outcome | Exception]]:
+    """Run ``keyed`` (key, change) in order on the records ``initial`` holds: the records
+    after them, the keys deleted and made again (they take the new record's name), and each
+    change's outcome, or its exception (``atomic``: ``ChangeFailed`` is raised instead)."""
+    state = dict(initial)
+    renamed: set[str] = set()
+    outcomes: list[Outcome | Exception] = []
+    for i, (key, change) in enumerate(keyed):
+        before = state[key]
+        try:
+            after = change(before)
+            if after is not None and handle_key(after.handle) != key:
+                raise ValueError(f"a change of {key!r} returned a record for {after.handle!r}")
+        except Exception as exc:  # the change's own: it changed nothing
+            if atomic:
+                raise ChangeFailed(i, exc) from None
+            outcomes.append(exc)
+            continue
+        if before is None and after is not None and initial[key] is not None:
+            renamed.add(key)
+        state[key] = after
+        outcomes.append((before, after))
+    return state, renamed, outcomes
+
+
+@dataclass(slots=True)
+class RecordDiff:
+    """What storing some records in place of others writes."""
+
+    #: Keys whose record changed (the other processes and nodes are told of them).
+    touched: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    #: (key, name) of new handles.
+    created: list[tuple[str, str]] = field(default_factory=list)
+    #: (name, key) of handles deleted and made again under another spelling.
+    renamed: list[tuple[str, str]] = field(default_factory=list)
+    #: (key, index) of stored values removed or rewritten.
+    gone: list[tuple[str, int]] = field(default_factory=list)
+    #: (key, value) of values to store.
+    written: list[tuple[str, HandleValue]] = field(default_factory=list)
+    #: Prefix key -> change in its count of handles.
+    deltas: dict[str, int] = field(default_factory=dict)
+
+
+def diff_records(
+    initial: Mapping[str, Handle | None], final: Mapping[str, Handle | None], renamed: set[str]
+) -> RecordDiff:
+    """The writes that turn ``initial`` into ``final`` (records by key); values that did not
+    change are not rewritten."""
+    diff = RecordDiff()
+    for key, old in initial.items():
+        new = final[key]
+        if old == new and key not in renamed:
+            continue
+        diff.touched.append(key)
+        prefix = handle_key(prefix_of(key))
+        if new is None:
+            diff.deleted.append(key)
+            diff.deltas[prefix] = diff.deltas.get(prefix, 0) - 1
+            continue
+        if old is None:
+            diff.created.append((key, new.handle))
+            diff.deltas[prefix] = diff.deltas.get(prefix, 0) + 1
+            diff.written += [(key, v) for v in new.values]
+            continue
+        if key in renamed:
+            diff.renamed.append((new.handle, key))
+        stored = {v.index: v for v in old.values}
+        diff.gone += [(key, i) for i in sorted(stored.keys() - new.indexes)]
+        for value in new.values:
+            if stored.get(value.index) != value:
+                diff.written.append((key, value))
+                if value.index in stored:
+                    diff.gone.append((key, value.index))
+    return diff
 
 
 class ImportPlan:

@@ -298,3 +298,27 @@ async def test_a_stream_of_200000_creates_in_bounded_memory(
     _, listing = await api.list({"prefix": "TEST", "page": 0, "pageSize": 0})
     assert listing["totalCount"] == str(total)
     assert grown < 150 * 1024, f"grew {grown // 1024} MiB"
+
+
+async def test_another_node_forgets_what_a_batch_changed(aiohttp_client, config):
+    """Node b has the records cached; node a changes and deletes them in one batch; b answers
+    with the new records at once (SQLite: the change log; PostgreSQL: notifications)."""
+    a = Api(await aiohttp_client(create_app(config)))
+    b = Api(await aiohttp_client(create_app(config)))
+    await post(a, {"operations": [put(f"TEST/n{n}", "https://old.org") for n in range(3)]})
+    for n in range(3):
+        assert (await b.get(f"TEST/n{n}"))[1]["values"][0]["data"]["value"] == "https://old.org"
+    operations = [
+        put("TEST/n0", "https://new.org"),
+        delete("TEST/n1"),
+        put("TEST/n2", "https://x.org"),
+    ]
+    assert (await post(a, {"operations": operations, "atomic": True}))[0] == 200
+    for _ in range(50):  # PostgreSQL's notifications arrive on their own connection
+        answers = [await b.get(f"TEST/n{n}") for n in range(3)]
+        if answers[1][0] == 404:
+            break
+        await asyncio.sleep(0.05)
+    assert answers[0][1]["values"][0]["data"]["value"] == "https://new.org"
+    assert answers[1][0] == 404
+    assert answers[2][1]["values"][0]["data"]["value"] == "https://x.org"

@@ -376,6 +376,40 @@ async def test_a_change_of_update_many_that_is_not_atomic_fails_alone(store):
     assert await store.get("TEST/keep") == rec("TEST/keep", (1, b"a"))
 
 
+async def test_update_many_writes_exactly_what_changed(store):
+    """Values removed, rewritten and added; a handle deleted and made again under another
+    spelling takes the new name; the search index and the counts follow."""
+
+    def url(i: int, text: str) -> HandleValue:
+        return HandleValue(i, "URL", text.encode(), timestamp=1)
+
+    await store.update("TEST/k", put(Handle("TEST/k", (url(1, "https://keep.org"),
+                       url(2, "https://removed.org"), url(3, "https://before.org")))))  # fmt: skip
+    after = Handle("TEST/k", (url(1, "https://keep.org"), url(3, "https://rewritten.org"),
+                              url(4, "https://added.org")))  # fmt: skip
+    outcomes = await store.update_many(
+        [
+            ("TEST/k", put(after)),
+            ("TEST/brief", put(Handle("TEST/brief", (url(1, "https://brief.org"),)))),
+            ("TEST/brief", lambda before: None),
+        ],
+        atomic=False,
+    )
+    assert outcomes[2] == (Handle("TEST/brief", (url(1, "https://brief.org"),)), None)
+    assert await store.get("TEST/k") == after
+    assert await store.get("TEST/brief") is None
+    assert await store.search([("URL", "*removed.org*")]) == []
+    assert await store.search([("URL", "*before.org*")]) == []
+    assert await store.search([("URL", "*rewritten.org*")]) == ["TEST/k"]
+    assert await store.search([("URL", "*added.org*")]) == ["TEST/k"]
+    assert await store.search([("URL", "*brief.org*")]) == []
+    again = Handle("test/K", (url(1, "https://again.org"),))
+    await store.update_many([("TEST/k", lambda before: None), ("test/K", put(again))], atomic=True)
+    assert await store.get("TEST/k") == again
+    assert [n async for batch in store.iter_handles("TEST") for n in batch] == ["test/K"]
+    assert await store.count_handles("TEST") == 1
+
+
 async def test_update_many_beside_single_updates(store):
     """Batches and single updates in flight together each stand or fall as they should."""
     await store.update("TEST/counter", put(rec("TEST/counter", (1, b"0"))))

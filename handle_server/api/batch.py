@@ -282,23 +282,35 @@ async def _lines(request: web.Request, limit: int) -> AsyncIterator[bytes]:
 
 async def _stream(request: web.Request, identity: Identity) -> web.StreamResponse:
     """An NDJSON batch: results written a group at a time, in order, as the operations come.
-    A stream that breaks (a line too long, a stall) ends the batch with a last result that
-    says why; everything before it stands. A client that goes away gets nothing more: what it
-    sent and was not yet answered is not applied."""
+    While a group is decided and committed, the next is read and parsed (so at most two are
+    held); it is decided only after the one before is committed, and so sees its writes. A
+    stream that breaks (a line too long, a stall) ends the batch with a last result that says
+    why; everything before it stands. A client that goes away gets nothing more, and what it
+    sent after the group being committed is not applied."""
     config = request.app[keys.CONFIG]
     service = request.app[keys.SERVICE]
     response = web.StreamResponse(headers={"Content-Type": NDJSON})
     await response.prepare(request)
     group: list[_Parsed] = []
     position = 0
+    committing: asyncio.Future[None] | None = None
 
-    async def flush() -> None:
+    async def settle(parsed: list[_Parsed]) -> None:
         try:
-            results = await _apply(service, group, identity) if group else []
+            results = await _apply(service, parsed, identity)
         except HandleError as error:  # the store failed the whole group: each says so
-            results = [_failure(p.handle, error) for p in group]
-        group.clear()
+            results = [_failure(p.handle, error) for p in parsed]
         await response.write(b"".join(orjson.dumps(r) + b"\n" for r in results))
+
+    async def hand_over() -> None:
+        """The group read so far goes to be committed, after the one before it."""
+        nonlocal group, committing
+        if committing is not None:
+            await committing
+            committing = None
+        if group:
+            committing = asyncio.ensure_future(settle(group))
+            group = []
 
     broken: HandleError | None = None
     try:
@@ -312,12 +324,15 @@ async def _stream(request: web.Request, identity: Identity) -> web.StreamRespons
                 group.append(_parse(service, raw, position))
             position += 1
             if len(group) >= config.batch.in_flight:
-                await flush()
+                await hand_over()
     except ClientDisconnected:
+        if committing is not None:
+            await asyncio.wait([committing])  # (it finishes; nobody hears its answer)
         return response
     except HandleError as error:
         broken = error
-    await flush()
+    await hand_over()
+    await hand_over()
     if broken is not None:
         await response.write(orjson.dumps(_failure(None, broken)) + b"\n")
     await response.write_eof()

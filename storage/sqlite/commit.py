@@ -22,9 +22,17 @@ GROUP_MAX = 256
 Unit = tuple[list[tuple[str, Change]], bool]
 #: Runs a group of units in one transaction and commits it: for each unit, its changes'
 #: outcomes (an exception in place of a change rolled back alone) and the change-log numbers
-#: of those that changed something; or the ``ChangeFailed`` that rolled the unit back whole.
-#: Raises if the transaction as a whole failed (nothing of the group is stored then).
-Result = tuple[list[Outcome | Exception], list[int]] | ChangeFailed
+#: of what changed; or the exception that rolled the unit back whole (``ChangeFailed``: one
+#: of its changes, atomic; ``StoreUnavailable``: the store). Raises if the transaction as a
+#: whole failed (nothing of the group is stored then).
+Result = tuple[list[Outcome | Exception], list[int]] | Exception
+#: One change: ``((before, after), seq)``; ``seq`` its change-log number, if it changed.
+RunOne = Callable[[sqlite3.Connection, str, Change], tuple[Outcome, int | None]]
+#: Many changes in order, as ``update_many`` says: their outcomes and change-log numbers.
+RunMany = Callable[
+    [sqlite3.Connection, list[tuple[str, Change]], bool],
+    tuple[list[Outcome | Exception], list[int]],
+]
 RunGroup = Callable[[list[Unit]], Awaitable[list[Result]]]
 
 
@@ -105,7 +113,7 @@ class GroupCommit:
             stored: list[tuple[str, Outcome]] = []
             seqs: list[int] = []
             for queued, result in zip(batch, results, strict=True):
-                if isinstance(result, ChangeFailed):  # rolled back whole
+                if isinstance(result, Exception):  # rolled back whole
                     _settle(queued.result, error=result)
                     continue
                 outcomes, unit_seqs = result
@@ -126,47 +134,38 @@ def _translated(exc: Exception) -> Exception:
 
 
 def run_group(
-    db: sqlite3.Connection,
-    batch: list[Unit],
-    run: Callable[[sqlite3.Connection, str, Change], tuple[Outcome, int | None]],
+    db: sqlite3.Connection, batch: list[Unit], run_one: RunOne, run_many: RunMany
 ) -> list[Result]:
     """The group as one transaction on ``db`` (plain ``sqlite3``, in the thread that owns it):
-    each unit in a savepoint, and each change of a unit that is not atomic in one of its own,
-    so what raises is rolled back alone; then COMMIT. Raises (after a ROLLBACK) if the
-    transaction as a whole fails."""
+    each unit in a savepoint, rolled back alone if it fails; then COMMIT. A unit of one
+    change runs it with ``run_one``, a larger one all of them with ``run_many``. Raises
+    (after a ROLLBACK) if the transaction as a whole fails."""
     db.execute("BEGIN IMMEDIATE")
     try:
         results: list[Result] = []
         for changes, atomic in batch:
             db.execute("SAVEPOINT unit")
-            outcomes: list[Outcome | Exception] = []
-            seqs: list[int] = []
-            failed: ChangeFailed | None = None
-            for i, (key, change) in enumerate(changes):
-                if not atomic:
-                    db.execute("SAVEPOINT one_change")
-                try:
-                    outcome, seq = run(db, key, change)
-                except Exception as exc:
-                    if atomic:
-                        failed = ChangeFailed(i, _translated(exc))
-                        break
-                    db.execute("ROLLBACK TO one_change")
-                    db.execute("RELEASE one_change")
-                    outcomes.append(_translated(exc))
-                    continue
-                if not atomic:
-                    db.execute("RELEASE one_change")
-                outcomes.append(outcome)
-                if seq is not None:
-                    seqs.append(seq)
-            if failed is not None:
+            try:
+                if len(changes) == 1:
+                    (key, change), seq = changes[0], None
+                    try:
+                        outcome, seq = run_one(db, key, change)
+                    except sqlite3.Error:
+                        raise
+                    except Exception as exc:
+                        if atomic:
+                            raise ChangeFailed(0, exc) from None
+                        outcome = exc  # nothing written: nothing to roll back
+                    result: Result = ([outcome], [seq] if seq is not None else [])
+                else:
+                    result = run_many(db, changes, atomic)
+            except Exception as exc:
                 db.execute("ROLLBACK TO unit")
                 db.execute("RELEASE unit")
-                results.append(failed)
+                results.append(exc if isinstance(exc, ChangeFailed) else _translated(exc))
                 continue
             db.execute("RELEASE unit")
-            results.append((outcomes, seqs))
+            results.append(result)
         db.execute("COMMIT")
     except BaseException:
         try:

@@ -19,12 +19,15 @@ from ..rows import (
     SEARCH_COLUMNS,
     VALUE_COLUMNS,
     AuthSQL,
+    RecordDiff,
     by_key,
+    diff_records,
     latest_version,
     migrations,
     plan_import,
     prefix_bounds,
     records_from_rows,
+    run_changes,
     search_query,
     search_rows,
     session_from_row,
@@ -492,22 +495,11 @@ class SQLiteStore(HandleStore):
 
     async def get_many(self, handles: Sequence[str]) -> dict[str, Handle | None]:
         keys = list(dict.fromkeys(handle_key(h) for h in handles))
-        found: dict[str, Handle | None] = dict.fromkeys(keys)
-
-        def read(db: sqlite3.Connection) -> None:
-            for start in range(0, len(keys), _MANY_AT_ONCE):
-                chunk = keys[start : start + _MANY_AT_ONCE]
-                marks = ",".join("?" * len(chunk))
-                rows = db.execute(_RECORDS_SQL.format(marks=marks), chunk).fetchall()
-                for key, group in itertools.groupby(rows, key=lambda r: r[0]):
-                    found[key] = _record([r[1:] for r in group])
-
         try:
             # One trip to the reader's thread for all of them.
-            await self._reader._execute(read, self._reader._conn)
+            return await self._reader._execute(_read_many, self._reader._conn, keys)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
-        return found
 
     async def _run_group(self, batch: list[Unit]) -> list[Result]:
         """The group in one trip to the writer's thread: its transaction, savepoints, reads
@@ -517,7 +509,7 @@ class SQLiteStore(HandleStore):
         async with self._write_lock:
             writer = self._writer
             try:
-                return await writer._execute(run_group, writer._conn, batch, _run_one)
+                return await writer._execute(run_group, writer._conn, batch, _run_one, _run_many)
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"SQLite write failed: {exc}") from exc
 
@@ -695,6 +687,69 @@ def _run_one(db: sqlite3.Connection, key: str, change: Change) -> tuple[Outcome,
     if seq % _PRUNE_EVERY == 0:
         db.execute("DELETE FROM handle_changes WHERE seq <= ?", (seq - _CHANGES_KEPT,))
     return (before, after), seq
+
+
+def _run_many(
+    db: sqlite3.Connection, changes: list[tuple[str, Change]], atomic: bool
+) -> tuple[list[Outcome | Exception], list[int]]:
+    """Many changes (``update_many``): the records read at once, the changes run on them in
+    memory, what changed written with one statement of each kind; the change-log numbers."""
+    initial = _read_many(db, sorted({key for key, _ in changes}))
+    final, renamed, outcomes = run_changes(initial, changes, atomic=atomic)
+    return outcomes, _write_diff(db, diff_records(initial, final, renamed))
+
+
+def _read_many(db: sqlite3.Connection, keys: list[str]) -> dict[str, Handle | None]:
+    found: dict[str, Handle | None] = dict.fromkeys(keys)
+    for start in range(0, len(keys), _MANY_AT_ONCE):
+        chunk = keys[start : start + _MANY_AT_ONCE]
+        marks = ",".join("?" * len(chunk))
+        rows = db.execute(_RECORDS_SQL.format(marks=marks), chunk).fetchall()
+        for key, group in itertools.groupby(rows, key=lambda r: r[0]):
+            found[key] = _record([r[1:] for r in group])
+    return found
+
+
+def _write_diff(db: sqlite3.Connection, diff: RecordDiff) -> list[int]:
+    """Store ``diff``; the change-log numbers of its handles."""
+    if not diff.touched:
+        return []
+    if diff.deleted:
+        gone = [(k,) for k in diff.deleted]
+        db.executemany("DELETE FROM handle_values WHERE key = ?", gone)
+        db.executemany("DELETE FROM value_text WHERE key = ?", gone)
+        db.executemany("DELETE FROM handles WHERE key = ?", gone)
+    if diff.created:
+        db.executemany("INSERT INTO handles (key, handle) VALUES (?, ?)", diff.created)
+    if diff.renamed:
+        db.executemany("UPDATE handles SET handle = ? WHERE key = ?", diff.renamed)
+    if diff.gone:
+        db.executemany("DELETE FROM handle_values WHERE key = ? AND idx = ?", diff.gone)
+        db.executemany("DELETE FROM value_text WHERE key = ? AND idx = ?", diff.gone)
+    if diff.written:
+        db.executemany(
+            f"INSERT INTO handle_values (key, {VALUE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [value_row(k, v) for k, v in diff.written],
+        )
+        rows = [row for k, v in diff.written for row in search_rows(k, [v])]
+        if rows:
+            db.executemany(
+                f"INSERT INTO value_text ({SEARCH_COLUMNS}) VALUES (?, ?, ?, ?, ?)", rows
+            )
+    for prefix, delta in sorted(diff.deltas.items()):
+        if delta:
+            db.execute(
+                "INSERT INTO prefix_counts (prefix, count) VALUES (?, ?)"
+                " ON CONFLICT (prefix) DO UPDATE SET count = count + excluded.count",
+                (prefix, delta),
+            )
+    db.executemany("INSERT INTO handle_changes (key) VALUES (?)", [(k,) for k in diff.touched])
+    # This transaction is the only writer: its rows took the numbers after the last one.
+    last = db.execute("SELECT max(seq) FROM handle_changes").fetchone()[0]
+    first = last - len(diff.touched) + 1
+    if last // _PRUNE_EVERY != (first - 1) // _PRUNE_EVERY:
+        db.execute("DELETE FROM handle_changes WHERE seq <= ?", (last - _CHANGES_KEPT,))
+    return list(range(first, last + 1))
 
 
 def _load(db: sqlite3.Connection, key: str) -> Handle | None:
