@@ -510,12 +510,30 @@ def _batch_paths() -> dict[str, Any]:
                         "type": "object",
                         "required": ["operations"],
                         "properties": {
-                            "operations": {"type": "array", "items": _ref("BatchOperation")},
+                            "operations": {
+                                "type": "array",
+                                # Not atomic, an operation that is not a BatchOperation
+                                # fails alone: the batch takes any items.
+                                "items": {
+                                    "anyOf": [
+                                        _ref("BatchOperation"),
+                                        {
+                                            "description": "anything else: that operation "
+                                            "alone fails (400, responseCode 4)"
+                                        },
+                                    ]
+                                },
+                            },
                             "atomic": {"type": "boolean"},
                         },
                     }
                 },
-                "application/x-ndjson": {"schema": _ref("BatchOperation")},
+                "application/x-ndjson": {
+                    "schema": {
+                        "type": "string",
+                        "description": "one BatchOperation (JSON) a line",
+                    }
+                },
             },
         },
         "responses": {
