@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import keys
-from .api import batch, docs, sessions
+from .api import batch, docs, history, sessions
 from .api import views as api
 from .native import views as native
 from .onezone import views as onezone
@@ -25,6 +25,8 @@ async def _unknown_api(request: web.Request) -> web.Response:
         raise web.HTTPMethodNotAllowed(request.method, ["DELETE"])
     if path == batch.API_BATCH:
         raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+    if path.startswith(history.API_HISTORY + "/"):
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
     if path.rstrip("/") == sessions.SESSIONS:
         raise web.HTTPMethodNotAllowed(request.method, ["POST"])
     if path.rstrip("/") == sessions.SESSION_THIS:
@@ -48,6 +50,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_delete(api.API_CACHE, api.purge_cache)
     r.add_delete(api.API_CACHE + "/{handle:(?s:.*)}", api.purge_cache)
     r.add_post(batch.API_BATCH, batch.post_batch)
+    r.add_get(history.API_HISTORY + "/{handle:(?s:.*)}", history.get_history)
     r.add_post(sessions.SESSIONS, sessions.open_session)
     r.add_get(sessions.SESSION_THIS, sessions.session_this)
     r.add_put(sessions.SESSION_THIS, sessions.session_this)

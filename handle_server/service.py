@@ -35,6 +35,7 @@ from storage import (
     ValueAlreadyExists,
     ValueReference,
     ValuesNotFound,
+    Version,
     handle_key,
     prefix_of,
 )
@@ -349,6 +350,44 @@ class HandleService:
             return await self.store.get(handle)
         return (await self.cache.lookup(handle)).record
 
+    async def history(
+        self, handle: str, *, identity: Identity | None, offset: int = 0, limit: int | None = None
+    ) -> tuple[int, list[Version]]:
+        """The versions of ``handle``'s record (``HandleStore.history``), for an identity that
+        may read its non-public values (READ_VALUE on the record, or on its last record if it
+        was deleted). The records show only what that identity may read: values readable by
+        no one are left out (secret keys are shown redacted, as everywhere)."""
+        await self._check_history_reader(handle, identity)
+        total, versions = await self.store.history(handle, offset=offset, limit=limit)
+        return total, [_readable(v) for v in versions]
+
+    async def version(self, handle: str, number: int, *, identity: Identity | None) -> Version:
+        """Version ``number`` of ``handle``'s history, as ``history`` shows it."""
+        await self._check_history_reader(handle, identity)
+        found = await self.store.version(handle, number)
+        if found is None:
+            raise HandleNotFound(handle, f"{handle} has no version {number}")
+        return _readable(found)
+
+    async def _check_history_reader(self, handle: str, identity: Identity | None) -> None:
+        if identity is None:
+            raise AuthenticationNeeded(handle, "Authentication needed to read a history")
+        self.check_handle(handle)
+        record = await self.store.get(handle)
+        if record is None:
+            # Deleted (or never made): decided on its last record, the version before the
+            # deletion.
+            total, _ = await self.store.history(handle, limit=0)
+            _, last = await self.store.history(handle, offset=max(0, total - 2), limit=2)
+            record = next((v.record for v in reversed(last) if v.record is not None), None)
+            if record is None:
+                raise HandleNotFound(handle)
+        if not await self.authorizer.holds(identity, handle, P.READ_VALUE, record):
+            raise InvalidAdmin(
+                handle,
+                f"{identity} does not hold READ_VALUE on {handle}, needed for its history",
+            )
+
     async def count_handles(self, prefix: str, identity: Identity | None) -> int:
         """How many handles ``prefix`` has; the caller needs LIST_HANDLES on its prefix
         handle."""
@@ -439,11 +478,14 @@ class HandleService:
 
     # -- writes ----------------------------------------------------------------------------
 
-    async def _update(self, handle: str, change: Change) -> tuple[Handle | None, Handle | None]:
+    async def _update(
+        self, handle: str, change: Change, identity: Identity | None = None
+    ) -> tuple[Handle | None, Handle | None]:
         """Every write goes through here: the store applies it, then (also if it failed, to be
         safe) the cache forgets the handle, before the caller can answer."""
         try:
-            return await self.store.update(handle, change)
+            by = str(identity) if identity is not None else None
+            return await self.store.update(handle, change, by=by)
         finally:
             self.cache.invalidate(handle)
 
@@ -467,7 +509,7 @@ class HandleService:
                 before = await self.store.get(handle)
                 after = await self._decide(handle, identity, plan, before, condition)
                 try:
-                    return await self._update(handle, _unless_changed(before, after))
+                    return await self._update(handle, _unless_changed(before, after), identity)
                 except _Raced:
                     # Another process wrote the handle in between (writes in this one wait
                     # for each other): look again, after a short random pause.
@@ -538,7 +580,7 @@ class HandleService:
             decided.append(i)
             changes.append((op.handle, _unless_changed(before, after)))
         try:
-            outcomes = await self.store.update_many(changes, atomic=atomic)
+            outcomes = await self.store.update_many(changes, atomic=atomic, by=str(identity))
         except ChangeFailed as failed:
             if isinstance(failed.error, _Raced):
                 return pending
@@ -1081,6 +1123,15 @@ class _CacheInvalidator:
             self._service.cache.resume()
         else:
             self._service.cache.suspend()
+
+
+def _readable(version: Version) -> Version:
+    """``version`` without the values nobody may read."""
+    record = version.record
+    if record is None or all(v.public_read or v.admin_read for v in record.values):
+        return version
+    shown = tuple(v for v in record.values if v.public_read or v.admin_read)
+    return dataclasses.replace(version, record=Handle(record.handle, shown))
 
 
 def _unless_changed(before: Handle | None, after: Handle | None) -> Change:

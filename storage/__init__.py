@@ -4,7 +4,15 @@ This package never imports ``handle_server`` or ``aiohttp``."""
 
 from __future__ import annotations
 
-from .base import Change, ChangeListener, HandleStore, ImportResult, Outcome, SessionRecord
+from .base import (
+    Change,
+    ChangeListener,
+    HandleStore,
+    ImportResult,
+    Outcome,
+    SessionRecord,
+    Version,
+)
 from .errors import (
     ChangeFailed,
     HandleAlreadyExists,
@@ -53,6 +61,7 @@ __all__ = [
     "ValueAlreadyExists",
     "ValueReference",
     "ValuesNotFound",
+    "Version",
     "handle_key",
     "open_store",
     "prefix_of",

@@ -17,6 +17,7 @@ __all__ = [
     "ImportResult",
     "Outcome",
     "SessionRecord",
+    "Version",
 ]
 
 #: A change to one record: given the record as stored (``None`` when the handle does not exist),
@@ -55,6 +56,20 @@ class ImportResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Version:
+    """One change of a record, as its history keeps it: its number (from 1, per handle), when
+    (epoch seconds), the identity that made it (``index:handle``; ``None``: the server
+    itself), what it did (``create``, ``add``, ``modify``, ``remove``, ``replace``,
+    ``delete``) and the record after it (``None``: deleted)."""
+
+    number: int
+    at: float
+    by: str | None
+    operation: str
+    record: Handle | None
+
+
+@dataclass(frozen=True, slots=True)
 class SessionRecord:
     """What the store keeps of a session of the ``Handle`` authorization scheme: the identity
     it proved (``None``: the session was closed) and when it expires (epoch seconds). ``key``
@@ -80,8 +95,12 @@ class HandleStore(abc.ABC):
         Sees every write that completed before the call started."""
 
     @abc.abstractmethod
-    async def update(self, handle: str, change: Change) -> tuple[Handle | None, Handle | None]:
-        """Apply ``change`` to the record of ``handle`` atomically and durably.
+    async def update(
+        self, handle: str, change: Change, *, by: str | None = None
+    ) -> tuple[Handle | None, Handle | None]:
+        """Apply ``change`` to the record of ``handle`` atomically and durably; if it changed
+        the record, its history gains a version made ``by`` that identity, in the same
+        transaction.
 
         Returns ``(before, after)``. The whole change is one transaction: either all of it is
         stored or (if ``change`` raises, or the store fails) none of it, and the exception is
@@ -97,15 +116,27 @@ class HandleStore(abc.ABC):
 
     @abc.abstractmethod
     async def update_many(
-        self, changes: Sequence[tuple[str, Change]], *, atomic: bool
+        self, changes: Sequence[tuple[str, Change]], *, atomic: bool, by: str | None = None
     ) -> list[Outcome | Exception]:
-        """Apply ``changes`` (handle, change) in order, as ``update`` applies one, in one
-        transaction: durable when this returns, one commit for all. A change sees the record
-        as the changes before it left it.
+        """Apply ``changes`` (handle, change) in order, as ``update`` applies one (a version
+        for each change that changed a record), in one transaction: durable when this
+        returns, one commit for all. A change sees the record as the changes before it left
+        it.
 
         ``atomic``: if a change raises (or the store fails), nothing of the call is stored and
         ``ChangeFailed`` says which change and why. Otherwise a change that raises is rolled
         back alone, and its exception stands in its place in the answer."""
+
+    @abc.abstractmethod
+    async def history(
+        self, handle: str, *, offset: int = 0, limit: int | None = None
+    ) -> tuple[int, list[Version]]:
+        """How many versions ``handle``'s history holds, and the ones from ``offset`` on
+        (at most ``limit``), oldest first. A deleted handle keeps its history."""
+
+    @abc.abstractmethod
+    async def version(self, handle: str, number: int) -> Version | None:
+        """Version ``number`` of ``handle``'s history, if it holds it."""
 
     @abc.abstractmethod
     async def count_handles(self, prefix: str) -> int:

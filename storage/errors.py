@@ -30,8 +30,8 @@ class HandleError(Exception):
 
 
 class HandleNotFound(HandleError):
-    def __init__(self, handle: str) -> None:
-        super().__init__(handle, f"Handle {handle} not found")
+    def __init__(self, handle: str, message: str | None = None) -> None:
+        super().__init__(handle, message or f"Handle {handle} not found")
 
 
 class HandleAlreadyExists(HandleError):

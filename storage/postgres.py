@@ -14,13 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from typing import TypeVar
 
 import asyncpg
 
 from .anchors import LONG_SKIP, PageAnchors, paged
-from .base import Change, ChangeListener, HandleStore, ImportResult, Outcome, SessionRecord
+from .base import (
+    Change,
+    ChangeListener,
+    HandleStore,
+    ImportResult,
+    Outcome,
+    SessionRecord,
+    Version,
+)
 from .errors import (
     HandleError,
     InvalidData,
@@ -32,6 +41,7 @@ from .model import Handle, HandleValue, handle_key, prefix_of
 from .rows import (
     SEARCH_COLUMNS,
     VALUE_COLUMNS,
+    VERSION_COLUMNS,
     AuthSQL,
     ImportPlan,
     RecordDiff,
@@ -50,6 +60,8 @@ from .rows import (
     session_row,
     value_from_row,
     value_row,
+    version_from_row,
+    version_rows,
 )
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
@@ -265,6 +277,41 @@ class PostgresStore(HandleStore):
             found[key] = Handle(group[0]["handle"], values)
         return found
 
+    async def history(
+        self, handle: str, *, offset: int = 0, limit: int | None = None
+    ) -> tuple[int, list[Version]]:
+        key = handle_key(handle)
+        if "\x00" in key:
+            return 0, []
+        rows = await self._read(
+            lambda pool: pool.fetch(
+                f"SELECT {VERSION_COLUMNS}, count(*) OVER () FROM handle_versions"
+                " WHERE key = $1 ORDER BY version LIMIT $2 OFFSET $3",
+                key,
+                limit,
+                offset,
+            )
+        )
+        if rows:
+            return int(rows[0][-1]), [version_from_row(tuple(r)[:-1]) for r in rows]
+        total = await self._read(
+            lambda pool: pool.fetchval("SELECT count(*) FROM handle_versions WHERE key = $1", key)
+        )
+        return int(total), []
+
+    async def version(self, handle: str, number: int) -> Version | None:
+        key = handle_key(handle)
+        if "\x00" in key or not -(2**31) <= number < 2**31:
+            return None
+        row = await self._read(
+            lambda pool: pool.fetchrow(
+                f"SELECT {VERSION_COLUMNS} FROM handle_versions WHERE key = $1 AND version = $2",
+                key,
+                number,
+            )
+        )
+        return version_from_row(tuple(row)) if row is not None else None
+
     async def count_handles(self, prefix: str) -> int:
         count = await self._read(
             lambda pool: pool.fetchval(
@@ -373,18 +420,24 @@ class PostgresStore(HandleStore):
         self._anchors.changed(None)  # handles came: every page may have moved
         return result
 
-    async def update(self, handle: str, change: Change) -> tuple[Handle | None, Handle | None]:
+    async def update(
+        self, handle: str, change: Change, *, by: str | None = None
+    ) -> tuple[Handle | None, Handle | None]:
         # Shielded, as in the SQLite store: a started transaction ends (commit or rollback)
         # even if its caller is cancelled.
-        return await asyncio.shield(self._update(handle_key(handle), change))
+        return await asyncio.shield(self._update(handle_key(handle), change, by))
 
-    async def _update(self, key: str, change: Change) -> tuple[Handle | None, Handle | None]:
+    async def _update(
+        self, key: str, change: Change, by: str | None
+    ) -> tuple[Handle | None, Handle | None]:
         async def work(conn: asyncpg.Connection) -> tuple[Handle | None, Handle | None]:
             before = await _load(conn, key)
             after = change(before)
             if after is not None and handle_key(after.handle) != key:
                 raise ValueError(f"a change of {key!r} returned a record for {after.handle!r}")
             await _apply(conn, key, before, after)
+            if before != after:
+                await _add_versions(conn, {key: [(before, after)]}, by)
             return before, after
 
         before, after = await self._transaction(work, key)
@@ -393,15 +446,15 @@ class PostgresStore(HandleStore):
         return before, after
 
     async def update_many(
-        self, changes: Sequence[tuple[str, Change]], *, atomic: bool
+        self, changes: Sequence[tuple[str, Change]], *, atomic: bool, by: str | None = None
     ) -> list[Outcome | Exception]:
         if not changes:
             return []
         keyed = [(handle_key(handle), change) for handle, change in changes]
-        return await asyncio.shield(self._update_many(keyed, atomic))
+        return await asyncio.shield(self._update_many(keyed, atomic, by))
 
     async def _update_many(
-        self, keyed: list[tuple[str, Change]], atomic: bool
+        self, keyed: list[tuple[str, Change]], atomic: bool, by: str | None
     ) -> list[Outcome | Exception]:
         """All the records locked and read at once (existing ones in the order of their
         keys), the changes run on them in memory, and what changed written at once: a few
@@ -413,6 +466,11 @@ class PostgresStore(HandleStore):
             initial = await _load_many(conn, keys)
             final, renamed, outcomes = run_changes(initial, keyed, atomic=atomic)
             await _write_diff(conn, diff_records(initial, final, renamed))
+            changed: dict[str, list[Outcome]] = {}
+            for (key, _), outcome in zip(keyed, outcomes, strict=True):
+                if not isinstance(outcome, Exception) and outcome[0] != outcome[1]:
+                    changed.setdefault(key, []).append(outcome)
+            await _add_versions(conn, changed, by)
             return outcomes
 
         outcomes = await self._transaction(work, f"{len(keys)} handles")
@@ -669,6 +727,32 @@ async def _write_diff(conn: asyncpg.Connection, diff: RecordDiff) -> None:
     # Last: a row every create and delete of the prefix locks, which this transaction would
     # otherwise hold while it waits for other writers' new handles (and they for it).
     await _add_counts(conn, diff.deltas)
+
+
+async def _add_versions(
+    conn: asyncpg.Connection, changed: dict[str, list[Outcome]], by: str | None
+) -> None:
+    """The versions of ``changed`` (key -> its changes' outcomes, in order) in the history."""
+    if not changed:
+        return
+    last = dict(
+        await conn.fetch(
+            "SELECT key, max(version) FROM handle_versions WHERE key = ANY($1::text[])"
+            " GROUP BY key",
+            list(changed),
+        )
+    )
+    at = time.time()
+    rows = [
+        row
+        for key, outcomes in changed.items()
+        for row in version_rows(key, last.get(key, 0) + 1, outcomes, at=at, by=by)
+    ]
+    await conn.copy_records_to_table(
+        "handle_versions",
+        records=rows,
+        columns=["key", *(c.strip() for c in VERSION_COLUMNS.split(","))],
+    )
 
 
 async def _add_counts(conn: asyncpg.Connection, deltas: dict[str, int]) -> None:

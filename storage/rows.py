@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from .base import Change, ImportResult, Outcome, SessionRecord
+from .base import Change, ImportResult, Outcome, SessionRecord, Version
+from .dump import record_from_line, record_to_line
 from .errors import ChangeFailed, ImportConflict
 from .model import Handle, HandleValue, TTLType, ValueReference, handle_key, prefix_of
 
@@ -20,6 +21,7 @@ __all__ = [
     "SEARCH_EXCLUDED",
     "SEARCH_MIN_RUN",
     "VALUE_COLUMNS",
+    "VERSION_COLUMNS",
     "AuthSQL",
     "ImportPlan",
     "RecordDiff",
@@ -28,6 +30,7 @@ __all__ = [
     "latest_version",
     "migrations",
     "numbered",
+    "operation_of",
     "plan_import",
     "prefix_bounds",
     "records_from_rows",
@@ -39,6 +42,8 @@ __all__ = [
     "session_row",
     "value_from_row",
     "value_row",
+    "version_from_row",
+    "version_rows",
 ]
 
 VALUE_COLUMNS = "idx, type, data, ttl_type, ttl, timestamp, permissions, refs"
@@ -199,6 +204,60 @@ def diff_records(
                 if value.index in stored:
                     diff.gone.append((key, value.index))
     return diff
+
+
+# -- history -----------------------------------------------------------------------------------
+
+#: The columns of a version, after its key.
+VERSION_COLUMNS = "version, at, by, operation, record"
+
+
+def operation_of(before: Handle | None, after: Handle | None) -> str:
+    """What a change did, for its version: ``create``, ``delete``, or, to an existing record,
+    ``add`` / ``remove`` / ``modify`` when it only added, removed or changed values, else
+    ``replace``."""
+    if before is None:
+        return "create"
+    if after is None:
+        return "delete"
+    old = {v.index: v for v in before.values}
+    new = {v.index: v for v in after.values}
+    added = new.keys() - old.keys()
+    removed = old.keys() - new.keys()
+    modified = any(old[i] != new[i] for i in old.keys() & new.keys())
+    if added and not removed and not modified:
+        return "add"
+    if removed and not added and not modified:
+        return "remove"
+    if modified and not added and not removed:
+        return "modify"
+    return "replace"
+
+
+def version_rows(
+    key: str, first: int, outcomes: Iterable[Outcome], *, at: float, by: str | None
+) -> list[tuple]:
+    """The rows of the versions ``outcomes`` (in order) add to ``key``'s history, numbered
+    from ``first``; unchanged records add none."""
+    rows = []
+    for before, after in outcomes:
+        if before == after:
+            continue
+        record = record_to_line(after) if after is not None else None
+        rows.append((key, first + len(rows), at, by, operation_of(before, after), record))
+    return rows
+
+
+def version_from_row(row: Sequence[Any]) -> Version:
+    """A ``Version`` from ``VERSION_COLUMNS``."""
+    number, at, by, operation, record = row
+    return Version(
+        int(number),
+        float(at),
+        by,
+        operation,
+        record_from_line(bytes(record)) if record is not None else None,
+    )
 
 
 class ImportPlan:

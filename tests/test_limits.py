@@ -4,6 +4,7 @@ half-sent connections, header floods. Each limit is in the config with a safe de
 from __future__ import annotations
 
 import asyncio
+import json
 import resource
 import socket
 import sqlite3
@@ -163,7 +164,15 @@ async def test_idle_and_half_sent_connections_are_closed_and_header_floods_refus
         token = ADMIN_AUTH["Authorization"].removeprefix("Basic ")
         with socket.create_connection(("127.0.0.1", server.port), timeout=15) as s:
             s.sendall(f"GET /healthz HTTP/1.1\r\nAuthorization: Basic {token}\0\r\n\r\n".encode())
-            assert s.recv(65536).startswith(b"HTTP/1.0 400 ")
+            answer = s.recv(65536)
+            assert answer.startswith(b"HTTP/1.0 400 ") and token.encode() not in answer
+
+        # A request line over aiohttp's 8,190 bytes: answered in the API's shape, not quoted.
+        with socket.create_connection(("127.0.0.1", server.port), timeout=15) as s:
+            s.sendall(f"GET /api/handles/TEST/{'q' * 9000} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            head, _, body = s.recv(65536).partition(b"\r\n\r\n")
+        assert head.split(b" ")[1] == b"400" and b"application/json" in head
+        assert json.loads(body)["responseCode"] == 4 and b"qqqq" not in body
 
         # Every API bounds its body: a sessions request that stops mid-body gets 408.
         with socket.create_connection(("127.0.0.1", server.port), timeout=15) as s:

@@ -120,6 +120,11 @@ async def test_real_answers_match_the_description(described):
         ("POST", "/api/batch", {"json": {"atomic": True, "operations": [
             {"op": "delete", "handle": "TEST/none"}]}, "headers": ADMIN_AUTH}),
         ("POST", "/api/batch", {"json": {"operations": "x"}, "headers": ADMIN_AUTH}),
+        ("GET", "/api/history/TEST/o1", {"headers": ADMIN_AUTH}),
+        ("GET", "/api/history/TEST/o1", {"headers": ADMIN_AUTH,
+                                         "params": {"page": "0", "pageSize": "1"}}),
+        ("GET", "/api/history/TEST/nothing", {"headers": ADMIN_AUTH}),
+        ("GET", "/api/handles/TEST/o1", {"headers": ADMIN_AUTH, "params": {"version": "1"}}),
         ("POST", "/api/sessions", {"json": {"id": "300:0.NA/TEST"}}),
         ("GET", "/api/sessions/this", {}),
         ("GET", "/hrls/handles/", {"params": {"URL": "*m.org*"}}),

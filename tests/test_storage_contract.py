@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 from pathlib import Path
 
@@ -887,3 +888,63 @@ async def test_an_announcement_reaches_the_other_processes_and_changes_nothing(
         assert (await other.get("TEST/kept")).values[0].data == b"v"
     finally:
         await other.close()
+
+
+async def test_every_change_keeps_a_version_in_its_history(store):
+    one = rec("TEST/h", (1, b"a"))
+    two = rec("TEST/h", (1, b"a"), (2, b"b"))
+    await store.update("TEST/h", put(one), by="300:0.NA/TEST")
+    await store.update("TEST/h", put(two), by="300:TEST/USER")
+    await store.update("TEST/h", put(two), by="300:TEST/USER")  # unchanged: no version
+    await store.update("TEST/h", put(rec("TEST/h", (1, b"A"), (2, b"b"))))
+    await store.update("TEST/h", put(rec("TEST/h", (1, b"A"))))
+    await store.update("TEST/h", put(rec("TEST/h", (3, b"c"))))
+    await store.update("test/H", lambda before: None, by="300:0.NA/TEST")
+    total, versions = await store.history("test/h")
+    assert total == 6
+    assert [(v.number, v.by, v.operation) for v in versions] == [
+        (1, "300:0.NA/TEST", "create"),
+        (2, "300:TEST/USER", "add"),
+        (3, None, "modify"),
+        (4, None, "remove"),
+        (5, None, "replace"),
+        (6, "300:0.NA/TEST", "delete"),
+    ]
+    assert versions[0].record == one and versions[1].record == two
+    assert versions[-1].record is None and versions[-1].operation == "delete"
+    assert all(a.at <= b.at for a, b in itertools.pairwise(versions))
+    # A deleted handle keeps its history; made again, it continues it.
+    await store.update("TEST/h", put(rec("TEST/h", (1, b"again"))))
+    total, page = await store.history("TEST/h", offset=5, limit=2)
+    assert total == 7 and [(v.number, v.operation) for v in page] == [(6, "delete"), (7, "create")]
+    assert (await store.version("TEST/h", 2)).record == two
+    assert await store.version("TEST/h", 9) is None
+    assert await store.history("TEST/never") == (0, [])
+
+
+async def test_update_many_keeps_a_version_for_each_change(store):
+    await store.update_many(
+        [
+            ("TEST/m", put(rec("TEST/m", (1, b"a")))),
+            ("TEST/m", put(rec("TEST/m", (1, b"a"), (2, b"b")))),
+            ("TEST/n", put(rec("TEST/n", (1, b"n")))),
+            ("TEST/m", put(rec("TEST/m", (1, b"a"), (2, b"b")))),  # unchanged
+        ],
+        atomic=False,
+        by="300:0.NA/TEST",
+    )
+    _, versions = await store.history("TEST/m")
+    assert [(v.number, v.operation, v.by) for v in versions] == [
+        (1, "create", "300:0.NA/TEST"),
+        (2, "add", "300:0.NA/TEST"),
+    ]
+    assert (await store.history("TEST/n"))[0] == 1
+
+    def fail(before):
+        raise HandleAlreadyExists("TEST/m")
+
+    with pytest.raises(ChangeFailed):
+        await store.update_many(
+            [("TEST/m", lambda before: None), ("TEST/o", fail)], atomic=True, by="x"
+        )
+    assert (await store.history("TEST/m"))[0] == 2  # nothing of a failed batch is kept

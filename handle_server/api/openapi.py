@@ -175,6 +175,45 @@ _SCHEMAS: dict[str, Any] = {
             "results": {"type": "array", "items": _ref("BatchResult")},
         },
     },
+    "Version": {
+        "type": "object",
+        "required": ["version", "timestamp", "by", "operation", "values"],
+        "properties": {
+            "version": {"type": "integer", "minimum": 1},
+            "timestamp": {"type": "string"},
+            "by": {"type": ["string", "null"]},
+            "operation": {
+                "type": "string",
+                "enum": ["create", "add", "modify", "remove", "replace", "delete"],
+            },
+            "values": {"type": "array", "items": _ref("Value")},
+        },
+    },
+    "History": {
+        "type": "object",
+        "required": ["responseCode", "handle", "totalCount", "versions"],
+        "properties": {
+            "responseCode": {"type": "integer", "const": 1},
+            "handle": {"type": "string"},
+            "totalCount": {"type": "integer"},
+            "page": {"type": "integer"},
+            "pageSize": {"type": "integer"},
+            "versions": {"type": "array", "items": _ref("Version")},
+        },
+    },
+    "RecordVersion": {
+        "type": "object",
+        "required": ["responseCode", "handle", "version", "operation", "values"],
+        "properties": {
+            "responseCode": {"type": "integer", "enum": [1, 200]},
+            "handle": {"type": "string"},
+            "version": {"type": "integer"},
+            "timestamp": {"type": "string"},
+            "by": {"type": ["string", "null"]},
+            "operation": {"type": "string"},
+            "values": {"type": "array", "items": _ref("Value")},
+        },
+    },
     "Listing": {
         "type": "object",
         "required": ["responseCode", "prefix", "totalCount", "handles"],
@@ -327,6 +366,12 @@ _READ_PARAMS = [
     ),
     _query("auth", "read the store, not the cache", _BOOL),
     _query("publicOnly", "only public values (default: true without credentials)", _BOOL),
+    _query(
+        "version",
+        "the record as this version of its history left it (READ_VALUE needed; not with "
+        "index, type, auth or publicOnly)",
+        {"type": "integer", "minimum": 1},
+    ),
 ]
 
 
@@ -358,7 +403,9 @@ def _handles_paths() -> dict[str, Any]:
             "parameters": _READ_PARAMS,
             "responses": {
                 "200": _answer(
-                    "The record (responseCode 1), or 200 when nothing matched", "Record"
+                    "The record (responseCode 1), or 200 when nothing matched; with version=, "
+                    "the record as that version left it",
+                    {"anyOf": [_ref("Record"), _ref("RecordVersion")]},
                 ),
                 "304": {"description": "Not modified (If-None-Match)"},
                 "400": _error("Not a handle, or a prefix not homed here (301)"),
@@ -563,6 +610,29 @@ def _batch_paths() -> dict[str, Any]:
         "security": [{"basic": []}, {"handleSession": []}],
     }
     return {"/api/batch": {"post": batch}}
+
+
+def _history_paths() -> dict[str, Any]:
+    get = {
+        "summary": "The history of a handle's record: every version, oldest first",
+        "description": "For identities holding READ_VALUE on the record (on its last record, "
+        "if it was deleted). Values readable by no one are left out; secret keys are "
+        "redacted. A deleted handle keeps its history.",
+        "operationId": "getHistory",
+        "parameters": [
+            _query("page", "page number, from 0 (with pageSize)", {"type": "integer"}),
+            _query("pageSize", "versions per page", {"type": "integer"}),
+        ],
+        "responses": {
+            "200": _answer("The versions", "History"),
+            "400": _error("Not a handle, a prefix not homed here (301), a bad option"),
+            "403": _error("Without READ_VALUE on the record: responseCode 400"),
+            "404": _error("No such handle, now or ever: responseCode 100"),
+            **_AUTH_ERRORS,
+        },
+        "security": [{"basic": []}, {"handleSession": []}],
+    }
+    return {"/api/history/{handle}": {"parameters": [_HANDLE], "get": get}}
 
 
 def _session_paths() -> dict[str, Any]:
@@ -906,6 +976,7 @@ def describe(onezone: OnezoneConfig | None = None) -> dict[str, Any]:
     paths = {
         **_handles_paths(),
         **_batch_paths(),
+        **_history_paths(),
         **_session_paths(),
         **_onezone_paths(onezone.api_base, onezone.proxy_base),
         **_other_paths(),

@@ -24,6 +24,7 @@ from ..errors import (
 from ..responses import cached_response, etag_of, json_response
 from ..serializers import value_to_json, values_from_body
 from ..service import Precondition
+from .history import get_version
 
 __all__ = [
     "API_HANDLES",
@@ -125,6 +126,8 @@ async def get_handle(request: web.Request) -> web.StreamResponse:
     handle = params.path_handle(request, API_HANDLES + "/")
     if not handle:
         return await list_handles(request)
+    if "version" in request.query:
+        return await get_version(request, handle)
     return await resolve_json(request, handle)
 
 

@@ -12,6 +12,9 @@
   (the usual 1024 is reached by a thousand idle clients).
 - **Accept failures** (out of file descriptors, say) are logged once a minute with a count,
   not once per attempt with a traceback (``AcceptFailureLog``).
+- **Requests aiohttp cannot read** (a request line or header over 8,190 bytes, garbled
+  HTTP) are answered in the API's shape (JSON, responseCode 4) rather than aiohttp's plain
+  text, which quotes what the client sent.
 
 aiohttp has no hook for any of this, so each connection's protocol is wrapped
 (``GuardedProtocol``) by a runner whose server makes them (``GuardedRunner``). Whether a
@@ -28,7 +31,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 __all__ = [
@@ -145,13 +150,38 @@ class GuardedProtocol(asyncio.Protocol):
         self.inner.resume_writing()
 
 
+class _JsonErrorHandler(RequestHandler):
+    """aiohttp's handler, whose answer to a request it could not read is in the API's shape
+    (its logging and the connection's end stay aiohttp's)."""
+
+    def handle_error(
+        self,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        response = super().handle_error(request, status, exc, message)
+        if not 400 <= status < 500:
+            return response
+        if isinstance(exc, LineTooLong):
+            told = "the request line or a header is too long (at most 8,190 bytes)"
+        else:
+            told = "it is not HTTP this server can read"
+        body = {"responseCode": 4, "message": f"Malformed request: {told}"}
+        return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
 class _GuardedServer:
     """aiohttp's ``web.Server`` whose connections come wrapped; everything else is the
     server's own (shutdown, request counts, ...)."""
 
     def __init__(self, server: web.Server, guard: ConnectionGuard) -> None:
         self._server = server
-        self._make = guard.factory(server)
+        # As ``web.Server.__call__`` makes its handlers (aiohttp is pinned).
+        self._make = guard.factory(
+            lambda: _JsonErrorHandler(server, loop=server._loop, **server._kwargs)
+        )
 
     def __call__(self) -> GuardedProtocol:
         return self._make()

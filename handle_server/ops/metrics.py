@@ -43,6 +43,7 @@ from storage import (
     ImportResult,
     Outcome,
     SessionRecord,
+    Version,
 )
 
 __all__ = ["MULTIPROCESS_DIR", "Metrics", "MetricsStore", "multiprocess_mode"]
@@ -271,16 +272,28 @@ class MetricsStore(HandleStore):
     async def get(self, handle: str) -> Handle | None:
         return await self._timed("get", self.inner.get(handle))
 
-    async def update(self, handle: str, change: Change) -> tuple[Handle | None, Handle | None]:
-        return await self._timed("update", self.inner.update(handle, change))
+    async def update(
+        self, handle: str, change: Change, *, by: str | None = None
+    ) -> tuple[Handle | None, Handle | None]:
+        return await self._timed("update", self.inner.update(handle, change, by=by))
 
     async def get_many(self, handles: Sequence[str]) -> dict[str, Handle | None]:
         return await self._timed("get_many", self.inner.get_many(handles))
 
     async def update_many(
-        self, changes: Sequence[tuple[str, Change]], *, atomic: bool
+        self, changes: Sequence[tuple[str, Change]], *, atomic: bool, by: str | None = None
     ) -> list[Outcome | Exception]:
-        return await self._timed("update_many", self.inner.update_many(changes, atomic=atomic))
+        return await self._timed(
+            "update_many", self.inner.update_many(changes, atomic=atomic, by=by)
+        )
+
+    async def history(
+        self, handle: str, *, offset: int = 0, limit: int | None = None
+    ) -> tuple[int, list[Version]]:
+        return await self._timed("history", self.inner.history(handle, offset=offset, limit=limit))
+
+    async def version(self, handle: str, number: int) -> Version | None:
+        return await self._timed("version", self.inner.version(handle, number))
 
     async def count_handles(self, prefix: str) -> int:
         return await self._timed("count_handles", self.inner.count_handles(prefix))

@@ -18,19 +18,21 @@ __all__ = ["GROUP_MAX", "GroupCommit", "run_group"]
 #: Changes one group-commit transaction takes at most (a unit larger than this goes alone).
 GROUP_MAX = 256
 
-#: A unit of the group: changes ``(key, change)`` and whether they stand or fall together.
-Unit = tuple[list[tuple[str, Change]], bool]
+#: A unit of the group: changes ``(key, change)``, whether they stand or fall together, and
+#: the identity that makes them (for the history).
+Unit = tuple[list[tuple[str, Change]], bool, str | None]
 #: Runs a group of units in one transaction and commits it: for each unit, its changes'
 #: outcomes (an exception in place of a change rolled back alone) and the change-log numbers
 #: of what changed; or the exception that rolled the unit back whole (``ChangeFailed``: one
 #: of its changes, atomic; ``StoreUnavailable``: the store). Raises if the transaction as a
 #: whole failed (nothing of the group is stored then).
 Result = tuple[list[Outcome | Exception], list[int]] | Exception
-#: One change: ``((before, after), seq)``; ``seq`` its change-log number, if it changed.
-RunOne = Callable[[sqlite3.Connection, str, Change], tuple[Outcome, int | None]]
+#: One change (by an identity): ``((before, after), seq)``; ``seq`` its change-log number,
+#: if it changed.
+RunOne = Callable[[sqlite3.Connection, str, Change, str | None], tuple[Outcome, int | None]]
 #: Many changes in order, as ``update_many`` says: their outcomes and change-log numbers.
 RunMany = Callable[
-    [sqlite3.Connection, list[tuple[str, Change]], bool],
+    [sqlite3.Connection, list[tuple[str, Change]], bool, str | None],
     tuple[list[Outcome | Exception], list[int]],
 ]
 RunGroup = Callable[[list[Unit]], Awaitable[list[Result]]]
@@ -40,6 +42,7 @@ RunGroup = Callable[[list[Unit]], Awaitable[list[Result]]]
 class _Queued:
     changes: list[tuple[str, Change]]
     atomic: bool
+    by: str | None
     result: asyncio.Future[list[Outcome | Exception]]
 
 
@@ -70,12 +73,12 @@ class GroupCommit:
         self._committer: asyncio.Task[None] | None = None
 
     async def submit(
-        self, changes: list[tuple[str, Change]], *, atomic: bool
+        self, changes: list[tuple[str, Change]], *, atomic: bool, by: str | None = None
     ) -> list[Outcome | Exception]:
         """The changes' outcomes once committed; ``ChangeFailed`` if ``atomic`` and one of
         them raised (nothing of them is stored then)."""
         result = asyncio.get_running_loop().create_future()
-        self._queued.append(_Queued(changes, atomic, result))
+        self._queued.append(_Queued(changes, atomic, by, result))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.ensure_future(self._commit_queued())
         # Shielded: a cancelled caller does not cancel the transaction the others share.
@@ -98,7 +101,7 @@ class GroupCommit:
         while self._queued:
             batch = self._take()
             try:
-                results = await self._run_group([(q.changes, q.atomic) for q in batch])
+                results = await self._run_group([(q.changes, q.atomic, q.by) for q in batch])
             except BaseException as exc:  # nothing of the batch is stored
                 failure = exc if isinstance(exc, Exception) else StoreUnavailable(repr(exc))
                 for queued in batch:
@@ -143,13 +146,13 @@ def run_group(
     db.execute("BEGIN IMMEDIATE")
     try:
         results: list[Result] = []
-        for changes, atomic in batch:
+        for changes, atomic, by in batch:
             db.execute("SAVEPOINT unit")
             try:
                 if len(changes) == 1:
                     (key, change), seq = changes[0], None
                     try:
-                        outcome, seq = run_one(db, key, change)
+                        outcome, seq = run_one(db, key, change, by)
                     except sqlite3.Error:
                         raise
                     except Exception as exc:
@@ -158,7 +161,7 @@ def run_group(
                         outcome = exc  # nothing written: nothing to roll back
                     result: Result = ([outcome], [seq] if seq is not None else [])
                 else:
-                    result = run_many(db, changes, atomic)
+                    result = run_many(db, changes, atomic, by)
             except Exception as exc:
                 db.execute("ROLLBACK TO unit")
                 db.execute("RELEASE unit")

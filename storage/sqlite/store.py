@@ -6,18 +6,28 @@ import asyncio
 import contextlib
 import itertools
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from pathlib import Path
 
 import aiosqlite
 
 from ..anchors import LONG_SKIP, PageAnchors, paged
-from ..base import Change, ChangeListener, HandleStore, ImportResult, Outcome, SessionRecord
+from ..base import (
+    Change,
+    ChangeListener,
+    HandleStore,
+    ImportResult,
+    Outcome,
+    SessionRecord,
+    Version,
+)
 from ..errors import ChangeFailed, SchemaMismatch, SearchTimeout, StoreUnavailable
 from ..model import Handle, HandleValue, handle_key, prefix_of
 from ..rows import (
     SEARCH_COLUMNS,
     VALUE_COLUMNS,
+    VERSION_COLUMNS,
     AuthSQL,
     RecordDiff,
     by_key,
@@ -34,6 +44,8 @@ from ..rows import (
     session_row,
     value_from_row,
     value_row,
+    version_from_row,
+    version_rows,
 )
 from .commit import GroupCommit, Result, Unit, run_group
 from .signal import ChangeSignal
@@ -475,23 +487,46 @@ class SQLiteStore(HandleStore):
             "INSERT INTO handle_changes (key) VALUES (?)", [(r.key,) for r in plan.written]
         )
 
-    async def update(self, handle: str, change: Change) -> tuple[Handle | None, Handle | None]:
+    async def update(
+        self, handle: str, change: Change, *, by: str | None = None
+    ) -> tuple[Handle | None, Handle | None]:
         """As the contract says; concurrent updates share transactions (``GroupCommit``)."""
         try:
-            (outcome,) = await self._group.submit([(handle_key(handle), change)], atomic=True)
+            (outcome,) = await self._group.submit(
+                [(handle_key(handle), change)], atomic=True, by=by
+            )
         except ChangeFailed as failed:
             raise failed.error from None
         assert not isinstance(outcome, Exception)
         return outcome
 
     async def update_many(
-        self, changes: Sequence[tuple[str, Change]], *, atomic: bool
+        self, changes: Sequence[tuple[str, Change]], *, atomic: bool, by: str | None = None
     ) -> list[Outcome | Exception]:
         """As the contract says: one unit of a group commit (``GroupCommit``)."""
         if not changes:
             return []
         keyed = [(handle_key(handle), change) for handle, change in changes]
-        return await self._group.submit(keyed, atomic=atomic)
+        return await self._group.submit(keyed, atomic=atomic, by=by)
+
+    async def history(
+        self, handle: str, *, offset: int = 0, limit: int | None = None
+    ) -> tuple[int, list[Version]]:
+        key = handle_key(handle)
+        rows = await self._fetch(
+            f"SELECT {VERSION_COLUMNS} FROM handle_versions WHERE key = ?"
+            " ORDER BY version LIMIT ? OFFSET ?",
+            (key, -1 if limit is None else limit, offset),
+        )
+        total = await self._fetch("SELECT count(*) FROM handle_versions WHERE key = ?", (key,))
+        return total[0][0], [version_from_row(r) for r in rows]
+
+    async def version(self, handle: str, number: int) -> Version | None:
+        rows = await self._fetch(
+            f"SELECT {VERSION_COLUMNS} FROM handle_versions WHERE key = ? AND version = ?",
+            (handle_key(handle), number),
+        )
+        return version_from_row(rows[0]) if rows else None
 
     async def get_many(self, handles: Sequence[str]) -> dict[str, Handle | None]:
         keys = list(dict.fromkeys(handle_key(h) for h in handles))
@@ -673,7 +708,9 @@ class SQLiteStore(HandleStore):
 # -- one update, in the writer's thread (``commit.run_group``) ---------------------------------
 
 
-def _run_one(db: sqlite3.Connection, key: str, change: Change) -> tuple[Outcome, int | None]:
+def _run_one(
+    db: sqlite3.Connection, key: str, change: Change, by: str | None
+) -> tuple[Outcome, int | None]:
     """One update: ``((before, after), seq)``, ``seq`` its change-log number (``None``: nothing
     changed)."""
     before = _load(db, key)
@@ -683,6 +720,8 @@ def _run_one(db: sqlite3.Connection, key: str, change: Change) -> tuple[Outcome,
     if before is None and after is None:
         return (before, after), None
     _write(db, key, before, after)
+    if before != after:
+        _add_versions(db, {key: [(before, after)]}, by)
     seq = db.execute("INSERT INTO handle_changes (key) VALUES (?)", (key,)).lastrowid
     if seq % _PRUNE_EVERY == 0:
         db.execute("DELETE FROM handle_changes WHERE seq <= ?", (seq - _CHANGES_KEPT,))
@@ -690,13 +729,48 @@ def _run_one(db: sqlite3.Connection, key: str, change: Change) -> tuple[Outcome,
 
 
 def _run_many(
-    db: sqlite3.Connection, changes: list[tuple[str, Change]], atomic: bool
+    db: sqlite3.Connection, changes: list[tuple[str, Change]], atomic: bool, by: str | None
 ) -> tuple[list[Outcome | Exception], list[int]]:
     """Many changes (``update_many``): the records read at once, the changes run on them in
     memory, what changed written with one statement of each kind; the change-log numbers."""
     initial = _read_many(db, sorted({key for key, _ in changes}))
     final, renamed, outcomes = run_changes(initial, changes, atomic=atomic)
-    return outcomes, _write_diff(db, diff_records(initial, final, renamed))
+    seqs = _write_diff(db, diff_records(initial, final, renamed))
+    by_key: dict[str, list[Outcome]] = {}
+    for (key, _), outcome in zip(changes, outcomes, strict=True):
+        if not isinstance(outcome, Exception) and outcome[0] != outcome[1]:
+            by_key.setdefault(key, []).append(outcome)
+    _add_versions(db, by_key, by)
+    return outcomes, seqs
+
+
+def _add_versions(
+    db: sqlite3.Connection, changed: dict[str, list[Outcome]], by: str | None
+) -> None:
+    """The versions of ``changed`` (key -> its changes' outcomes, in order) in the history."""
+    if not changed:
+        return
+    keys = list(changed)
+    last: dict[str, int] = {}
+    for start in range(0, len(keys), _MANY_AT_ONCE):
+        chunk = keys[start : start + _MANY_AT_ONCE]
+        marks = ",".join("?" * len(chunk))
+        last.update(
+            db.execute(
+                f"SELECT key, max(version) FROM handle_versions WHERE key IN ({marks})"
+                " GROUP BY key",
+                chunk,
+            ).fetchall()
+        )
+    at = time.time()
+    rows = [
+        row
+        for key, outcomes in changed.items()
+        for row in version_rows(key, last.get(key, 0) + 1, outcomes, at=at, by=by)
+    ]
+    db.executemany(
+        f"INSERT INTO handle_versions (key, {VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", rows
+    )
 
 
 def _read_many(db: sqlite3.Connection, keys: list[str]) -> dict[str, Handle | None]:
