@@ -584,6 +584,8 @@ class HandleService:
         except ChangeFailed as failed:
             if isinstance(failed.error, _Raced):
                 return pending
+            if isinstance(failed.error, StoreUnavailable):
+                raise failed.error from None  # the store's failure, not the write's
             if isinstance(failed.error, HandleError):
                 raise BatchRefused(decided[failed.index], failed.error) from None
             raise failed.error from None

@@ -401,17 +401,7 @@ class PostgresStore(HandleStore):
         keys = sorted(keyed)  # rows locked in one order: concurrent imports cannot deadlock
 
         async def work(conn: asyncpg.Connection) -> ImportResult:
-            names = await conn.fetch(
-                "SELECT key, handle FROM handles WHERE key = ANY($1::text[])"
-                " ORDER BY key FOR UPDATE",
-                keys,
-            )
-            rows = await conn.fetch(
-                f"SELECT key, {VALUE_COLUMNS} FROM handle_values"
-                " WHERE key = ANY($1::text[]) ORDER BY key, idx",
-                [r["key"] for r in names],
-            )
-            plan = plan_import(keyed, records_from_rows(names, rows), replace=replace)
+            plan = plan_import(keyed, await _load_many(conn, keys), replace=replace)
             if plan.written:
                 await _write_imported(conn, plan)
             return plan.result

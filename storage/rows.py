@@ -282,7 +282,7 @@ class ImportPlan:
 
 
 def plan_import(
-    keyed: Mapping[str, Handle], stored: Mapping[str, Handle], *, replace: bool
+    keyed: Mapping[str, Handle], stored: Mapping[str, Handle | None], *, replace: bool
 ) -> ImportPlan:
     plan = ImportPlan()
     for key, record in keyed.items():

@@ -147,6 +147,17 @@ async def _apply(
     return results
 
 
+async def _settled(
+    service: HandleService, parsed: Sequence[_Parsed], identity: Identity
+) -> list[dict]:
+    """``_apply``; if the store fails the whole group, each of its operations says so (the
+    groups before it stand)."""
+    try:
+        return await _apply(service, parsed, identity)
+    except HandleError as error:
+        return [_failure(p.handle, error) for p in parsed]
+
+
 async def post_batch(request: web.Request) -> web.StreamResponse:
     """POST /api/batch."""
     identity = await params.identity(request)
@@ -181,7 +192,7 @@ async def post_batch(request: web.Request) -> web.StreamResponse:
         return await _atomic(request, service, parsed, identity)
     results: list[dict] = []
     for start in range(0, len(parsed), config.in_flight):
-        results += await _apply(service, parsed[start : start + config.in_flight], identity)
+        results += await _settled(service, parsed[start : start + config.in_flight], identity)
     return json_response(request, {"responseCode": 1, "results": results})
 
 
@@ -296,10 +307,7 @@ async def _stream(request: web.Request, identity: Identity) -> web.StreamRespons
     committing: asyncio.Future[None] | None = None
 
     async def settle(parsed: list[_Parsed]) -> None:
-        try:
-            results = await _apply(service, parsed, identity)
-        except HandleError as error:  # the store failed the whole group: each says so
-            results = [_failure(p.handle, error) for p in parsed]
+        results = await _settled(service, parsed, identity)
         await response.write(b"".join(orjson.dumps(r) + b"\n" for r in results))
 
     async def hand_over() -> None:
