@@ -369,6 +369,16 @@ class HandleService:
             raise HandleNotFound(handle, f"{handle} has no version {number}")
         return _readable(found)
 
+    async def deleted_at(self, handle: str) -> float | None:
+        """When ``handle`` (homed here, not found) was deleted, if its history says it was."""
+        if self.remote is not None and not self.is_homed(handle):
+            return None
+        total, _ = await self.store.history(handle, limit=0)
+        if not total:
+            return None
+        _, (last,) = await self.store.history(handle, offset=total - 1, limit=1)
+        return last.at if last.record is None else None
+
     async def _check_history_reader(self, handle: str, identity: Identity | None) -> None:
         if identity is None:
             raise AuthenticationNeeded(handle, "Authentication needed to read a history")

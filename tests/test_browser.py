@@ -85,6 +85,28 @@ async def test_not_found_page_renders(client, tmp_path):
         shutil.copy(shot, Path(keep) / "missing.png")
 
 
+async def test_a_deleted_handle_has_a_page_that_says_so(api, client, tmp_path):
+    """410 Gone with when, to a browser; the REST API and the resolver's JSON still say 404,
+    as the reference does; a handle that never existed stays 404."""
+    await api.put("TEST/gone", [url_value("https://gone.example.org")])
+    await api.delete("TEST/gone")
+    url = str(client.make_url("/TEST/gone"))
+    dom = await chromium(tmp_path, "--dump-dom", url)
+    assert "Handle deleted" in dom and "TEST/gone" in dom and "existed and was deleted" in dom
+    assert "gone.example.org" not in dom
+    async with client.get("/TEST/gone") as resp:
+        assert resp.status == 410 and resp.content_type == "text/html"
+    async with client.get("/TEST/gone", headers={"Accept": "application/json"}) as resp:
+        assert resp.status == 404 and (await resp.json())["responseCode"] == 100
+    assert (await api.get("TEST/gone"))[0] == 404
+    async with client.get("/TEST/never") as resp:
+        assert resp.status == 404
+    # Made again, it resolves again.
+    await api.put("TEST/gone", [url_value("https://back.example.org")])
+    async with client.get("/TEST/gone", allow_redirects=False) as resp:
+        assert resp.status == 302
+
+
 async def test_a_browser_follows_the_redirect_to_the_url(api, client, tmp_path):
     target = str(client.make_url("/TEST/landing?noredirect"))
     await api.put("TEST/landing", [{"index": 1, "type": "DESC", "data": "landing page"}])

@@ -4,6 +4,7 @@ scripts and no external assets. Every piece of text from a record or a request i
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from html import escape
 from urllib.parse import quote, urlsplit
 
@@ -11,7 +12,14 @@ from storage import HandleValue
 
 from ..serializers import data_to_json, format_timestamp
 
-__all__ = ["STYLE", "error_page", "lookup_page", "record_page", "redirect_body"]
+__all__ = [
+    "STYLE",
+    "deleted_page",
+    "error_page",
+    "lookup_page",
+    "record_page",
+    "redirect_body",
+]
 
 #: The pages' one stylesheet (its hash is in their Content-Security-Policy).
 STYLE = """
@@ -113,6 +121,17 @@ def error_page(status: int, message: str, handle: str | None) -> str:
     title = "Handle not found" if status == 404 else "Cannot resolve"
     body = f'<h1>{escape(title)}</h1><p class="error">{escape(message)}</p>'
     return _page(title, body, query=handle or "")
+
+
+def deleted_page(handle: str, when: float) -> str:
+    """A handle that existed here and was deleted (410 Gone)."""
+    at = datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    body = (
+        "<h1>Handle deleted</h1>"
+        f'<p class="error">{escape(handle)} existed and was deleted on {escape(at)}. '
+        "It leads nowhere now.</p>"
+    )
+    return _page("Handle deleted", body, query=handle)
 
 
 def lookup_page() -> str:

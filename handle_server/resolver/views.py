@@ -14,14 +14,14 @@ from xml.etree.ElementTree import Element
 
 from aiohttp import web
 
-from storage import HandleValue
+from storage import HandleNotFound, HandleValue
 
 from .. import keys, params
 from ..api.views import resolve_json
 from ..errors import ProtocolError
 from ..responses import cached_response, redirect_response, wants_json
 from .locations import UnsafeAppend, choose_redirect, is_location_list, location_lists
-from .pages import lookup_page, record_page, redirect_body
+from .pages import deleted_page, lookup_page, record_page, redirect_body
 
 __all__ = ["RNG", "favicon", "lookup", "resolve", "vary_on_accept"]
 
@@ -68,9 +68,22 @@ async def resolve(request: web.Request) -> web.StreamResponse:
     indexes = [params.int_value(i, "index") for i in request.query.getall("index", [])]
     types = request.query.getall("type", [])
     refresh = params.flag(request, "auth", default=False)
-    resolution = await service.resolve(
-        handle, indexes=indexes, types=types, public_only=True, identity=None, refresh=refresh
-    )
+    try:
+        resolution = await service.resolve(
+            handle, indexes=indexes, types=types, public_only=True, identity=None, refresh=refresh
+        )
+    except HandleNotFound:
+        # A browser is told that a deleted handle existed (410); the JSON answer stays 404,
+        # as the reference's.
+        when = await service.deleted_at(handle)
+        if when is None:
+            raise
+        return web.Response(
+            status=410,
+            text=deleted_page(handle, when),
+            content_type="text/html",
+            headers={"Cache-Control": "no-cache"},
+        )
     now = service.now()
     if "noredirect" not in request.query:
         entry = resolution.entry
