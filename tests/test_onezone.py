@@ -147,6 +147,8 @@ async def test_register_read_modify_delete_a_share_handle(api: Api, client):
     assert_onezone_error(status, body, 404, "notFound")
     assert (await api.get(f"TEST/{HID}"))[0] == 404
     async with client.get(f"/TEST/{HID}", allow_redirects=False) as resp:
+        assert resp.status == 410  # a browser is told the handle existed (its history)
+    async with client.get(f"/TEST/{HID}", headers={"Accept": "application/json"}) as resp:
         assert resp.status == 404
     await nothing_registered(api)
 
