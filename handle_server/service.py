@@ -373,11 +373,16 @@ class HandleService:
         """When ``handle`` (homed here, not found) was deleted, if its history says it was."""
         if self.remote is not None and not self.is_homed(handle):
             return None
+        last = await self._last_versions(handle, 1)
+        return last[0].at if last and last[0].record is None else None
+
+    async def _last_versions(self, handle: str, count: int) -> list[Version]:
+        """The last ``count`` versions of ``handle``'s history (fewer if it has fewer)."""
         total, _ = await self.store.history(handle, limit=0)
         if not total:
-            return None
-        _, (last,) = await self.store.history(handle, offset=total - 1, limit=1)
-        return last.at if last.record is None else None
+            return []
+        _, last = await self.store.history(handle, offset=max(0, total - count), limit=count)
+        return last
 
     async def _check_history_reader(self, handle: str, identity: Identity | None) -> None:
         if identity is None:
@@ -387,8 +392,7 @@ class HandleService:
         if record is None:
             # Deleted (or never made): decided on its last record, the version before the
             # deletion.
-            total, _ = await self.store.history(handle, limit=0)
-            _, last = await self.store.history(handle, offset=max(0, total - 2), limit=2)
+            last = await self._last_versions(handle, 2)
             record = next((v.record for v in reversed(last) if v.record is not None), None)
             if record is None:
                 raise HandleNotFound(handle)

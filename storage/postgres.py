@@ -46,6 +46,7 @@ from .rows import (
     ImportPlan,
     RecordDiff,
     by_key,
+    changed_by_key,
     diff_records,
     latest_version,
     migrations,
@@ -456,11 +457,7 @@ class PostgresStore(HandleStore):
             initial = await _load_many(conn, keys)
             final, renamed, outcomes = run_changes(initial, keyed, atomic=atomic)
             await _write_diff(conn, diff_records(initial, final, renamed))
-            changed: dict[str, list[Outcome]] = {}
-            for (key, _), outcome in zip(keyed, outcomes, strict=True):
-                if not isinstance(outcome, Exception) and outcome[0] != outcome[1]:
-                    changed.setdefault(key, []).append(outcome)
-            await _add_versions(conn, changed, by)
+            await _add_versions(conn, changed_by_key(keyed, outcomes), by)
             return outcomes
 
         outcomes = await self._transaction(work, f"{len(keys)} handles")

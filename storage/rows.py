@@ -26,6 +26,7 @@ __all__ = [
     "ImportPlan",
     "RecordDiff",
     "by_key",
+    "changed_by_key",
     "diff_records",
     "latest_version",
     "migrations",
@@ -234,18 +235,34 @@ def operation_of(before: Handle | None, after: Handle | None) -> str:
     return "replace"
 
 
+def changed_by_key(
+    keyed: Sequence[tuple[str, Change]], outcomes: Sequence[Outcome | Exception]
+) -> dict[str, list[Outcome]]:
+    """The outcomes of ``update_many``'s changes that changed a record, by key, in order:
+    what its history keeps."""
+    changed: dict[str, list[Outcome]] = {}
+    for (key, _), outcome in zip(keyed, outcomes, strict=True):
+        if not isinstance(outcome, Exception) and outcome[0] != outcome[1]:
+            changed.setdefault(key, []).append(outcome)
+    return changed
+
+
 def version_rows(
     key: str, first: int, outcomes: Iterable[Outcome], *, at: float, by: str | None
 ) -> list[tuple]:
-    """The rows of the versions ``outcomes`` (in order) add to ``key``'s history, numbered
-    from ``first``; unchanged records add none."""
-    rows = []
-    for before, after in outcomes:
-        if before == after:
-            continue
-        record = record_to_line(after) if after is not None else None
-        rows.append((key, first + len(rows), at, by, operation_of(before, after), record))
-    return rows
+    """The rows of the versions ``outcomes`` (changes that changed the record, in order) add
+    to ``key``'s history, numbered from ``first``."""
+    return [
+        (
+            key,
+            first + n,
+            at,
+            by,
+            operation_of(before, after),
+            record_to_line(after) if after is not None else None,
+        )
+        for n, (before, after) in enumerate(outcomes)
+    ]
 
 
 def version_from_row(row: Sequence[Any]) -> Version:

@@ -31,6 +31,7 @@ from ..rows import (
     AuthSQL,
     RecordDiff,
     by_key,
+    changed_by_key,
     diff_records,
     latest_version,
     migrations,
@@ -736,11 +737,7 @@ def _run_many(
     initial = _read_many(db, sorted({key for key, _ in changes}))
     final, renamed, outcomes = run_changes(initial, changes, atomic=atomic)
     seqs = _write_diff(db, diff_records(initial, final, renamed))
-    by_key: dict[str, list[Outcome]] = {}
-    for (key, _), outcome in zip(changes, outcomes, strict=True):
-        if not isinstance(outcome, Exception) and outcome[0] != outcome[1]:
-            by_key.setdefault(key, []).append(outcome)
-    _add_versions(db, by_key, by)
+    _add_versions(db, changed_by_key(changes, outcomes), by)
     return outcomes, seqs
 
 
