@@ -29,6 +29,7 @@ from .ops.access_log import NativeAccessLog
 from .ops.forwarded import TrustedProxies
 from .ops.limits import ConcurrencyLimit
 from .ops.metrics import Metrics, MetricsStore
+from .ops.retention import pruning
 from .ops.views import metrics_middleware
 from .resolver import pages
 from .resolver import views as resolver
@@ -90,7 +91,8 @@ def create_app(
         app[keys.ONEZONE] = OnezoneService(service, config.onezone, service.authenticator)
         if native is not None:
             app[native_views.NATIVE] = native
-        yield
+        async with pruning(store, config.history, clock=clock):
+            yield
         stats = service.cache.stats
         log.info(
             "cache: %d hits, %d misses (hit ratio %.3f), %d store reads, %d invalidations",

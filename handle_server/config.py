@@ -254,6 +254,31 @@ class BatchConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryConfig:
+    keep_versions: int = option(
+        0,
+        "versions of each handle's history kept, the latest ones; 0 = all of them",
+        min=0,
+    )
+    keep_days: int = option(
+        0,
+        "days a version is kept (a handle's latest version always stays: its numbers go on, "
+        "and a deleted handle's tombstone stays); 0 = for ever",
+        min=0,
+    )
+    prune_every: int = option(
+        3600,
+        "when keep_versions or keep_days bounds the history, the server drops what they no "
+        "longer keep this often (handle-server history prune does it at once)",
+        **_SECONDS,
+    )
+
+    @property
+    def bounded(self) -> bool:
+        return bool(self.keep_versions or self.keep_days)
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsConfig:
     per_prefix_counts: bool = option(
         False,
@@ -405,6 +430,7 @@ class Config:
     auth: AuthConfig = AuthConfig()
     search: SearchConfig = SearchConfig()
     batch: BatchConfig = BatchConfig()
+    history: HistoryConfig = HistoryConfig()
     metrics: MetricsConfig = MetricsConfig()
     native: NativeConfig = NativeConfig()
     resolver: ResolverConfig = ResolverConfig()
@@ -425,6 +451,7 @@ _TABLES = {
     "auth": AuthConfig,
     "search": SearchConfig,
     "batch": BatchConfig,
+    "history": HistoryConfig,
     "metrics": MetricsConfig,
     "native": NativeConfig,
     "resolver": ResolverConfig,

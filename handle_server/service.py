@@ -369,6 +369,11 @@ class HandleService:
             raise HandleNotFound(handle, f"{handle} has no version {number}")
         return _readable(found)
 
+    async def ever_existed(self, handle: str) -> bool:
+        """Whether ``handle``'s history holds any version (it exists, or did)."""
+        total, _ = await self.store.history(handle, limit=0)
+        return total > 0
+
     async def deleted_at(self, handle: str) -> float | None:
         """When ``handle`` (homed here, not found) was deleted, if its history says it was."""
         if self.remote is not None and not self.is_homed(handle):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from .base import (
     Change,
     ChangeListener,
+    Exported,
     HandleStore,
     ImportResult,
     Outcome,
@@ -43,6 +44,7 @@ __all__ = [
     "Change",
     "ChangeFailed",
     "ChangeListener",
+    "Exported",
     "Handle",
     "HandleAlreadyExists",
     "HandleError",

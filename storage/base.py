@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from .model import Handle, ValueReference
+from .model import Handle, ValueReference, handle_key
 
 __all__ = [
     "Change",
     "ChangeListener",
+    "Exported",
     "HandleStore",
     "ImportResult",
     "Outcome",
@@ -42,16 +43,20 @@ class ChangeListener(Protocol):
 
 @dataclass(slots=True)
 class ImportResult:
-    """What ``import_records`` did with each record it was given."""
+    """What ``import_records`` did with each record it was given (a deleted handle's entry
+    that deleted a stored record counts as replacing it), and how many versions it added to
+    histories."""
 
     created: int = 0
     replaced: int = 0
     unchanged: int = 0
+    versions: int = 0
 
     def __iadd__(self, other: ImportResult) -> ImportResult:
         self.created += other.created
         self.replaced += other.replaced
         self.unchanged += other.unchanged
+        self.versions += other.versions
         return self
 
 
@@ -67,6 +72,20 @@ class Version:
     by: str | None
     operation: str
     record: Handle | None
+
+
+@dataclass(frozen=True, slots=True)
+class Exported:
+    """A handle as an export holds it: its record (``None``: deleted, its history is what is
+    left of it) and its history, oldest first (``None``: not carried)."""
+
+    handle: str
+    record: Handle | None
+    history: tuple[Version, ...] | None = None
+
+    @property
+    def key(self) -> str:
+        return handle_key(self.handle)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,15 +176,38 @@ class HandleStore(abc.ABC):
         memory bounded by ``batch``. For exports."""
 
     @abc.abstractmethod
+    def iter_exported(self, *, after: str = "", batch: int = 1000) -> AsyncIterator[list[Exported]]:
+        """As ``iter_records``, with each record's history, and the deleted handles whose
+        history is kept (record ``None``): every handle the store knows of."""
+
+    @abc.abstractmethod
     async def import_records(
-        self, records: Sequence[Handle], *, replace: bool = False
+        self, records: Sequence[Handle | Exported], *, replace: bool = False
     ) -> ImportResult:
         """Store ``records`` exactly as given (names, timestamps and all), in one transaction.
 
         A handle that does not exist is created; one stored with exactly this content is left
         alone (so an import that was cut short can simply run again); one stored with other
-        content is replaced if ``replace``, else ``ImportConflict`` is raised and nothing of
-        this call is stored. Two records of one handle are a ``ValueError``."""
+        content is replaced if ``replace`` (an ``Exported`` without record deletes it), else
+        ``ImportConflict`` is raised and nothing of this call is stored. Two records of one
+        handle are a ``ValueError``.
+
+        History (``rows.plan_import``): the versions an ``Exported`` carries that its stored
+        history lacks are added, provided the stored history is where the given one begins
+        (otherwise the histories differ: ``ImportConflict``, or with ``replace`` the stored
+        one is kept, as a history is never rewritten). When the record then differs from the
+        history's last version (a plain ``Handle`` creating or replacing one, say), a version
+        by the server (``by`` ``None``) says the import made it so: operation ``import``
+        (``delete`` for a deletion)."""
+
+    @abc.abstractmethod
+    async def prune_history(
+        self, *, keep_versions: int | None = None, before: float | None = None
+    ) -> int:
+        """Drop, of every handle's history, the versions older than its last
+        ``keep_versions`` and those made before the time ``before`` (epoch seconds), but never
+        a handle's last version (its numbers go on, and a deleted handle's tombstone stays).
+        Runs a batch of handles a transaction. Returns how many versions went."""
 
     async def watch(self, listener: ChangeListener) -> bool:
         """Start telling ``listener`` of every committed change, including those of other

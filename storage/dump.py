@@ -6,6 +6,12 @@ Each line is ``{"handle": ..., "values": [...]}`` with every field a store keeps
      "data":{"format":"string","value":"https://example.org/"},
      "ttlType":0,"ttl":86400,"timestamp":1700000000,"permissions":"1110","references":[]}]}
 
+An export made with history (the default) adds ``"history"``: the record's versions, oldest
+first, each ``{"version": 1, "at": 1700000000.5, "by": "300:0.NA/TEST", "operation": "create",
+"record": {"handle": ..., "values": [...]}}`` (``by`` and ``record`` may be ``null``: the server
+itself, a deletion); and a deleted handle whose history is kept is a line of its own, with
+``"values": null``.
+
 ``data`` is ``string`` when the bytes are UTF-8 (so URLs can be read and grepped) and
 ``base64`` otherwise; either way the bytes come back exactly. ``permissions`` is the Handle
 protocol's four flags: admin read, admin write, public read, public write. An export holds the
@@ -20,14 +26,17 @@ from typing import Any
 
 import orjson
 
-from .model import Handle, HandleValue, TTLType, ValueReference
+from .base import Exported, Version
+from .model import Handle, HandleValue, TTLType, ValueReference, handle_key
 
-__all__ = ["DumpError", "record_from_line", "record_to_line"]
+__all__ = ["DumpError", "entry_from_line", "entry_to_line", "record_from_line", "record_to_line"]
 
 _VALUE_FIELDS = frozenset(
     {"index", "type", "data", "ttlType", "ttl", "timestamp", "permissions", "references"}
 )
 _MAX_INT = 2**63 - 1
+_VERSION_FIELDS = frozenset({"version", "at", "by", "operation", "record"})
+_OPERATIONS = frozenset({"create", "add", "modify", "remove", "replace", "delete", "import"})
 
 
 class DumpError(ValueError):
@@ -41,34 +50,51 @@ def _data_to_json(data: bytes) -> dict[str, str]:
         return {"format": "base64", "value": base64.b64encode(data).decode("ascii")}
 
 
+def _record_object(record: Handle) -> dict[str, Any]:
+    return {
+        "handle": record.handle,
+        "values": [
+            {
+                "index": v.index,
+                "type": v.type,
+                "data": _data_to_json(v.data),
+                "ttlType": int(v.ttl_type),
+                "ttl": v.ttl,
+                "timestamp": v.timestamp,
+                "permissions": "".join(
+                    "1" if f else "0"
+                    for f in (v.admin_read, v.admin_write, v.public_read, v.public_write)
+                ),
+                "references": [{"index": r.index, "handle": r.handle} for r in v.references],
+            }
+            for v in record.values
+        ],
+    }
+
+
 def record_to_line(record: Handle) -> bytes:
     """The record as one line, ending in ``\\n``."""
-    return (
-        orjson.dumps(
+    return orjson.dumps(_record_object(record)) + b"\n"
+
+
+def entry_to_line(entry: Exported) -> bytes:
+    """A handle of an export (with its history, if it carries one) as one line."""
+    line: dict[str, Any] = {
+        "handle": entry.handle,
+        "values": _record_object(entry.record)["values"] if entry.record is not None else None,
+    }
+    if entry.history is not None:
+        line["history"] = [
             {
-                "handle": record.handle,
-                "values": [
-                    {
-                        "index": v.index,
-                        "type": v.type,
-                        "data": _data_to_json(v.data),
-                        "ttlType": int(v.ttl_type),
-                        "ttl": v.ttl,
-                        "timestamp": v.timestamp,
-                        "permissions": "".join(
-                            "1" if f else "0"
-                            for f in (v.admin_read, v.admin_write, v.public_read, v.public_write)
-                        ),
-                        "references": [
-                            {"index": r.index, "handle": r.handle} for r in v.references
-                        ],
-                    }
-                    for v in record.values
-                ],
+                "version": v.number,
+                "at": v.at,
+                "by": v.by,
+                "operation": v.operation,
+                "record": _record_object(v.record) if v.record is not None else None,
             }
-        )
-        + b"\n"
-    )
+            for v in entry.history
+        ]
+    return orjson.dumps(line) + b"\n"
 
 
 def _int(raw: Any, what: str, low: int = -_MAX_INT - 1, high: int = _MAX_INT) -> int:
@@ -138,22 +164,75 @@ def _value(raw: Any, where: str) -> HandleValue:
     )
 
 
-def record_from_line(line: bytes | str) -> Handle:
-    """The record on ``line``; ``DumpError`` says what is wrong with one that is not."""
-    try:
-        raw = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        raise DumpError(f"not JSON: {exc}") from None
+def _record(raw: Any, where: str) -> Handle:
     if not isinstance(raw, dict) or set(raw) != {"handle", "values"}:
-        raise DumpError('a record must be {"handle": ..., "values": [...]}')
-    handle = _str(raw["handle"], "handle")
+        raise DumpError(f'{where}: a record must be {{"handle": ..., "values": [...]}}')
+    return _record_of(_str(raw["handle"], f"{where}: handle"), raw["values"])
+
+
+def _record_of(handle: str, values: Any) -> Handle:
     prefix, slash, suffix = handle.partition("/")
     if not (prefix and slash and suffix):
         raise DumpError(f"handle {handle!r}: expected prefix/suffix")
-    if not isinstance(raw["values"], list):
+    if not isinstance(values, list):
         raise DumpError("values must be a list")
-    values = [_value(v, f"{handle} value {n}") for n, v in enumerate(raw["values"])]
+    parsed = [_value(v, f"{handle} value {n}") for n, v in enumerate(values)]
     try:
-        return Handle(handle, tuple(values))
+        return Handle(handle, tuple(parsed))
     except ValueError as exc:
         raise DumpError(str(exc)) from None
+
+
+def _loads(line: bytes | str) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise DumpError(f"not JSON: {exc}") from None
+
+
+def record_from_line(line: bytes | str) -> Handle:
+    """The record on ``line``; ``DumpError`` says what is wrong with one that is not."""
+    return _record(_loads(line), "record")
+
+
+def entry_from_line(line: bytes | str) -> Exported:
+    """The handle on a line of an export (``record_to_line``'s or ``entry_to_line``'s);
+    ``DumpError`` says what is wrong with one that is not."""
+    raw = _loads(line)
+    if not isinstance(raw, dict) or set(raw) - {"history"} != {"handle", "values"}:
+        raise DumpError('a line must be {"handle": ..., "values": [...], "history"?: [...]}')
+    handle = _str(raw["handle"], "handle")
+    if raw["values"] is None:
+        if not raw.get("history"):
+            raise DumpError(f"{handle}: a deleted handle (values null) needs its history")
+        record = None
+    else:
+        record = _record_of(handle, raw["values"])
+    if "history" not in raw:
+        return Exported(handle, record)
+    history = raw["history"]
+    if not isinstance(history, list):
+        raise DumpError(f"{handle}: history must be a list")
+    versions: list[Version] = []
+    for n, item in enumerate(history):
+        where = f"{handle} history[{n}]"
+        if not isinstance(item, dict) or set(item) != _VERSION_FIELDS:
+            raise DumpError(f"{where} must be {{{', '.join(sorted(_VERSION_FIELDS))}}}")
+        number = _int(item["version"], f"{where}: version", 1)
+        if versions and number <= versions[-1].number:
+            raise DumpError(f"{where}: versions must be in increasing order")
+        at = item["at"]
+        if type(at) not in (int, float) or not 0 <= at < 2**53:
+            raise DumpError(f"{where}: at must be a time in epoch seconds, not {at!r}")
+        by = item["by"]
+        if by is not None:
+            by = _str(by, f"{where}: by")
+        operation = _str(item["operation"], f"{where}: operation")
+        if operation not in _OPERATIONS:
+            raise DumpError(f"{where}: operation must be one of {sorted(_OPERATIONS)}")
+        kept = item["record"]
+        version_record = None if kept is None else _record(kept, where)
+        if version_record is not None and version_record.key != handle_key(handle):
+            raise DumpError(f"{where}: a record of {version_record.handle}, not of {handle}")
+        versions.append(Version(number, float(at), by, operation, version_record))
+    return Exported(handle, record, tuple(versions))

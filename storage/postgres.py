@@ -24,6 +24,7 @@ from .anchors import LONG_SKIP, PageAnchors, paged
 from .base import (
     Change,
     ChangeListener,
+    Exported,
     HandleStore,
     ImportResult,
     Outcome,
@@ -39,6 +40,8 @@ from .errors import (
 )
 from .model import Handle, HandleValue, handle_key, prefix_of
 from .rows import (
+    PRUNE_HISTORY_SQL,
+    PRUNE_KEYS,
     SEARCH_COLUMNS,
     VALUE_COLUMNS,
     VERSION_COLUMNS,
@@ -48,6 +51,8 @@ from .rows import (
     by_key,
     changed_by_key,
     diff_records,
+    export_bound,
+    exported_entries,
     latest_version,
     migrations,
     numbered,
@@ -390,21 +395,111 @@ class PostgresStore(HandleStore):
 
     # writes
 
+    async def iter_exported(
+        self, *, after: str = "", batch: int = 1000
+    ) -> AsyncIterator[list[Exported]]:
+        try:
+            async with (
+                self._pool.acquire() as conn,
+                conn.transaction(isolation="repeatable_read", readonly=True),
+            ):
+                last = after
+                while True:
+                    names = await conn.fetch(
+                        "SELECT key, handle FROM handles WHERE key > $1 ORDER BY key LIMIT $2",
+                        last,
+                        batch,
+                    )
+                    version_keys = [
+                        r[0]
+                        for r in await conn.fetch(
+                            "SELECT DISTINCT key FROM handle_versions WHERE key > $1"
+                            " ORDER BY key LIMIT $2",
+                            last,
+                            batch,
+                        )
+                    ]
+                    high = export_bound(batch, [r[0] for r in names], version_keys)
+                    if high is None:
+                        return
+                    values = await conn.fetch(
+                        f"SELECT key, {VALUE_COLUMNS} FROM handle_values"
+                        " WHERE key > $1 AND key <= $2 ORDER BY key, idx",
+                        last,
+                        high,
+                    )
+                    versions = await conn.fetch(
+                        f"SELECT key, {VERSION_COLUMNS} FROM handle_versions"
+                        " WHERE key > $1 AND key <= $2 ORDER BY key, version",
+                        last,
+                        high,
+                    )
+                    yield exported_entries(
+                        [tuple(r) for r in names if r[0] <= high],
+                        values,
+                        [k for k in version_keys if k <= high],
+                        versions,
+                    )
+                    last = high
+        except _DRIVER as exc:
+            raise _translated(exc, "read") from exc
+
+    # writes
+
+    async def prune_history(
+        self, *, keep_versions: int | None = None, before: float | None = None
+    ) -> int:
+        if keep_versions is None and before is None:
+            return 0
+        removed, last = 0, ""
+        while True:
+            keys = await self._read(
+                lambda pool, last=last: pool.fetch(
+                    "SELECT DISTINCT key FROM handle_versions WHERE key > $1 ORDER BY key LIMIT $2",
+                    last,
+                    PRUNE_KEYS,
+                )
+            )
+            if not keys:
+                return removed
+            high = keys[-1][0]
+
+            async def work(conn: asyncpg.Connection, low: str = last, high: str = high) -> int:
+                status = await conn.execute(
+                    numbered(PRUNE_HISTORY_SQL), low, high, keep_versions, before
+                )
+                return int(status.split()[-1])  # "DELETE n"
+
+            removed += await self._transaction(work, "the history")
+            last = high
+
     async def import_records(
-        self, records: Sequence[Handle], *, replace: bool = False
+        self, records: Sequence[Handle | Exported], *, replace: bool = False
     ) -> ImportResult:
         keyed = by_key(records)
         if not keyed:
             return ImportResult()
         return await asyncio.shield(self._import(keyed, replace))
 
-    async def _import(self, keyed: dict[str, Handle], replace: bool) -> ImportResult:
+    async def _import(self, keyed: dict[str, Exported], replace: bool) -> ImportResult:
         keys = sorted(keyed)  # rows locked in one order: concurrent imports cannot deadlock
 
         async def work(conn: asyncpg.Connection) -> ImportResult:
-            plan = plan_import(keyed, await _load_many(conn, keys), replace=replace)
-            if plan.written:
+            stored = await _load_many(conn, keys)
+            histories: dict[str, list[Version]] = {}
+            for row in await conn.fetch(
+                f"SELECT key, {VERSION_COLUMNS} FROM handle_versions"
+                " WHERE key = ANY($1::text[]) ORDER BY key, version",
+                keys,
+            ):
+                histories.setdefault(row[0], []).append(version_from_row(tuple(row)[1:]))
+            plan = plan_import(keyed, stored, histories, replace=replace, at=time.time())
+            if plan.touched:
                 await _write_imported(conn, plan)
+            if plan.versions:
+                await conn.copy_records_to_table(
+                    "handle_versions", records=plan.versions, columns=_VERSION_FIELDS
+                )
             return plan.result
 
         result = await self._transaction(work, "the imported handles")
@@ -716,6 +811,10 @@ async def _write_diff(conn: asyncpg.Connection, diff: RecordDiff) -> None:
     await _add_counts(conn, diff.deltas)
 
 
+#: The columns of ``handle_versions``, as COPY names them.
+_VERSION_FIELDS = ["key", *(c.strip() for c in VERSION_COLUMNS.split(","))]
+
+
 async def _add_versions(
     conn: asyncpg.Connection, changed: dict[str, list[Outcome]], by: str | None
 ) -> None:
@@ -735,11 +834,7 @@ async def _add_versions(
         for key, outcomes in changed.items()
         for row in version_rows(key, last.get(key, 0) + 1, outcomes, at=at, by=by)
     ]
-    await conn.copy_records_to_table(
-        "handle_versions",
-        records=rows,
-        columns=["key", *(c.strip() for c in VERSION_COLUMNS.split(","))],
-    )
+    await conn.copy_records_to_table("handle_versions", records=rows, columns=_VERSION_FIELDS)
 
 
 async def _add_counts(conn: asyncpg.Connection, deltas: dict[str, int]) -> None:
@@ -756,23 +851,19 @@ async def _add_counts(conn: asyncpg.Connection, deltas: dict[str, int]) -> None:
 
 async def _write_imported(conn: asyncpg.Connection, plan: ImportPlan) -> None:
     await conn.execute("SELECT pg_notify($1, '')", CHANNEL)  # other nodes forget everything
-    if plan.replaced:
-        replaced = [r.key for r in plan.replaced]
-        await conn.execute("DELETE FROM handle_values WHERE key = ANY($1::text[])", replaced)
-        await conn.execute("DELETE FROM value_text WHERE key = ANY($1::text[])", replaced)
+    gone = [r.key for r in plan.replaced] + plan.deleted
+    if gone:
+        await conn.execute("DELETE FROM handle_values WHERE key = ANY($1::text[])", gone)
+        await conn.execute("DELETE FROM value_text WHERE key = ANY($1::text[])", gone)
         await conn.executemany(
             "UPDATE handles SET handle = $1 WHERE key = $2",
             [(r.handle, r.key) for r in plan.replaced],
         )
+        await conn.execute("DELETE FROM handles WHERE key = ANY($1::text[])", plan.deleted)
     if plan.created:
         await conn.executemany(
             "INSERT INTO handles (key, handle) VALUES ($1, $2)",
             [(r.key, r.handle) for r in plan.created],
-        )
-        await conn.executemany(
-            "INSERT INTO prefix_counts (prefix, count) VALUES ($1, $2)"
-            " ON CONFLICT (prefix) DO UPDATE SET count = prefix_counts.count + EXCLUDED.count",
-            plan.new_per_prefix(),
         )
     await conn.copy_records_to_table(
         "handle_values",
@@ -784,6 +875,7 @@ async def _write_imported(conn: asyncpg.Connection, plan: ImportPlan) -> None:
         records=[row for r in plan.written for row in search_rows(r.key, r.values)],
         columns=[c.strip() for c in SEARCH_COLUMNS.split(",")],
     )
+    await _add_counts(conn, dict(plan.new_per_prefix()))  # last, as in _write_diff
 
 
 async def _write_values(conn: asyncpg.Connection, key: str, values: Iterable[HandleValue]) -> None:

@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from .base import Change, ImportResult, Outcome, SessionRecord, Version
+from .base import Change, Exported, ImportResult, Outcome, SessionRecord, Version
 from .dump import record_from_line, record_to_line
 from .errors import ChangeFailed, ImportConflict
 from .model import Handle, HandleValue, TTLType, ValueReference, handle_key, prefix_of
 
 __all__ = [
+    "PRUNE_HISTORY_SQL",
+    "PRUNE_KEYS",
     "SEARCH_COLUMNS",
     "SEARCH_EXCLUDED",
     "SEARCH_MIN_RUN",
@@ -28,6 +30,8 @@ __all__ = [
     "by_key",
     "changed_by_key",
     "diff_records",
+    "export_bound",
+    "exported_entries",
     "latest_version",
     "migrations",
     "numbered",
@@ -44,6 +48,7 @@ __all__ = [
     "value_from_row",
     "value_row",
     "version_from_row",
+    "version_row",
     "version_rows",
 ]
 
@@ -115,13 +120,17 @@ def records_from_rows(
     return {key: Handle(name, tuple(values.get(key, ()))) for key, name in names}
 
 
-def by_key(records: Iterable[Handle]) -> dict[str, Handle]:
-    """``records`` by ``handle_key``; a handle given twice is a ``ValueError``."""
-    keyed: dict[str, Handle] = {}
+def by_key(records: Iterable[Handle | Exported]) -> dict[str, Exported]:
+    """``records`` by ``handle_key``, each as an ``Exported`` (a plain record: no history
+    carried); a handle given twice is a ``ValueError``."""
+    keyed: dict[str, Exported] = {}
     for record in records:
-        if record.key in keyed:
-            raise ValueError(f"handle {record.handle} is given twice")
-        keyed[record.key] = record
+        entry = Exported(record.handle, record) if isinstance(record, Handle) else record
+        if entry.key in keyed:
+            raise ValueError(f"handle {entry.handle} is given twice")
+        if entry.record is not None and entry.record.key != entry.key:
+            raise ValueError(f"the record of {entry.handle} is {entry.record.handle}'s")
+        keyed[entry.key] = entry
     return keyed
 
 
@@ -253,16 +262,70 @@ def version_rows(
     """The rows of the versions ``outcomes`` (changes that changed the record, in order) add
     to ``key``'s history, numbered from ``first``."""
     return [
-        (
-            key,
-            first + n,
-            at,
-            by,
-            operation_of(before, after),
-            record_to_line(after) if after is not None else None,
-        )
+        version_row(key, Version(first + n, at, by, operation_of(before, after), after))
         for n, (before, after) in enumerate(outcomes)
     ]
+
+
+def version_row(key: str, version: Version) -> tuple:
+    """``version`` of ``key``'s history as a row: key, then ``VERSION_COLUMNS``."""
+    record = version.record
+    return (
+        key,
+        version.number,
+        version.at,
+        version.by,
+        version.operation,
+        record_to_line(record) if record is not None else None,
+    )
+
+
+#: Drops what ``HandleStore.prune_history`` drops, of the handles with keys in (?, ?]; then
+#: ``keep_versions`` and ``before``, either ``NULL`` (no bound).
+PRUNE_HISTORY_SQL = (
+    "DELETE FROM handle_versions AS v WHERE v.key > ? AND v.key <= ?"
+    " AND v.version < (SELECT max(w.version) FROM handle_versions w WHERE w.key = v.key)"
+    " AND (v.version <= (SELECT max(w.version) FROM handle_versions w WHERE w.key = v.key) - ?"
+    " OR v.at < ?)"
+)
+#: Handles a transaction of ``prune_history`` covers.
+PRUNE_KEYS = 2000
+
+
+def exported_entries(
+    names: Sequence[Sequence[Any]],
+    value_rows: Iterable[Sequence[Any]],
+    version_keys: Sequence[str],
+    versions: Iterable[Sequence[Any]],
+) -> list[Exported]:
+    """``iter_exported``'s entries from the ``(key, handle)`` rows of some records, their
+    ``(key, *VALUE_COLUMNS)`` rows, the keys that have a history and its ``(key,
+    *VERSION_COLUMNS)`` rows, all of one range of keys: in key order."""
+    records = records_from_rows(names, value_rows)
+    histories: dict[str, list[Version]] = {}
+    for row in versions:
+        histories.setdefault(row[0], []).append(version_from_row(tuple(row)[1:]))
+    entries = []
+    for key in sorted(records.keys() | set(version_keys)):
+        record = records.get(key)
+        history = histories.get(key, [])
+        if record is not None:
+            name = record.handle
+        else:  # deleted: the name it had
+            name = next((v.record.handle for v in reversed(history) if v.record), key)
+        entries.append(Exported(name, record, tuple(history)))
+    return entries
+
+
+def export_bound(batch: int, *key_lists: Sequence[str]) -> str | None:
+    """The last key a step of ``iter_exported`` covers, given the next ``batch`` keys (at
+    most) of each of its sources: the least last key of a full list (the sources agree up to
+    it), else the greatest key read (``None``: nothing left)."""
+    full = [keys[-1] for keys in key_lists if len(keys) >= batch]
+    if full:
+        return min(full)
+    last = [keys[-1] for keys in key_lists if keys]
+    return max(last) if last else None
 
 
 def version_from_row(row: Sequence[Any]) -> Version:
@@ -283,37 +346,69 @@ class ImportPlan:
     def __init__(self) -> None:
         self.created: list[Handle] = []
         self.replaced: list[Handle] = []
+        self.deleted: list[str] = []  # keys of stored records an entry without record ends
+        self.versions: list[tuple] = []  # rows of handle_versions to add
         self.result = ImportResult()
 
     @property
     def written(self) -> list[Handle]:
         return self.created + self.replaced
 
+    @property
+    def touched(self) -> list[str]:
+        """Keys whose record changes."""
+        return [r.key for r in self.written] + self.deleted
+
     def new_per_prefix(self) -> list[tuple[str, int]]:
-        """(prefix key, handles created under it)."""
+        """(prefix key, handles created (deleted: negative) under it)."""
         counts: dict[str, int] = {}
-        for record in self.created:
-            prefix = handle_key(prefix_of(record.key))
-            counts[prefix] = counts.get(prefix, 0) + 1
+        for key, delta in [(r.key, 1) for r in self.created] + [(k, -1) for k in self.deleted]:
+            prefix = handle_key(prefix_of(key))
+            counts[prefix] = counts.get(prefix, 0) + delta
         return sorted(counts.items())
 
 
 def plan_import(
-    keyed: Mapping[str, Handle], stored: Mapping[str, Handle | None], *, replace: bool
+    entries: Mapping[str, Exported],
+    stored: Mapping[str, Handle | None],
+    histories: Mapping[str, Sequence[Version]],
+    *,
+    replace: bool,
+    at: float,
 ) -> ImportPlan:
+    """What importing ``entries`` (by key) does to the records ``stored`` and the histories
+    ``histories`` (by key; all of each, oldest first) hold: see ``HandleStore.import_records``.
+    ``at``: the time of the versions the import itself makes."""
     plan = ImportPlan()
-    for key, record in keyed.items():
-        old = stored.get(key)
-        if old is None:
-            plan.created.append(record)
-        elif old == record:
+    for key, entry in entries.items():
+        old, new = stored.get(key), entry.record
+        if old == new:
             plan.result.unchanged += 1
-        elif replace:
-            plan.replaced.append(record)
+        elif old is None:
+            plan.created.append(new)  # type: ignore[arg-type]  (new is not None here)
+        elif not replace:
+            raise ImportConflict(entry.handle)
+        elif new is None:
+            plan.deleted.append(key)
         else:
-            raise ImportConflict(record.handle)
+            plan.replaced.append(new)
+        have = list(histories.get(key, ()))
+        given = entry.history
+        added: list[Version] = []
+        if given is not None:
+            if list(given[: len(have)]) == have:
+                added = list(given[len(have) :])
+            elif not replace:
+                raise ImportConflict(f"{entry.handle} (its history differs from the stored one)")
+        last = added[-1] if added else have[-1] if have else None
+        if (last.record if last is not None else None) != new:
+            number = (last.number if last is not None else 0) + 1
+            made = Version(number, at, None, "import" if new is not None else "delete", new)
+            added.append(made)
+        plan.versions.extend(version_row(key, v) for v in added)
     plan.result.created = len(plan.created)
-    plan.result.replaced = len(plan.replaced)
+    plan.result.replaced = len(plan.replaced) + len(plan.deleted)
+    plan.result.versions = len(plan.versions)
     return plan
 
 

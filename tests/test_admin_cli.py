@@ -21,6 +21,7 @@ from handle_server import keys
 from handle_server.app import create_app
 from handle_server.cli.main import main
 from handle_server.native.site import SiteInfo
+from storage import open_store
 
 from .helpers import ADMIN, OTHER_ADMIN, OTHER_SECRET, SECRET, write_config
 
@@ -102,6 +103,16 @@ def test_check_config_fails_clearly(tmp_path, capsys):
 # -- get, create, delete, list, add-admin ---------------------------------------------------
 
 
+async def _with_store(table: dict[str, str], work):
+    store = await open_store(
+        table.get("backend", "sqlite"), path=table.get("path", ""), dsn=table.get("dsn", "")
+    )
+    try:
+        return await work(store)
+    finally:
+        await store.close()
+
+
 def admin_config(tmp_path: Path, storage_table: dict[str, str], name: str = "admin") -> Path:
     """A configuration file with the conftest's prefixes and admins on ``storage_table``."""
     lines = [f'{k} = "{v}"' for k, v in storage_table.items()]
@@ -163,6 +174,17 @@ def test_a_handle_made_changed_and_deleted_on_the_store(tmp_path, capsys, storag
     assert (status, out) == (3, "") and "TEST/a not found" in err
     assert cli(capsys, "delete", "TEST/a", *where)[0] == 3
     assert cli(capsys, "list", "TEST", *where)[1] == "TEST/b\n"
+
+    # Each change is in the handle's history, made by the admin the command acts as.
+    async def history(store):
+        return (await store.history("TEST/a"))[1]
+
+    versions = asyncio.run(_with_store(storage_table, history))
+    assert [(v.operation, v.by) for v in versions] == [
+        ("create", ADMIN),
+        ("replace", ADMIN),
+        ("delete", ADMIN),
+    ]
 
 
 def test_minting_and_values_as_json(tmp_path, capsys, monkeypatch):

@@ -30,6 +30,8 @@ OPTION_TABLES = (
     "cache",
     "auth",
     "search",
+    "batch",
+    "history",
     "metrics",
     "native",
     "log",

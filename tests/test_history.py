@@ -4,12 +4,26 @@ what it shows."""
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 
+from handle_server.app import create_app
 from handle_server.auth.secrets import REDACTED
 
-from .helpers import ADMIN, ADMIN_AUTH, OTHER_AUTH, Api, admin, basic, seckey, url_value, vlist
+from .helpers import (
+    ADMIN,
+    ADMIN_AUTH,
+    OTHER_AUTH,
+    Api,
+    admin,
+    basic,
+    make_config,
+    seckey,
+    url_value,
+    vlist,
+)
 
 PRIVATE = {"index": 2, "type": "EMAIL", "data": "x@a.org", "permissions": "1100"}
 NOBODY = {"index": 3, "type": "NOTE", "data": "hidden", "permissions": "0000"}
@@ -122,3 +136,24 @@ async def test_writes_by_a_group_member_name_the_member(api):
     assert (await api.put("TEST/by-user", made, headers=user))[0] == 201
     _, body = await history(api, "TEST/by-user")
     assert [v["by"] for v in body["versions"]] == ["300:TEST/USER"]
+
+
+async def test_the_server_prunes_what_history_no_longer_keeps(
+    aiohttp_client, tmp_path, storage_table
+):
+    config = make_config(
+        tmp_path, storage=storage_table, history={"keep_versions": 2, "prune_every": 1}
+    )
+    api = Api(await aiohttp_client(create_app(config)))
+    for n in range(4):
+        await api.put("TEST/pruned", [url_value(f"https://{n}.org")])
+    await api.delete("TEST/pruned")
+    for _ in range(100):  # pruned within a second or so
+        _, body = await history(api, "TEST/pruned")
+        if body["totalCount"] == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert [(v["version"], v["operation"]) for v in body["versions"]] == [
+        (4, "modify"),
+        (5, "delete"),
+    ]

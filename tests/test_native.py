@@ -776,6 +776,10 @@ async def test_writes_need_a_proof_and_change_nothing_without_one(native_app):
     assert minted.response_code == codec.RC_SUCCESS
     name = codec.Reader(minted.body).string().decode()
     assert name.startswith("TEST/") and (await api.get(name))[0] == 200
+    # Its history says who made it: the identity the challenge proved.
+    status, history = await api._call("GET", f"/api/history/{name}", headers=ADMIN_AUTH)
+    assert status == 200
+    assert [(v["operation"], v["by"]) for v in history["versions"]] == [("create", "300:0.NA/TEST")]
 
 
 async def test_a_private_value_needs_a_proof_to_be_resolved(native_app):

@@ -296,6 +296,39 @@ async def test_one_handle_per_share(api: Api):
     assert (await api.get(f"10.5555/{HID}"))[0] == 404
 
 
+async def test_a_share_registered_again_gets_a_new_handle(api: Api, client):
+    """A deleted handle is never given again: resolvers and citations may still hold it, and
+    its history names the old registration. The share's next registration gets the next id of
+    its line, in whichever handle service."""
+    ids = [HID]
+    assert (await call(api, "POST", f"{API}/handles", registration()))[0] == 201
+    who = ADMIN_AUTH
+    for service, auth in (("hs-other", OTHER_AUTH), ("hs-test", ADMIN_AUTH)):
+        assert (await call(api, "DELETE", f"{API}/handles/{ids[-1]}", headers=who))[0] == 204
+        body = registration(handleServiceId=service)
+        assert (await call(api, "POST", f"{API}/handles", body, headers=auth))[0] == 201
+        ids.append(api.last.headers["Location"].rsplit("/", 1)[1])
+        who = auth
+    assert len(set(ids)) == 3
+    status, record = await call(api, "GET", f"{API}/handles/{ids[-1]}")
+    assert (record["handle"], record["resourceId"]) == (f"TEST/{ids[-1]}", SHARE)
+    for old in ids[:2]:
+        assert_onezone_error(*await call(api, "GET", f"{API}/handles/{old}"), 404, "notFound")
+    async with client.get(f"/TEST/{HID}", allow_redirects=False) as resp:
+        assert resp.status == 410  # the first, deleted for good
+    async with client.get(f"/TEST/{ids[-1]}", allow_redirects=False) as resp:
+        assert resp.status == 302 and resp.headers["Location"] == SHARE_URL
+    status, history = await api._call("GET", f"/api/history/TEST/{HID}", headers=ADMIN_AUTH)
+    assert [(v["operation"], v["by"]) for v in history["versions"]] == [
+        ("create", ADMIN),
+        ("delete", ADMIN),
+    ]
+    # Still one handle per share.
+    status, body = await call(api, "POST", f"{API}/handles", registration())
+    assert_onezone_error(status, body, 409, "alreadyExists")
+    assert f"TEST/{ids[-1]}" in body["error"]["description"]
+
+
 async def test_concurrent_registrations_of_one_share_have_one_winner(api: Api):
     bodies = [registration(handleServiceId=s) for s in ("hs-test", "hs-other")] * 4
     auths = [ADMIN_AUTH, OTHER_AUTH] * 4

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from storage import (
     HandleAlreadyExists,
     HandleStore,
     HandleValue,
+    ImportConflict,
     SchemaMismatch,
     SearchTimeout,
     SessionRecord,
@@ -948,3 +950,124 @@ async def test_update_many_keeps_a_version_for_each_change(store):
             [("TEST/m", lambda before: None), ("TEST/o", fail)], atomic=True, by="x"
         )
     assert (await store.history("TEST/m"))[0] == 2  # nothing of a failed batch is kept
+
+
+async def test_an_import_keeps_a_version_saying_so(store):
+    a, b = rec("TEST/ia", (1, b"a")), rec("TEST/ib", (1, b"b"))
+    result = await store.import_records([a, b])
+    assert (result.created, result.versions) == (2, 2)
+    _, (version,) = await store.history("TEST/ia")
+    assert (version.number, version.operation, version.by, version.record) == (
+        1,
+        "import",
+        None,
+        a,
+    )
+    again = await store.import_records([a, b])  # stored so already: nothing new
+    assert (again.unchanged, again.versions) == (2, 0)
+    changed = rec("TEST/ia", (1, b"A"))
+    await store.import_records([changed], replace=True)
+    _, versions = await store.history("TEST/ia")
+    assert [(v.number, v.operation, v.record) for v in versions] == [
+        (1, "import", a),
+        (2, "import", changed),
+    ]
+
+
+async def _made_with_history(store) -> None:
+    """Handles with a few versions each, and a deleted one (a tombstone)."""
+    await store.update("TEST/live", put(rec("TEST/live", (1, b"1"))), by="300:0.NA/TEST")
+    await store.update("TEST/live", put(rec("TEST/live", (1, b"2"))), by="300:TEST/USER")
+    await store.update("Test/Gone", put(rec("Test/Gone", (1, b"g"))), by="300:0.NA/TEST")
+    await store.update("TEST/gone", lambda before: None, by="300:0.NA/TEST")
+    await store.update("TEST/plain", put(rec("TEST/plain", (1, b"p"))))
+
+
+async def _exported(store, batch=1000) -> list:
+    return [e async for entries in store.iter_exported(batch=batch) for e in entries]
+
+
+async def test_an_export_carries_histories_and_deleted_handles(store):
+    await _made_with_history(store)
+    entries = await _exported(store, batch=2)  # steps of two keys: the tombstone among them
+    assert [(e.handle, e.record is None, len(e.history)) for e in entries] == [
+        ("Test/Gone", True, 2),  # the name it had
+        ("TEST/live", False, 2),
+        ("TEST/plain", False, 1),
+    ]
+    assert entries[1].history == tuple((await store.history("TEST/live"))[1])
+    assert [e.record for e in entries if e.record] == [
+        r async for batch in store.iter_records() for r in batch
+    ]
+
+
+async def test_an_import_of_an_export_rebuilds_every_history(store, tmp_path):
+    await _made_with_history(store)
+    entries = await _exported(store)
+    other = await SQLiteStore.open(tmp_path / "copy.db")
+    try:
+        result = await other.import_records(entries)
+        assert (result.created, result.unchanged, result.versions) == (2, 1, 5)
+        assert await _exported(other) == entries  # the same, version by version
+        again = await other.import_records(entries)
+        assert (again.created, again.unchanged, again.versions) == (0, 3, 0)
+        # A history that goes on from the stored one adds the rest (an import resumed).
+        await store.update("TEST/live", put(rec("TEST/live", (1, b"3"))), by="300:0.NA/TEST")
+        (live,) = [e for e in await _exported(store) if e.handle == "TEST/live"]
+        result = await other.import_records([live], replace=True)
+        assert (result.replaced, result.versions) == (1, 1)
+        assert (await other.history("TEST/live"))[1] == list(live.history)
+    finally:
+        await other.close()
+
+
+async def test_an_import_never_rewrites_a_history(store):
+    await _made_with_history(store)
+    (live,) = [e for e in await _exported(store) if e.handle == "TEST/live"]
+    await store.update("TEST/live", put(rec("TEST/live", (1, b"other"))), by="300:X/Y")
+    with pytest.raises(ImportConflict):  # its history went another way here
+        await store.import_records([live])
+    result = await store.import_records([live], replace=True)
+    assert (result.replaced, result.versions) == (1, 1)
+    _, versions = await store.history("TEST/live")
+    # The stored history stands; the import is a version of its own.
+    assert [(v.number, v.by, v.operation) for v in versions] == [
+        (1, "300:0.NA/TEST", "create"),
+        (2, "300:TEST/USER", "modify"),
+        (3, "300:X/Y", "modify"),
+        (4, None, "import"),
+    ]
+    assert await store.get("TEST/live") == live.record == versions[-1].record
+
+
+async def test_an_imported_tombstone_deletes_only_when_told(store):
+    await _made_with_history(store)
+    (gone,) = [e for e in await _exported(store) if e.record is None]
+    await store.update("TEST/gone", put(rec("TEST/gone", (1, b"back"))), by="300:0.NA/TEST")
+    with pytest.raises(ImportConflict):
+        await store.import_records([gone])
+    result = await store.import_records([gone], replace=True)
+    assert result.replaced == 1 and await store.get("TEST/gone") is None
+    assert await store.count_handles("TEST") == 2
+    _, versions = await store.history("TEST/gone")
+    assert [v.operation for v in versions] == ["create", "delete", "create", "delete"]
+
+
+async def test_pruning_keeps_each_handles_last_versions(store):
+    for n in range(5):
+        await store.update("TEST/p", put(rec("TEST/p", (1, str(n).encode()))))
+    await store.update("TEST/q", put(rec("TEST/q", (1, b"q"))))
+    await store.update("TEST/q", lambda before: None)
+    assert await store.prune_history() == 0  # no bound: nothing
+    assert await store.prune_history(keep_versions=2) == 3
+    _, versions = await store.history("TEST/p")
+    assert [v.number for v in versions] == [4, 5]
+    assert [v.number for v in (await store.history("TEST/q"))[1]] == [1, 2]
+    # Before a time: all but each handle's last (the tombstone of a deleted one stays).
+    assert await store.prune_history(before=time.time() + 1) == 2
+    assert [v.number for v in (await store.history("TEST/p"))[1]] == [5]
+    assert [v.operation for v in (await store.history("TEST/q"))[1]] == ["delete"]
+    # The numbers go on.
+    await store.update("TEST/p", put(rec("TEST/p", (1, b"x"))))
+    assert [v.number for v in (await store.history("TEST/p"))[1]] == [5, 6]
+    assert await store.prune_history(keep_versions=5, before=0) == 0

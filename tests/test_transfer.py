@@ -12,8 +12,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from handle_server.cli.main import main
-from storage import Handle, HandleValue, TTLType, ValueReference, open_store, schema_version
-from storage.dump import DumpError, record_from_line, record_to_line
+from storage import (
+    Exported,
+    Handle,
+    HandleValue,
+    TTLType,
+    ValueReference,
+    Version,
+    open_store,
+    schema_version,
+)
+from storage.dump import (
+    DumpError,
+    entry_from_line,
+    entry_to_line,
+    record_from_line,
+    record_to_line,
+)
 from storage.rows import migrations
 
 from .helpers import (
@@ -142,6 +157,65 @@ def test_a_bad_line_is_refused_saying_why(line, says):
         record_from_line(line)
 
 
+_versions = st.lists(
+    st.builds(
+        lambda gap, at, by, operation, values: (gap, at, by, operation, values),
+        st.integers(1, 3),
+        st.floats(0, 2e9, allow_nan=False),
+        st.none() | st.just("300:0.NA/TEST"),
+        st.sampled_from(["create", "modify", "delete", "import"]),
+        st.none() | st.lists(_values, max_size=2, unique_by=lambda v: v.index),
+    ),
+    max_size=4,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(values=st.none() | st.lists(_values, max_size=3, unique_by=lambda v: v.index),
+       steps=_versions)  # fmt: skip
+def test_a_handle_and_its_history_survive_their_line_exactly(values, steps):
+    number, history = 0, []
+    for gap, at, by, operation, kept in steps:
+        number += gap
+        record = None if kept is None else Handle("Test/h", tuple(kept))
+        history.append(Version(number, at, by, operation, record))
+    if values is None and not history:
+        return  # a deleted handle's line needs its history
+    entry = Exported("TEST/h", None if values is None else Handle("TEST/h", tuple(values)),
+                     tuple(history))  # fmt: skip
+    line = entry_to_line(entry)
+    assert entry_from_line(line) == entry and entry_to_line(entry_from_line(line)) == line
+    # A line of record_to_line's is an entry with no history carried.
+    if entry.record is not None:
+        assert entry_from_line(record_to_line(entry.record)) == Exported("TEST/h", entry.record)
+
+
+_VERSION = '{"version":1,"at":1.5,"by":null,"operation":"create","record":null}'
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ('{"handle":"TEST/x","values":null}', "needs its history"),
+        ('{"handle":"TEST/x","values":null,"history":[]}', "needs its history"),
+        ('{"handle":"TEST/x","values":[],"history":{}}', "must be a list"),
+        ('{"handle":"TEST/x","values":[],"history":[{"version":1}]}', "history\\[0\\] must be"),
+        (f'{{"handle":"TEST/x","values":[],"history":[{_VERSION},{_VERSION}]}}', "increasing"),
+        ('{"handle":"TEST/x","values":[],"history":[' + _VERSION.replace("1.5", '"x"') + "]}",
+         "epoch seconds"),
+        ('{"handle":"TEST/x","values":[],"history":[' + _VERSION.replace("create", "x") + "]}",
+         "operation must be"),
+        ('{"handle":"TEST/x","values":[],"history":['
+         + _VERSION.replace("null}", '{"handle":"TEST/y","values":[]}}') + "]}",
+         "a record of TEST/y"),
+        ('{"handle":"TEST/x","values":[],"extra":1}', "a line must be"),
+    ],
+)  # fmt: skip
+def test_a_bad_history_is_refused_saying_why(line, says):
+    with pytest.raises(DumpError, match=says):
+        entry_from_line(line)
+
+
 # -- export and import -------------------------------------------------------------------------
 
 
@@ -169,7 +243,14 @@ def test_sqlite_to_postgresql_and_back_is_byte_for_byte(tmp_path, pg_table, caps
     assert not (tmp_path / "first.jsonl.partial").exists()
     lines = first.read_bytes().splitlines(keepends=True)
     assert len(lines) == len(records)
-    assert [record_from_line(line) for line in lines] == sorted(records, key=lambda r: r.key)
+    entries = [entry_from_line(line) for line in lines]
+    assert [e.record for e in entries] == sorted(records, key=lambda r: r.key)
+    # The histories travel too: each record's one version, its import into the source.
+    assert all(
+        [(v.number, v.operation, v.by, v.record) for v in e.history]
+        == [(1, "import", None, e.record)]
+        for e in entries
+    )
 
     assert main(["import", "--config", str(pg_config), str(first), "--batch", "300"]) == 0
     second = tmp_path / "second.jsonl"
@@ -197,8 +278,8 @@ def test_an_import_cut_short_resumes_by_running_it_again(tmp_path, storage_table
 
     assert main(["import", "--config", str(config), str(dump), "--batch", "10"]) == 1
     err = capsys.readouterr().err
-    assert f"{dump}:24: a record must be" in err
-    assert "lines 1-23 are stored (23 created, 0 replaced, 0 already there)" in err
+    assert f"{dump}:24: a line must be" in err
+    assert "lines 1-23 are stored (23 created, 0 replaced, 0 already there, 23 versions" in err
 
     async def stored(store):
         return [r async for batch in store.iter_records() for r in batch]
@@ -224,6 +305,70 @@ def test_an_import_never_overwrites_unless_told(tmp_path, storage_table, capsys)
 
     assert main(["import", "--config", str(config), str(dump), "--replace"]) == 0
     assert run(_with(storage_table, lambda s: s.get("TEST/00001"))) == sample_records(4)[1]
+
+
+def test_histories_and_deleted_handles_travel_byte_for_byte(tmp_path, pg_table):
+    source = sqlite_table(tmp_path, "source")
+
+    async def fill(store):
+        await store.import_records(sample_records(30))
+        for n in range(3):
+            changed = Handle("TEST/00001", (HandleValue(1, "URL", f"https://{n}.org".encode()),))
+            await store.update("TEST/00001", lambda before, r=changed: r, by="300:0.NA/TEST")
+        await store.update("TEST/00002", lambda before: None, by="300:TEST/USER")
+        await store.update("TEST/00003", lambda before: None)
+        await store.update("TEST/00003", lambda before: Handle("TEST/00003"))  # made again
+
+    run(_with(source, fill))
+    first = tmp_path / "first.jsonl"
+    assert main(["export", "--config", str(write_config(tmp_path, "s", source)), "-o",
+                 str(first)]) == 0  # fmt: skip
+    entries = [entry_from_line(line) for line in first.read_bytes().splitlines()]
+    assert len(entries) == 31  # the deleted one too
+    by_name = {e.handle: e for e in entries}
+    assert by_name["TEST/00002"].record is None
+    assert [v.operation for v in by_name["TEST/00002"].history] == ["import", "delete"]
+    assert [v.operation for v in by_name["TEST/00003"].history] == ["import", "delete", "create"]
+    assert [v.by for v in by_name["TEST/00001"].history][1:] == ["300:0.NA/TEST"] * 3
+
+    pg_config = write_config(tmp_path, "pg", pg_table)
+    assert main(["import", "--config", str(pg_config), str(first), "--batch", "7"]) == 0
+    second = tmp_path / "second.jsonl"
+    assert main(["export", "--config", str(pg_config), "-o", str(second)]) == 0
+    assert second.read_bytes() == first.read_bytes()
+    assert main(["import", "--config", str(pg_config), str(first)]) == 0  # again: nothing new
+    assert run(_with(pg_table, lambda s: s.history("TEST/00001")))[0] == 4
+
+    plain = tmp_path / "plain.jsonl"
+    assert main(["export", "--config", str(pg_config), "--no-history", "-o", str(plain)]) == 0
+    lines = plain.read_bytes().splitlines()
+    assert len(lines) == 30 and all(b'"history"' not in line for line in lines)
+
+
+def test_history_prune_drops_what_is_no_longer_kept(tmp_path, storage_table, capsys):
+    config = write_config(tmp_path, "c", storage_table)
+
+    async def fill(store):
+        for n in range(4):
+            record = Handle("TEST/p", (HandleValue(1, "URL", f"https://{n}.org".encode()),))
+            await store.update("TEST/p", lambda before, r=record: r)
+
+    run(_with(storage_table, fill))
+    assert main(["history", "prune", "--config", str(config)]) == 2
+    assert "nothing bounds the history" in capsys.readouterr().err
+    assert main(["history", "prune", "--config", str(config), "--keep-versions", "3"]) == 0
+    assert "pruned 1 versions" in capsys.readouterr().out
+    with config.open("a") as f:
+        f.write("[history]\nkeep_versions = 2\n")
+    assert main(["history", "prune", "--config", str(config)]) == 0
+    assert "pruned 1 versions" in capsys.readouterr().out
+    assert main(["history", "prune", "--config", str(config), "--keep-days", "1"]) == 0
+    assert "pruned 0 versions" in capsys.readouterr().out  # (and still the last two)
+
+    async def numbers(store):
+        return [v.number for v in (await store.history("TEST/p"))[1]]
+
+    assert run(_with(storage_table, numbers)) == [3, 4]
 
 
 def test_import_of_a_missing_file_or_without_config(tmp_path, capsys):

@@ -21,6 +21,7 @@ from .maintenance import (
     keygen,
     migrate,
     native_keygen,
+    prune_history,
     siteinfo,
 )
 from .serve import serve, setup_logging
@@ -78,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
         "-o", "--output", metavar="FILE", help="file to write (default: standard output)"
     )
     export.add_argument("--batch", type=_positive, default=1000, help="records per read")
+    export.add_argument(
+        "--no-history",
+        action="store_true",
+        help="only the records, as they are now: no histories, no deleted handles",
+    )
     load = with_config("import", "store the records of a JSON Lines export")
     load.add_argument("file", metavar="FILE", type=Path, help="an export (handle-server export)")
     load.add_argument("--batch", type=_positive, default=1000, help="records per transaction")
@@ -85,6 +91,28 @@ def _parser() -> argparse.ArgumentParser:
         "--replace",
         action="store_true",
         help="replace handles stored with other values (default: stop at the first)",
+    )
+    history = commands.add_parser(
+        "history", help="look after the record history", description="the record history"
+    )
+    history_commands = history.add_subparsers(dest="history_command", required=True)
+    prune_help = (
+        "drop the versions [history] keep_versions and keep_days no longer keep (a handle's "
+        "latest version always stays)"
+    )
+    prune = history_commands.add_parser("prune", help=prune_help, description=prune_help)
+    prune.add_argument("--config", metavar="FILE", help="TOML configuration")
+    prune.add_argument(
+        "--keep-versions",
+        type=_positive,
+        metavar="N",
+        help="keep each handle's last N versions (overrides [history] keep_versions)",
+    )
+    prune.add_argument(
+        "--keep-days",
+        type=_positive,
+        metavar="DAYS",
+        help="keep the versions of the last DAYS days (overrides [history] keep_days)",
     )
     keygen = with_config(
         "keygen", "make the server key that keeps secret keys encrypted ([auth] key_file)"
@@ -220,7 +248,12 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "serve": lambda args, config: serve(config, args.workers),
     "check-config": lambda args, config: check_config(config),
     "migrate": lambda args, config: migrate(config, check=args.check),
-    "export": lambda args, config: export(config, args.output, args.batch),
+    "export": lambda args, config: export(
+        config, args.output, args.batch, history=not args.no_history
+    ),
+    "history": lambda args, config: prune_history(
+        config, keep_versions=args.keep_versions, keep_days=args.keep_days
+    ),
     "import": lambda args, config: import_(config, args.file, args.batch, args.replace),
     "keygen": lambda args, config: (
         native_keygen(config) if args.native else keygen(config, rekey_admins=args.rekey_admins)

@@ -1,5 +1,5 @@
 """The commands that look after the store: ``migrate``, ``check-config``, ``keygen``,
-``export`` and ``import``."""
+``export``, ``import`` and ``history prune``."""
 
 from __future__ import annotations
 
@@ -17,12 +17,13 @@ from ..auth.secrets import KeyFileError, SecretKeeper
 from ..config import Config, ConfigError
 from ..native import signing
 from ..native.site import SiteError, root_info, this_site
+from ..ops.retention import prune
 from ..service import HandleService
 from .serve import tls_context, warn_about
 from .stores import where, with_store
 from .transfer import ImportFailed, export_store, export_to_path, import_file
 
-__all__ = ["check_config", "export", "import_", "keygen", "migrate"]
+__all__ = ["check_config", "export", "import_", "keygen", "migrate", "prune_history"]
 
 log = logging.getLogger("handle_server")
 
@@ -185,14 +186,14 @@ def keygen(config: Config, *, rekey_admins: bool) -> int:
     return with_store(config, rekey, migrate=False)
 
 
-def export(config: Config, output: str | None, batch: int) -> int:
+def export(config: Config, output: str | None, batch: int, *, history: bool = True) -> int:
     async def run(store: HandleStore) -> int:
         if output is None:
-            count = await export_store(store, sys.stdout.buffer, batch=batch)
+            count = await export_store(store, sys.stdout.buffer, batch=batch, history=history)
             sys.stdout.buffer.flush()
         else:
-            count = await export_to_path(store, Path(output), batch=batch)
-        log.info("exported %d handles", count)
+            count = await export_to_path(store, Path(output), batch=batch, history=history)
+        log.info("exported %d handles%s", count, " with their histories" if history else "")
         return 0
 
     return with_store(config, run, migrate=False)
@@ -211,19 +212,44 @@ def import_(config: Config, path: Path, batch: int, replace: bool) -> int:
             print(
                 f"handle-server: {exc}\n"
                 f"handle-server: lines 1-{s.lines} are stored ({s.result.created} created, "
-                f"{s.result.replaced} replaced, {s.result.unchanged} already there); fix the "
+                f"{s.result.replaced} replaced, {s.result.unchanged} already there, "
+                f"{s.result.versions} versions of history added); fix the "
                 "line and run the same command again: what is stored is recognised and skipped",
                 file=sys.stderr,
             )
             return 1
         r = summary.result
         log.info(
-            "imported %d lines: %d handles created, %d replaced, %d already there",
+            "imported %d lines: %d handles created, %d replaced, %d already there; "
+            "%d versions of history added",
             summary.lines,
             r.created,
             r.replaced,
             r.unchanged,
+            r.versions,
         )
+        return 0
+
+    return with_store(config, run, migrate=False)
+
+
+def prune_history(config: Config, *, keep_versions: int | None, keep_days: int | None) -> int:
+    """``handle-server history prune``: the bounds given, else ``[history]``'s."""
+    versions = keep_versions if keep_versions is not None else config.history.keep_versions
+    days = keep_days if keep_days is not None else config.history.keep_days
+    if not (versions or days):
+        print(
+            "handle-server history prune: nothing bounds the history: set [history] "
+            "keep_versions or keep_days, or give --keep-versions or --keep-days",
+            file=sys.stderr,
+        )
+        return 2
+
+    async def run(store: HandleStore) -> int:
+        removed = await prune(store, keep_versions=versions, keep_days=days)
+        bounds = [f"the last {versions} versions"] if versions else []
+        bounds += [f"{days} days"] if days else []
+        print(f"pruned {removed} versions from the history (kept {' and '.join(bounds)})")
         return 0
 
     return with_store(config, run, migrate=False)

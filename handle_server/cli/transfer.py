@@ -2,7 +2,8 @@
 (``storage.dump`` is the format).
 
 Export streams one consistent snapshot in key order, a batch at a time, so memory stays flat
-whatever the store's size. Import reads a batch of lines, then stores it in one transaction;
+whatever the store's size; each record carries its history, and deleted handles their
+tombstones, unless asked not to. Import reads a batch of lines, then stores it in one transaction;
 a record already stored exactly so is recognised and skipped, so an import that was cut short
 (or failed on a bad line, once that line is fixed) resumes by running it again.
 """
@@ -17,8 +18,8 @@ from typing import BinaryIO
 
 from tqdm import tqdm
 
-from storage import Handle, HandleStore, ImportConflict, ImportResult
-from storage.dump import DumpError, record_from_line, record_to_line
+from storage import Exported, HandleStore, ImportConflict, ImportResult
+from storage.dump import DumpError, entry_from_line, entry_to_line, record_to_line
 
 __all__ = ["ImportFailed", "ImportSummary", "export_store", "export_to_path", "import_file"]
 
@@ -42,25 +43,36 @@ def _bar(**kwargs) -> tqdm:
     return tqdm(file=sys.stderr, disable=None, dynamic_ncols=True, **kwargs)
 
 
-async def export_store(store: HandleStore, out: BinaryIO, *, batch: int = 1000) -> int:
-    """Write every record of ``store`` to ``out``; returns how many."""
+async def export_store(
+    store: HandleStore, out: BinaryIO, *, batch: int = 1000, history: bool = True
+) -> int:
+    """Write every record of ``store`` to ``out`` (with ``history``: with their histories,
+    and the deleted handles' too); returns how many lines."""
     count = 0
     with _bar(unit=" handles", desc="export") as bar:
-        async for records in store.iter_records(batch=batch):
-            out.write(b"".join(record_to_line(r) for r in records))
-            count += len(records)
-            bar.update(len(records))
+        if history:
+            async for entries in store.iter_exported(batch=batch):
+                out.write(b"".join(entry_to_line(e) for e in entries))
+                count += len(entries)
+                bar.update(len(entries))
+        else:
+            async for records in store.iter_records(batch=batch):
+                out.write(b"".join(record_to_line(r) for r in records))
+                count += len(records)
+                bar.update(len(records))
     return count
 
 
-async def export_to_path(store: HandleStore, path: Path, *, batch: int = 1000) -> int:
+async def export_to_path(
+    store: HandleStore, path: Path, *, batch: int = 1000, history: bool = True
+) -> int:
     """``export_store`` into ``path``, readable by its owner only (it holds the hashed
     secrets). The file appears complete or not at all: written aside, synced, then renamed."""
     partial = path.with_name(path.name + ".partial")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
-            count = await export_store(store, out, batch=batch)
+            count = await export_store(store, out, batch=batch, history=history)
             out.flush()
             os.fsync(out.fileno())
         os.replace(partial, path)
@@ -76,7 +88,7 @@ async def import_file(
     """Store the records of the JSON Lines file at ``path``, ``batch`` lines per
     transaction. Raises ``ImportFailed`` naming the line it stopped at."""
     summary = ImportSummary()
-    pending: list[Handle] = []
+    pending: list[Exported] = []
     pending_lines = 0  # lines (blank ones too) read since the last stored batch
 
     async def flush(last_line: int) -> None:
@@ -104,7 +116,7 @@ async def import_file(
             if not line.strip():
                 continue
             try:
-                pending.append(record_from_line(line))
+                pending.append(entry_from_line(line))
             except DumpError as exc:
                 pending_lines -= 1  # this line is not stored
                 await flush(number - 1)

@@ -14,7 +14,10 @@ goes through the Handle rules (permissions, the cache, durability). Its values:
 A handle's ``handleId`` (and its suffix) is derived from the resource it names, so "one handle
 per share" is the store's own uniqueness of handle names, which holds across processes and
 nodes; a share registered in two handle services of different prefixes is refused by a lookup
-under the other prefixes first.
+under the other prefixes first. A handle, once deleted, is never given again (a PID names one
+thing for ever): a share registered again gets the next id of its line (``handle_id_of``'s
+generations), the first that no handle of any service's prefix ever had, as the histories
+tell.
 
 Privileges map onto Handle rights: registering needs ADD_HANDLE on the service's prefix handle
 (``handle_service_register_handle``, ``oz_handles_create``); viewing the full record needs
@@ -95,9 +98,15 @@ class OnezoneError(Exception):
         self.details = details
 
 
-def handle_id_of(resource_type: str, resource_id: str) -> str:
-    """The handleId (and handle suffix) of a resource: the same resource, the same id."""
-    return hashlib.sha256(f"{resource_type}:{resource_id}".encode()).hexdigest()[:32]
+def handle_id_of(resource_type: str, resource_id: str, generation: int = 0) -> str:
+    """The handleId (and handle suffix) of a resource: the same resource, the same id; its
+    ``generation``-th registration after handles of it were deleted, another."""
+    seed = f"{resource_type}:{resource_id}" + (f"#{generation}" if generation else "")
+    return hashlib.sha256(seed.encode()).hexdigest()[:32]
+
+
+#: Registrations of one resource after which registering it again is refused.
+_MAX_GENERATIONS = 1000
 
 
 def _iso(seconds: int) -> str:
@@ -367,8 +376,40 @@ class OnezoneService:
         if identity is None:
             raise AuthenticationNeeded(None, "Authentication needed")
         r = registration
-        handle_id = handle_id_of(r.resource_type, r.resource_id)
-        name = f"{r.service.prefix}/{handle_id}"
+        async with self._registering(handle_id_of(r.resource_type, r.resource_id)):
+            handle_id = await self._unused_id(r)
+            name = f"{r.service.prefix}/{handle_id}"
+            share, values = self._share_values(r, handle_id, name, identity)
+            try:
+                await self.handles.create(name, values, overwrite=False, identity=identity)
+            except HandleAlreadyExists:
+                raise _already_registered(r.resource_id, name) from None
+        log.info("registered %s for %s %s by %s", name, r.resource_type, r.resource_id, identity)
+        return share
+
+    async def _unused_id(self, r: Registration) -> str:
+        """The first id of the resource's line that no handle of any service's prefix ever
+        had; ``alreadyExists`` if a handle of the line is registered."""
+        for generation in range(_MAX_GENERATIONS):
+            handle_id = handle_id_of(r.resource_type, r.resource_id, generation)
+            used = False
+            for prefix in self._prefixes():
+                name = f"{prefix}/{handle_id}"
+                record = await self.handles.read_record(name, fresh=True)
+                if record is not None and ShareHandle.from_record(record) is not None:
+                    raise _already_registered(r.resource_id, record.handle)
+                used = used or record is not None or await self.handles.ever_existed(name)
+            if not used:
+                return handle_id
+        raise OnezoneError(
+            "badValueNotAllowed",
+            f"share {r.resource_id} was registered and deleted too often to register again.",
+            key="resourceId",
+        )
+
+    def _share_values(
+        self, r: Registration, handle_id: str, name: str, identity: Identity
+    ) -> tuple[ShareHandle, list[HandleValue]]:
         now = int(self.handles.now())
         share = ShareHandle(
             handle_id=handle_id,
@@ -388,19 +429,7 @@ class OnezoneService:
             HandleValue(index=DESCRIPTOR_INDEX, type=DESCRIPTOR_TYPE, data=share.descriptor()),
             self._admin_value(identity),
         ]
-        async with self._registering(handle_id):
-            for prefix in self._prefixes():
-                if handle_key(prefix) == handle_key(r.service.prefix):
-                    continue
-                other = await self.handles.read_record(f"{prefix}/{handle_id}", fresh=True)
-                if other is not None and ShareHandle.from_record(other) is not None:
-                    raise _already_registered(r.resource_id, other.handle)
-            try:
-                await self.handles.create(name, values, overwrite=False, identity=identity)
-            except HandleAlreadyExists:
-                raise _already_registered(r.resource_id, name) from None
-        log.info("registered %s for %s %s by %s", name, r.resource_type, r.resource_id, identity)
-        return share
+        return share, values
 
     async def modify(self, handle_id: str, body: Any, identity: Identity | None) -> None:
         """Replace the metadata (the only field that can change); needs MODIFY_VALUE."""

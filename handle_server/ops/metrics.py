@@ -38,6 +38,7 @@ from prometheus_client import (
 from storage import (
     Change,
     ChangeListener,
+    Exported,
     Handle,
     HandleStore,
     ImportResult,
@@ -306,10 +307,20 @@ class MetricsStore(HandleStore):
     def iter_records(self, *, after: str = "", batch: int = 1000) -> AsyncIterator[list[Handle]]:
         return self.inner.iter_records(after=after, batch=batch)
 
+    def iter_exported(self, *, after: str = "", batch: int = 1000) -> AsyncIterator[list[Exported]]:
+        return self.inner.iter_exported(after=after, batch=batch)
+
     async def import_records(
-        self, records: Sequence[Handle], *, replace: bool = False
+        self, records: Sequence[Handle | Exported], *, replace: bool = False
     ) -> ImportResult:
         return await self._timed("import", self.inner.import_records(records, replace=replace))
+
+    async def prune_history(
+        self, *, keep_versions: int | None = None, before: float | None = None
+    ) -> int:
+        return await self._timed(
+            "prune_history", self.inner.prune_history(keep_versions=keep_versions, before=before)
+        )
 
     async def watch(self, listener: ChangeListener) -> bool:
         return await self.inner.watch(listener)

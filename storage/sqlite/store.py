@@ -16,6 +16,7 @@ from ..anchors import LONG_SKIP, PageAnchors, paged
 from ..base import (
     Change,
     ChangeListener,
+    Exported,
     HandleStore,
     ImportResult,
     Outcome,
@@ -25,14 +26,19 @@ from ..base import (
 from ..errors import ChangeFailed, SchemaMismatch, SearchTimeout, StoreUnavailable
 from ..model import Handle, HandleValue, handle_key, prefix_of
 from ..rows import (
+    PRUNE_HISTORY_SQL,
+    PRUNE_KEYS,
     SEARCH_COLUMNS,
     VALUE_COLUMNS,
     VERSION_COLUMNS,
     AuthSQL,
+    ImportPlan,
     RecordDiff,
     by_key,
     changed_by_key,
     diff_records,
+    export_bound,
+    exported_entries,
     latest_version,
     migrations,
     plan_import,
@@ -350,21 +356,93 @@ class SQLiteStore(HandleStore):
             if own:
                 await db.close()
 
+    async def iter_exported(
+        self, *, after: str = "", batch: int = 1000
+    ) -> AsyncIterator[list[Exported]]:
+        own = self.path != ":memory:"
+        db = await self._connect(self.path) if own else self._reader
+        try:
+            await db.execute("BEGIN")
+            try:
+                last = after
+                while True:
+                    names = await db.execute_fetchall(
+                        "SELECT key, handle FROM handles WHERE key > ? ORDER BY key LIMIT ?",
+                        (last, batch),
+                    )
+                    keyed = await db.execute_fetchall(
+                        "SELECT DISTINCT key FROM handle_versions WHERE key > ?"
+                        " ORDER BY key LIMIT ?",
+                        (last, batch),
+                    )
+                    version_keys = [k for (k,) in keyed]
+                    high = export_bound(batch, [k for k, _ in names], version_keys)
+                    if high is None:
+                        return
+                    span = (last, high)
+                    values = await db.execute_fetchall(
+                        f"SELECT key, {VALUE_COLUMNS} FROM handle_values"
+                        " WHERE key > ? AND key <= ? ORDER BY key, idx",
+                        span,
+                    )
+                    versions = await db.execute_fetchall(
+                        f"SELECT key, {VERSION_COLUMNS} FROM handle_versions"
+                        " WHERE key > ? AND key <= ? ORDER BY key, version",
+                        span,
+                    )
+                    yield exported_entries(
+                        [r for r in names if r[0] <= high],
+                        values,
+                        [k for k in version_keys if k <= high],
+                        versions,
+                    )
+                    last = high
+            finally:
+                await db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
+        finally:
+            if own:
+                await db.close()
+
     # writes
 
+    async def prune_history(
+        self, *, keep_versions: int | None = None, before: float | None = None
+    ) -> int:
+        if keep_versions is None and before is None:
+            return 0
+        removed, last = 0, ""
+        while True:
+            keys = await self._fetch(
+                "SELECT DISTINCT key FROM handle_versions WHERE key > ? ORDER BY key LIMIT ?",
+                (last, PRUNE_KEYS),
+            )
+            if not keys:
+                return removed
+            high = keys[-1][0]
+            async with self._transaction() as db:
+                async with db.execute(
+                    PRUNE_HISTORY_SQL, (last, high, keep_versions, before)
+                ) as cur:
+                    removed += cur.rowcount
+            last = high
+
     async def import_records(
-        self, records: Sequence[Handle], *, replace: bool = False
+        self, records: Sequence[Handle | Exported], *, replace: bool = False
     ) -> ImportResult:
         keyed = by_key(records)
         if not keyed:
             return ImportResult()
         return await asyncio.shield(self._import(keyed, replace))
 
-    async def _import(self, keyed: dict[str, Handle], replace: bool) -> ImportResult:
+    async def _import(self, keyed: dict[str, Exported], replace: bool) -> ImportResult:
         seq = None
         async with self._transaction() as db:
-            plan = plan_import(keyed, await self._load_many(db, list(keyed)), replace=replace)
-            if plan.written:
+            keys = list(keyed)
+            stored, histories = await db._execute(_read_for_import, db._conn, keys)
+            plan = plan_import(keyed, stored, histories, replace=replace, at=time.time())
+            if plan.touched:
                 # The rows this adds to value_text are indexed later, together.
                 await db.execute(
                     "UPDATE search_index SET pending_from ="
@@ -377,6 +455,10 @@ class SQLiteStore(HandleStore):
                 await db.execute(
                     "DELETE FROM handle_changes WHERE seq <= ?", (seq - _CHANGES_KEPT,)
                 )
+            await db.executemany(
+                f"INSERT INTO handle_versions (key, {VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                plan.versions,
+            )
         self._anchors.changed(None)
         if seq is not None and self._signal is not None:
             # Not marked seen: this process's own listeners learn of it like the others.
@@ -441,51 +523,33 @@ class SQLiteStore(HandleStore):
                 raise
 
     @staticmethod
-    async def _load_many(db: aiosqlite.Connection, keys: list[str]) -> dict[str, Handle]:
-        found: dict[str, Handle] = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
-            async with db.execute(
-                f"SELECT key, handle FROM handles WHERE key IN ({marks})", chunk
-            ) as cur:
-                names = await cur.fetchall()
-            async with db.execute(
-                f"SELECT key, {VALUE_COLUMNS} FROM handle_values WHERE key IN ({marks})"
-                " ORDER BY key, idx",
-                chunk,
-            ) as cur:
-                rows = await cur.fetchall()
-            found.update(records_from_rows(names, rows))
-        return found
-
-    @staticmethod
-    async def _write_imported(db: aiosqlite.Connection, plan) -> None:
-        if plan.replaced:
-            replaced = [(r.key,) for r in plan.replaced]
-            await db.executemany("DELETE FROM handle_values WHERE key = ?", replaced)
-            await db.executemany("DELETE FROM value_text WHERE key = ?", replaced)
+    async def _write_imported(db: aiosqlite.Connection, plan: ImportPlan) -> None:
+        gone = [(r.key,) for r in plan.replaced] + [(k,) for k in plan.deleted]
+        if gone:
+            await db.executemany("DELETE FROM handle_values WHERE key = ?", gone)
+            await db.executemany("DELETE FROM value_text WHERE key = ?", gone)
             await db.executemany(
                 "UPDATE handles SET handle = ? WHERE key = ?",
                 [(r.handle, r.key) for r in plan.replaced],
             )
+            await db.executemany("DELETE FROM handles WHERE key = ?", [(k,) for k in plan.deleted])
         if plan.created:
             await db.executemany(
                 "INSERT INTO handles (key, handle) VALUES (?, ?)",
                 [(r.key, r.handle) for r in plan.created],
             )
-            await db.executemany(
-                "INSERT INTO prefix_counts (prefix, count) VALUES (?, ?)"
-                " ON CONFLICT (prefix) DO UPDATE SET count = count + excluded.count",
-                plan.new_per_prefix(),
-            )
+        await db.executemany(
+            "INSERT INTO prefix_counts (prefix, count) VALUES (?, ?)"
+            " ON CONFLICT (prefix) DO UPDATE SET count = count + excluded.count",
+            plan.new_per_prefix(),
+        )
         await db.executemany(
             f"INSERT INTO handle_values (key, {VALUE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [value_row(r.key, v) for r in plan.written for v in r.values],
         )
         await _index(db, [row for r in plan.written for row in search_rows(r.key, r.values)])
         await db.executemany(
-            "INSERT INTO handle_changes (key) VALUES (?)", [(r.key,) for r in plan.written]
+            "INSERT INTO handle_changes (key) VALUES (?)", [(k,) for k in plan.touched]
         )
 
     async def update(
@@ -768,6 +832,24 @@ def _add_versions(
     db.executemany(
         f"INSERT INTO handle_versions (key, {VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", rows
     )
+
+
+def _read_for_import(
+    db: sqlite3.Connection, keys: list[str]
+) -> tuple[dict[str, Handle | None], dict[str, list[Version]]]:
+    """The records of ``keys`` and their histories."""
+    histories: dict[str, list[Version]] = {}
+    for start in range(0, len(keys), _MANY_AT_ONCE):
+        chunk = keys[start : start + _MANY_AT_ONCE]
+        marks = ",".join("?" * len(chunk))
+        rows = db.execute(
+            f"SELECT key, {VERSION_COLUMNS} FROM handle_versions WHERE key IN ({marks})"
+            " ORDER BY key, version",
+            chunk,
+        ).fetchall()
+        for row in rows:
+            histories.setdefault(row[0], []).append(version_from_row(row[1:]))
+    return _read_many(db, keys), histories
 
 
 def _read_many(db: sqlite3.Connection, keys: list[str]) -> dict[str, Handle | None]:
