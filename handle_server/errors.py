@@ -37,6 +37,7 @@ __all__ = [
     "TooManyFailures",
     "TryAgainLater",
     "UpstreamUnavailable",
+    "client_message",
     "status_and_code",
 ]
 
@@ -155,3 +156,13 @@ def status_and_code(exc: HandleError) -> tuple[int, int]:
         if cls in ERROR_TABLE:
             return ERROR_TABLE[cls]
     return 500, RC_ERROR
+
+
+#: What a client is told of a store failure; the store's own words (paths, server names, the
+#: driver's message) go to the log only.
+STORE_UNAVAILABLE = "The handle store is unavailable; try again shortly"
+
+
+def client_message(exc: HandleError) -> str:
+    """What a client is told of ``exc``."""
+    return STORE_UNAVAILABLE if isinstance(exc, StoreUnavailable) else exc.message

@@ -17,6 +17,7 @@ from .errors import (
     ClientDisconnected,
     RequestTimeout,
     TryAgainLater,
+    client_message,
     status_and_code,
 )
 from .resolver.pages import error_page
@@ -48,9 +49,7 @@ async def error_middleware(
         status, code = status_and_code(exc)
         if isinstance(exc, StoreUnavailable):
             log.error("store unavailable: %s", exc.message)
-            message = "The handle store is unavailable; try again shortly"
-        else:
-            message = exc.message
+        message = client_message(exc)
         handle = exc.handle if exc.handle is not None else request.get(keys.HANDLE)
         headers = _WWW_AUTHENTICATE if status == 401 else None
         if isinstance(exc, TryAgainLater):

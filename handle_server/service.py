@@ -757,14 +757,14 @@ class HandleService:
                     f"The location list (10320/loc) at index {value.index} holds "
                     f"{len(value.data)} bytes; at most {self.config.handle.max_location_bytes}",
                 )
-            changes: dict = {"timestamp": now}
+            data = None
             if value.type.upper() == SECKEY_TYPE and value.data not in KEEP_MARKERS:
                 if not value.data:
                     raise InvalidValue(None, f"The HS_SECKEY at index {value.index} is empty")
                 # Whatever a client gives is a secret to keep, never a stored form taken as
                 # it is (one made elsewhere could be anything: a hash costing seconds a guess).
-                changes["data"] = self.keeper.keep(value.data)
-            prepared.append(dataclasses.replace(value, **changes))
+                data = self.keeper.keep(value.data)
+            prepared.append(value.stamped(now, data))
         return prepared
 
     @staticmethod

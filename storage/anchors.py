@@ -68,7 +68,11 @@ class PageAnchors:
             self._offsets.clear()
             self._keys.clear()
             return
-        low = prefix_bounds(prefix_of(key))[0]
+        self.prefix_changed(prefix_of(key))
+
+    def prefix_changed(self, prefix: str) -> None:
+        """A handle under ``prefix`` came or went."""
+        low = prefix_bounds(prefix)[0]
         self._generations[low] = self._generations.get(low, 0) + 1
         self._forget(low)
 

@@ -92,6 +92,24 @@ class HandleValue:
             "public_write": bool(bits & 1),
         }
 
+    def stamped(self, timestamp: int, data: bytes | None = None) -> HandleValue:
+        """This value as written at ``timestamp`` (holding ``data``, if given): what
+        ``dataclasses.replace`` makes, for a fifth of its cost (every value written is
+        stamped)."""
+        return HandleValue(
+            self.index,
+            self.type,
+            self.data if data is None else data,
+            self.ttl,
+            self.ttl_type,
+            timestamp,
+            self.admin_read,
+            self.admin_write,
+            self.public_read,
+            self.public_write,
+            self.references,
+        )
+
     def same_content(self, other: HandleValue) -> bool:
         """Equal in everything but the write timestamp."""
         return (
@@ -141,6 +159,8 @@ class Handle:
 def handle_key(handle: str) -> str:
     """The form a handle is stored and compared under: ASCII letters upper-cased, everything
     else untouched. Handles are case-insensitive in ASCII only (RFC 3650)."""
+    if handle.isascii():  # (nearly always; str.upper would fold non-ASCII letters too)
+        return handle.upper()
     return handle.encode("utf-8", "surrogatepass").upper().decode("utf-8", "surrogatepass")
 
 

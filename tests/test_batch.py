@@ -4,7 +4,9 @@ both backends, with the single requests' rules."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import resource
+import sqlite3
 from typing import Any
 
 import orjson
@@ -12,7 +14,7 @@ import pytest
 
 from handle_server.app import create_app
 
-from .helpers import ADMIN_AUTH, OTHER_AUTH, Api, make_config, url_value
+from .helpers import ADMIN_AUTH, OTHER_AUTH, Api, make_config, pg_execute, url_value
 
 BATCH = "/api/batch"
 
@@ -322,3 +324,66 @@ async def test_another_node_forgets_what_a_batch_changed(aiohttp_client, config)
     assert answers[0][1]["values"][0]["data"]["value"] == "https://new.org"
     assert answers[1][0] == 404
     assert answers[2][1]["values"][0]["data"]["value"] == "https://x.org"
+
+
+def _fail_writes_of(storage_table: dict, key: str) -> None:
+    """Make the database itself refuse to store the handle ``key`` (a trigger): a store that
+    fails in the middle of a batch, as a full disk or a lost server does."""
+    if storage_table.get("backend") == "postgresql":
+        pg_execute(
+            storage_table["dsn"],
+            "CREATE FUNCTION fail_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            f" IF NEW.key = '{key}' THEN RAISE EXCEPTION 'the disk is on fire'; END IF;"
+            " RETURN NEW; END $$;"
+            " CREATE TRIGGER fail_write BEFORE INSERT ON handles FOR EACH ROW"
+            " EXECUTE FUNCTION fail_write();",
+        )
+        return
+    with contextlib.closing(sqlite3.connect(storage_table["path"])) as db:
+        db.execute(
+            f"CREATE TRIGGER fail_write BEFORE INSERT ON handles WHEN NEW.key = '{key}'"
+            " BEGIN SELECT RAISE(ABORT, 'the disk is on fire'); END"
+        )
+        db.commit()
+
+
+async def test_a_store_failing_mid_batch_fails_its_group_and_keeps_the_rest(
+    aiohttp_client, tmp_path, storage_table
+):
+    """Groups of two: the one the store fails answers 503 for each of its operations and
+    stores none of them; the groups before and after it stand. Atomic: nothing at all."""
+    config = make_config(tmp_path, storage=storage_table, batch={"in_flight": 2})
+    api = Api(await aiohttp_client(create_app(config)))
+    assert (await api.put("TEST/first", [url_value("https://first.org")]))[0] == 201  # schema made
+    _fail_writes_of(storage_table, "TEST/BOOM")
+    names = ["TEST/a", "TEST/b", "TEST/c", "TEST/boom", "TEST/d", "TEST/e"]
+    expected = [201, 201, 503, 503, 201, 201]
+    status, body = await post(api, {"operations": [put(n) for n in names]})
+    assert status == 200
+    assert [(r["status"], r["responseCode"]) for r in body["results"]] == [
+        (s, 1 if s == 201 else 3)
+        for s in expected  # 3: the server is too busy (the store)
+    ]
+    # What the store said is logged, not told (as for a single request).
+    assert "unavailable" in body["results"][2]["message"] and "fire" not in str(body)
+    for name, s in zip(names, expected, strict=True):
+        assert (await api.get(name))[0] == (200 if s == 201 else 404), name
+
+    # Streamed: the same, line by line.
+    lines = b"".join(orjson.dumps(put(n.replace("TEST/", "TEST/s"))) + b"\n" for n in names[:3])
+    lines += orjson.dumps(put("TEST/boom")) + b"\n"
+    lines += b"".join(orjson.dumps(put(n.replace("TEST/", "TEST/s"))) + b"\n" for n in names[4:])
+    async with api.client.post(
+        BATCH, data=lines, headers={"Content-Type": "application/x-ndjson", **ADMIN_AUTH}
+    ) as resp:
+        streamed = [orjson.loads(line) for line in (await resp.read()).splitlines()]
+    assert [r["status"] for r in streamed] == expected
+    assert (await api.get("TEST/sc"))[0] == 404 and (await api.get("TEST/se"))[0] == 200
+
+    # Atomic: the failure is the store's (503), and nothing is applied.
+    operations = [put("TEST/x"), delete("TEST/a"), put("TEST/boom")]
+    status, body = await post(api, {"operations": operations, "atomic": True})
+    assert (status, body["responseCode"]) == (503, 3) and "fire" not in str(body)
+    assert (await api.get("TEST/x"))[0] == 404 and (await api.get("TEST/a"))[0] == 200
+    _, history = await api._call("GET", "/api/history/TEST/a", headers=ADMIN_AUTH)
+    assert history["totalCount"] == 1  # no version of what failed

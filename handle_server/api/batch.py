@@ -10,6 +10,7 @@ more than ``in_flight`` operations are held at once, however long the stream."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from storage import HandleError, Outcome
+from storage import HandleError, Outcome, StoreUnavailable
 
 from .. import keys, params
 from ..auth.identities import Identity
@@ -27,6 +28,7 @@ from ..errors import (
     ClientDisconnected,
     ProtocolError,
     RequestTimeout,
+    client_message,
     status_and_code,
 )
 from ..responses import json_response
@@ -34,6 +36,8 @@ from ..service import BatchRefused, HandleService, WriteOp
 from .views import check_indexes, put_values
 
 __all__ = ["API_BATCH", "post_batch"]
+
+log = logging.getLogger(__name__)
 
 API_BATCH = "/api/batch"
 NDJSON = "application/x-ndjson"
@@ -119,7 +123,8 @@ def _parse(service: HandleService, raw: Any, position: int) -> _Parsed:
 
 def _failure(handle: str | None, error: HandleError) -> dict:
     status, code = status_and_code(error)
-    return {"handle": handle, "status": status, "responseCode": code, "message": str(error)}
+    message = client_message(error)
+    return {"handle": handle, "status": status, "responseCode": code, "message": message}
 
 
 def _success(op: WriteOp, outcome: Outcome) -> dict:
@@ -155,6 +160,8 @@ async def _settled(
     try:
         return await _apply(service, parsed, identity)
     except HandleError as error:
+        if isinstance(error, StoreUnavailable):
+            log.error("store unavailable: %s", error.message)
         return [_failure(p.handle, error) for p in parsed]
 
 
@@ -232,8 +239,8 @@ async def _atomic(
             )
     body = {
         "responseCode": code,
-        "message": f"Operation {failed} ({parsed[failed].handle}) failed: {error}; nothing "
-        "of the batch was applied",
+        "message": f"Operation {failed} ({parsed[failed].handle}) failed: "
+        f"{client_message(error)}; nothing of the batch was applied",
         "results": results,
     }
     return json_response(request, body, status=status)

@@ -187,6 +187,8 @@ def put_values(handle: str, body: object) -> list:
         handle,
         same_handle=lambda n: isinstance(n, str) and handle_key(n) == handle_key(handle),
     )
+    if len({v.index for v in values}) == len(values):
+        return values
     repeated = [i for i, n in Counter(v.index for v in values).items() if n > 1]
     if repeated:
         raise ValueAlreadyExists(
