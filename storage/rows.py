@@ -12,9 +12,9 @@ from importlib import resources
 from typing import Any
 
 from .base import Change, Exported, ImportResult, Outcome, SessionRecord, Version
-from .dump import record_from_line, record_to_line
 from .errors import ChangeFailed, ImportConflict
 from .model import Handle, HandleValue, TTLType, ValueReference, handle_key, prefix_of
+from .packed import pack_record, unpack_record
 
 __all__ = [
     "PRUNE_HISTORY_SQL",
@@ -276,7 +276,7 @@ def version_row(key: str, version: Version) -> tuple:
         version.at,
         version.by,
         version.operation,
-        record_to_line(record) if record is not None else None,
+        pack_record(record) if record is not None else None,
     )
 
 
@@ -336,7 +336,7 @@ def version_from_row(row: Sequence[Any]) -> Version:
         float(at),
         by,
         operation,
-        record_from_line(bytes(record)) if record is not None else None,
+        unpack_record(record) if record is not None else None,
     )
 
 

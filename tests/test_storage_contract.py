@@ -1071,3 +1071,21 @@ async def test_pruning_keeps_each_handles_last_versions(store):
     await store.update("TEST/p", put(rec("TEST/p", (1, b"x"))))
     assert [v.number for v in (await store.history("TEST/p"))[1]] == [5, 6]
     assert await store.prune_history(keep_versions=5, before=0) == 0
+
+
+async def test_every_key_column_of_postgresql_compares_bytes(pg_dsn):
+    """Keys are walked in one order across tables (listing, export with histories): each key
+    column compares bytes, whatever the database's collation."""
+    store = await PostgresStore.open(pg_dsn)
+    try:
+        rows = await store._pool.fetch(
+            "SELECT table_name, column_name, collation_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND column_name IN ('key', 'prefix')"
+            " AND data_type = 'text'"
+        )
+    finally:
+        await store.close()
+    assert {r["table_name"] for r in rows} >= {"handles", "handle_values", "handle_versions"}
+    assert {(r["table_name"], r["collation_name"]) for r in rows} == {
+        (r["table_name"], "C") for r in rows
+    }

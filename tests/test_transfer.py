@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+import struct
 
 import pytest
 from hypothesis import given, settings
@@ -29,6 +30,7 @@ from storage.dump import (
     record_from_line,
     record_to_line,
 )
+from storage.packed import pack_record, unpack_record
 from storage.rows import migrations
 
 from .helpers import (
@@ -122,6 +124,13 @@ def test_a_record_survives_its_line_exactly(name, values):
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     assert record_from_line(line) == record
     assert record_to_line(record_from_line(line)) == line
+    # The history's packed form gives it back too, as it reads versions kept as lines.
+    packed = pack_record(record)
+    assert unpack_record(packed) == record and unpack_record(line) == record
+    assert len(packed) < len(line)
+    for cut in (1, len(packed) // 2, len(packed) - 1):
+        with pytest.raises((ValueError, struct.error)):
+            unpack_record(packed[:cut])
 
 
 @pytest.mark.parametrize(
