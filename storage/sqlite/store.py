@@ -170,6 +170,9 @@ class SQLiteStore(HandleStore):
         await db.execute("PRAGMA journal_mode = WAL")
         await db.execute("PRAGMA synchronous = FULL")
         await db.execute("PRAGMA foreign_keys = ON")
+        # Savepoints' statement journals in memory, not in temporary files made and closed
+        # at every commit (single PUTs, 64 at a time: 2,700 -> 2,890/s).
+        await db.execute("PRAGMA temp_store = MEMORY")
         await db.create_function("handle_server_text", 1, _text_or_none, deterministic=True)
         return db
 
