@@ -38,9 +38,9 @@ async def prune(
 async def pruning(
     store: HandleStore, config: HistoryConfig, *, clock: Callable[[], float] = time.time
 ) -> AsyncIterator[None]:
-    """A context that prunes the history every ``config.prune_every``
-    seconds while the server runs, when ``config`` bounds it. Every process of a server
-    prunes (the same versions: harmless); a failure is logged and tried again next time."""
+    """A context that prunes the history every ``config.prune_every`` seconds while the
+    server runs, when ``config`` bounds it. Every process of a server prunes (the same
+    versions: harmless); a failure is logged and tried again next time."""
 
     async def loop() -> None:
         while True:
