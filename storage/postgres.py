@@ -41,7 +41,6 @@ from .errors import (
 from .model import Handle, HandleValue, handle_key, prefix_of
 from .rows import (
     PRUNE_HISTORY_SQL,
-    PRUNE_KEYS,
     SEARCH_COLUMNS,
     VALUE_COLUMNS,
     VERSION_COLUMNS,
@@ -51,13 +50,13 @@ from .rows import (
     by_key,
     changed_by_key,
     diff_records,
-    export_bound,
-    exported_entries,
+    exported_batches,
     latest_version,
     migrations,
     numbered,
     plan_import,
     prefix_bounds,
+    pruned_in_steps,
     records_from_rows,
     run_changes,
     search_query,
@@ -372,85 +371,52 @@ class PostgresStore(HandleStore):
         except _DRIVER as exc:
             raise _translated(exc, "read") from exc
 
-    async def iter_records(
-        self, *, after: str = "", batch: int = 1000
-    ) -> AsyncIterator[list[Handle]]:
+    @contextlib.asynccontextmanager
+    async def _snapshot(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection in one read-only, repeatable-read transaction: a snapshot
+        that writes committed meanwhile do not change. Driver failures are the store's."""
         try:
             async with (
                 self._pool.acquire() as conn,
                 conn.transaction(isolation="repeatable_read", readonly=True),
             ):
-                last = after
-                while True:
-                    names = await conn.fetch(
-                        "SELECT key, handle FROM handles WHERE key > $1 ORDER BY key LIMIT $2",
-                        last,
-                        batch,
-                    )
-                    if not names:
-                        return
-                    high = names[-1]["key"]
-                    rows = await conn.fetch(
-                        f"SELECT key, {VALUE_COLUMNS} FROM handle_values"
-                        " WHERE key > $1 AND key <= $2 ORDER BY key, idx",
-                        last,
-                        high,
-                    )
-                    yield list(records_from_rows(names, rows).values())
-                    last = high
+                yield conn
         except _DRIVER as exc:
             raise _translated(exc, "read") from exc
 
-    # writes
+    async def iter_records(
+        self, *, after: str = "", batch: int = 1000
+    ) -> AsyncIterator[list[Handle]]:
+        async with self._snapshot() as conn:
+            last = after
+            while True:
+                names = await conn.fetch(
+                    "SELECT key, handle FROM handles WHERE key > $1 ORDER BY key LIMIT $2",
+                    last,
+                    batch,
+                )
+                if not names:
+                    return
+                high = names[-1]["key"]
+                rows = await conn.fetch(
+                    f"SELECT key, {VALUE_COLUMNS} FROM handle_values"
+                    " WHERE key > $1 AND key <= $2 ORDER BY key, idx",
+                    last,
+                    high,
+                )
+                yield list(records_from_rows(names, rows).values())
+                last = high
 
     async def iter_exported(
         self, *, after: str = "", batch: int = 1000
     ) -> AsyncIterator[list[Exported]]:
-        try:
-            async with (
-                self._pool.acquire() as conn,
-                conn.transaction(isolation="repeatable_read", readonly=True),
-            ):
-                last = after
-                while True:
-                    names = await conn.fetch(
-                        "SELECT key, handle FROM handles WHERE key > $1 ORDER BY key LIMIT $2",
-                        last,
-                        batch,
-                    )
-                    version_keys = [
-                        r[0]
-                        for r in await conn.fetch(
-                            "SELECT DISTINCT key FROM handle_versions WHERE key > $1"
-                            " ORDER BY key LIMIT $2",
-                            last,
-                            batch,
-                        )
-                    ]
-                    high = export_bound(batch, [r[0] for r in names], version_keys)
-                    if high is None:
-                        return
-                    values = await conn.fetch(
-                        f"SELECT key, {VALUE_COLUMNS} FROM handle_values"
-                        " WHERE key > $1 AND key <= $2 ORDER BY key, idx",
-                        last,
-                        high,
-                    )
-                    versions = await conn.fetch(
-                        f"SELECT key, {VERSION_COLUMNS} FROM handle_versions"
-                        " WHERE key > $1 AND key <= $2 ORDER BY key, version",
-                        last,
-                        high,
-                    )
-                    yield exported_entries(
-                        [tuple(r) for r in names if r[0] <= high],
-                        values,
-                        [k for k in version_keys if k <= high],
-                        versions,
-                    )
-                    last = high
-        except _DRIVER as exc:
-            raise _translated(exc, "read") from exc
+        async with self._snapshot() as conn:
+
+            async def fetch(sql: str, params: Sequence[object]) -> list[asyncpg.Record]:
+                return await conn.fetch(numbered(sql), *params)
+
+            async for entries in exported_batches(fetch, after=after, batch=batch):
+                yield entries
 
     # writes
 
@@ -459,27 +425,20 @@ class PostgresStore(HandleStore):
     ) -> int:
         if keep_versions is None and before is None:
             return 0
-        removed, last = 0, ""
-        while True:
-            keys = await self._read(
-                lambda pool, last=last: pool.fetch(
-                    "SELECT DISTINCT key FROM handle_versions WHERE key > $1 ORDER BY key LIMIT $2",
-                    last,
-                    PRUNE_KEYS,
-                )
-            )
-            if not keys:
-                return removed
-            high = keys[-1][0]
 
-            async def work(conn: asyncpg.Connection, low: str = last, high: str = high) -> int:
+        async def fetch(sql: str, params: Sequence[object]) -> list[asyncpg.Record]:
+            return await self._read(lambda pool: pool.fetch(numbered(sql), *params))
+
+        async def prune(low: str, high: str) -> int:
+            async def work(conn: asyncpg.Connection) -> int:
                 status = await conn.execute(
                     numbered(PRUNE_HISTORY_SQL), low, high, keep_versions, before
                 )
                 return int(status.split()[-1])  # "DELETE n"
 
-            removed += await self._transaction(work, "the history")
-            last = high
+            return await self._transaction(work, "the history")
+
+        return await pruned_in_steps(fetch, prune)
 
     async def import_records(
         self, records: Sequence[Handle | Exported], *, replace: bool = False

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -18,19 +18,20 @@ from .packed import pack_record, unpack_record
 
 __all__ = [
     "PRUNE_HISTORY_SQL",
-    "PRUNE_KEYS",
     "SEARCH_COLUMNS",
     "SEARCH_EXCLUDED",
     "SEARCH_MIN_RUN",
     "VALUE_COLUMNS",
     "VERSION_COLUMNS",
     "AuthSQL",
+    "Fetch",
     "ImportPlan",
     "RecordDiff",
     "by_key",
     "changed_by_key",
     "diff_records",
     "export_bound",
+    "exported_batches",
     "exported_entries",
     "latest_version",
     "migrations",
@@ -38,6 +39,7 @@ __all__ = [
     "operation_of",
     "plan_import",
     "prefix_bounds",
+    "pruned_in_steps",
     "records_from_rows",
     "run_changes",
     "search_pattern_problem",
@@ -292,6 +294,23 @@ PRUNE_HISTORY_SQL = (
 PRUNE_KEYS = 2000
 
 
+async def pruned_in_steps(fetch: Fetch, prune: Callable[[str, str], Awaitable[int]]) -> int:
+    """``HandleStore.prune_history``: ``prune`` (running ``PRUNE_HISTORY_SQL`` on the keys in
+    (low, high], in a transaction of its own) over every ``PRUNE_KEYS`` handles with a
+    history, which ``fetch`` reads; how many versions went."""
+    removed, last = 0, ""
+    while True:
+        keys = await fetch(
+            "SELECT DISTINCT key FROM handle_versions WHERE key > ? ORDER BY key LIMIT ?",
+            (last, PRUNE_KEYS),
+        )
+        if not keys:
+            return removed
+        high = keys[-1][0]
+        removed += await prune(last, high)
+        last = high
+
+
 def exported_entries(
     names: Sequence[Sequence[Any]],
     value_rows: Iterable[Sequence[Any]],
@@ -315,6 +334,47 @@ def exported_entries(
             name = next((v.record.handle for v in reversed(history) if v.record), key)
         entries.append(Exported(name, record, tuple(history)))
     return entries
+
+
+#: A read of a snapshot: the rows of ``sql`` (``?`` placeholders) with ``params``.
+Fetch = Callable[[str, Sequence[Any]], Awaitable[Sequence[Sequence[Any]]]]
+
+
+async def exported_batches(
+    fetch: Fetch, *, after: str, batch: int
+) -> AsyncIterator[list[Exported]]:
+    """``HandleStore.iter_exported`` over a snapshot ``fetch`` reads: the handles and the
+    histories walked side by side in key order, ``batch`` keys of each at a time."""
+    last = after
+    while True:
+        names = await fetch(
+            "SELECT key, handle FROM handles WHERE key > ? ORDER BY key LIMIT ?", (last, batch)
+        )
+        keyed = await fetch(
+            "SELECT DISTINCT key FROM handle_versions WHERE key > ? ORDER BY key LIMIT ?",
+            (last, batch),
+        )
+        version_keys = [r[0] for r in keyed]
+        high = export_bound(batch, [r[0] for r in names], version_keys)
+        if high is None:
+            return
+        values = await fetch(
+            f"SELECT key, {VALUE_COLUMNS} FROM handle_values"
+            " WHERE key > ? AND key <= ? ORDER BY key, idx",
+            (last, high),
+        )
+        versions = await fetch(
+            f"SELECT key, {VERSION_COLUMNS} FROM handle_versions"
+            " WHERE key > ? AND key <= ? ORDER BY key, version",
+            (last, high),
+        )
+        yield exported_entries(
+            [tuple(r) for r in names if r[0] <= high],
+            values,
+            [k for k in version_keys if k <= high],
+            versions,
+        )
+        last = high
 
 
 def export_bound(batch: int, *key_lists: Sequence[str]) -> str | None:

@@ -27,7 +27,6 @@ from ..errors import ChangeFailed, SchemaMismatch, SearchTimeout, StoreUnavailab
 from ..model import Handle, HandleValue, handle_key, prefix_of
 from ..rows import (
     PRUNE_HISTORY_SQL,
-    PRUNE_KEYS,
     SEARCH_COLUMNS,
     VALUE_COLUMNS,
     VERSION_COLUMNS,
@@ -37,12 +36,12 @@ from ..rows import (
     by_key,
     changed_by_key,
     diff_records,
-    export_bound,
-    exported_entries,
+    exported_batches,
     latest_version,
     migrations,
     plan_import,
     prefix_bounds,
+    pruned_in_steps,
     records_from_rows,
     run_changes,
     search_query,
@@ -322,34 +321,17 @@ class SQLiteStore(HandleStore):
             bound = after
         return await self._fetch(sql + " LIMIT ? OFFSET ?", (bound, high, size, skip))
 
-    async def iter_records(
-        self, *, after: str = "", batch: int = 1000
-    ) -> AsyncIterator[list[Handle]]:
-        # A connection of its own, in one read transaction: a WAL snapshot that writers do
-        # not disturb (and that does not hold up the reads of the serving connection).
+    @contextlib.asynccontextmanager
+    async def _snapshot(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A connection of its own, in one read transaction: a WAL snapshot that writers do
+        not disturb (and that does not hold up the reads of the serving connection). SQLite
+        failures are ``StoreUnavailable``."""
         own = self.path != ":memory:"
         db = await self._connect(self.path) if own else self._reader
         try:
             await db.execute("BEGIN")
             try:
-                last = after
-                while True:
-                    async with db.execute(
-                        "SELECT key, handle FROM handles WHERE key > ? ORDER BY key LIMIT ?",
-                        (last, batch),
-                    ) as cur:
-                        names = await cur.fetchall()
-                    if not names:
-                        return
-                    high = names[-1][0]
-                    async with db.execute(
-                        f"SELECT key, {VALUE_COLUMNS} FROM handle_values"
-                        " WHERE key > ? AND key <= ? ORDER BY key, idx",
-                        (last, high),
-                    ) as cur:
-                        rows = await cur.fetchall()
-                    yield list(records_from_rows(names, rows).values())
-                    last = high
+                yield db
             finally:
                 await db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -358,54 +340,33 @@ class SQLiteStore(HandleStore):
             if own:
                 await db.close()
 
+    async def iter_records(
+        self, *, after: str = "", batch: int = 1000
+    ) -> AsyncIterator[list[Handle]]:
+        async with self._snapshot() as db:
+            last = after
+            while True:
+                names = await db.execute_fetchall(
+                    "SELECT key, handle FROM handles WHERE key > ? ORDER BY key LIMIT ?",
+                    (last, batch),
+                )
+                if not names:
+                    return
+                high = names[-1][0]
+                rows = await db.execute_fetchall(
+                    f"SELECT key, {VALUE_COLUMNS} FROM handle_values"
+                    " WHERE key > ? AND key <= ? ORDER BY key, idx",
+                    (last, high),
+                )
+                yield list(records_from_rows(names, rows).values())
+                last = high
+
     async def iter_exported(
         self, *, after: str = "", batch: int = 1000
     ) -> AsyncIterator[list[Exported]]:
-        own = self.path != ":memory:"
-        db = await self._connect(self.path) if own else self._reader
-        try:
-            await db.execute("BEGIN")
-            try:
-                last = after
-                while True:
-                    names = await db.execute_fetchall(
-                        "SELECT key, handle FROM handles WHERE key > ? ORDER BY key LIMIT ?",
-                        (last, batch),
-                    )
-                    keyed = await db.execute_fetchall(
-                        "SELECT DISTINCT key FROM handle_versions WHERE key > ?"
-                        " ORDER BY key LIMIT ?",
-                        (last, batch),
-                    )
-                    version_keys = [k for (k,) in keyed]
-                    high = export_bound(batch, [k for k, _ in names], version_keys)
-                    if high is None:
-                        return
-                    span = (last, high)
-                    values = await db.execute_fetchall(
-                        f"SELECT key, {VALUE_COLUMNS} FROM handle_values"
-                        " WHERE key > ? AND key <= ? ORDER BY key, idx",
-                        span,
-                    )
-                    versions = await db.execute_fetchall(
-                        f"SELECT key, {VERSION_COLUMNS} FROM handle_versions"
-                        " WHERE key > ? AND key <= ? ORDER BY key, version",
-                        span,
-                    )
-                    yield exported_entries(
-                        [r for r in names if r[0] <= high],
-                        values,
-                        [k for k in version_keys if k <= high],
-                        versions,
-                    )
-                    last = high
-            finally:
-                await db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
-        finally:
-            if own:
-                await db.close()
+        async with self._snapshot() as db:
+            async for entries in exported_batches(db.execute_fetchall, after=after, batch=batch):
+                yield entries
 
     # writes
 
@@ -414,21 +375,13 @@ class SQLiteStore(HandleStore):
     ) -> int:
         if keep_versions is None and before is None:
             return 0
-        removed, last = 0, ""
-        while True:
-            keys = await self._fetch(
-                "SELECT DISTINCT key FROM handle_versions WHERE key > ? ORDER BY key LIMIT ?",
-                (last, PRUNE_KEYS),
-            )
-            if not keys:
-                return removed
-            high = keys[-1][0]
+
+        async def prune(low: str, high: str) -> int:
             async with self._transaction() as db:
-                async with db.execute(
-                    PRUNE_HISTORY_SQL, (last, high, keep_versions, before)
-                ) as cur:
-                    removed += cur.rowcount
-            last = high
+                async with db.execute(PRUNE_HISTORY_SQL, (low, high, keep_versions, before)) as cur:
+                    return cur.rowcount
+
+        return await pruned_in_steps(self._fetch, prune)
 
     async def import_records(
         self, records: Sequence[Handle | Exported], *, replace: bool = False
@@ -919,20 +872,10 @@ def _insert_rows(db: sqlite3.Connection, into: str, rows: Sequence[Sequence[obje
     """``INSERT INTO {into} VALUES`` ``rows``, as few statements as the parameters allow
     (cheaper than ``executemany``'s statement a row).
 
-    Above all for ``value_text``: its trigger writes the trigram index, and FTS5
-    writes what it holds to disk at the start of every statement of a transaction (its
-    savepoint), so one statement a row made a segment a row: 3.6x slower, merges included."""
-    if not rows:
-        return
-    width = len(rows[0])
-    per = _MAX_PARAMS // width
-    marks = "(" + ", ".join("?" * width) + ")"
-    for start in range(0, len(rows), per):
-        chunk = rows[start : start + per]
-        db.execute(
-            f"INSERT INTO {into} VALUES {', '.join([marks] * len(chunk))}",
-            [field for row in chunk for field in row],
-        )
+    Above all for ``value_text``: its trigger writes the trigram index, and FTS5 writes what
+    it holds to disk at the start of every statement of a transaction (its savepoint), so one
+    statement a row made a segment a row: 3.6x slower, merges included."""
+    _by_rows(db, f"INSERT INTO {into} VALUES {{}}", rows)
 
 
 def _delete_rows(
@@ -940,6 +883,11 @@ def _delete_rows(
 ) -> None:
     """Delete the rows of ``table`` whose ``columns`` hold one of ``rows``, as few statements
     as the parameters allow (see ``_insert_rows``)."""
+    _by_rows(db, f"DELETE FROM {table} WHERE ({columns}) IN (VALUES {{}})", rows)
+
+
+def _by_rows(db: sqlite3.Connection, sql: str, rows: Sequence[Sequence[object]]) -> None:
+    """``sql`` with its ``{}`` a list of ``rows``' tuples, a chunk of them a statement."""
     if not rows:
         return
     width = len(rows[0])
@@ -948,8 +896,7 @@ def _delete_rows(
     for start in range(0, len(rows), per):
         chunk = rows[start : start + per]
         db.execute(
-            f"DELETE FROM {table} WHERE ({columns}) IN (VALUES {', '.join([marks] * len(chunk))})",
-            [field for row in chunk for field in row],
+            sql.format(", ".join([marks] * len(chunk))), [field for row in chunk for field in row]
         )
 
 
