@@ -5,6 +5,7 @@ This package never imports ``handle_server`` or ``aiohttp``."""
 from __future__ import annotations
 
 from .base import (
+    OPERATIONS,
     Change,
     ChangeListener,
     Exported,
@@ -40,6 +41,7 @@ from .model import (
 
 __all__ = [
     "DEFAULT_TTL",
+    "OPERATIONS",
     "PREFIX_HANDLE_AUTHORITY",
     "Change",
     "ChangeFailed",

@@ -11,6 +11,7 @@ from typing import Protocol
 from .model import Handle, ValueReference, handle_key
 
 __all__ = [
+    "OPERATIONS",
     "Change",
     "ChangeListener",
     "Exported",
@@ -60,12 +61,16 @@ class ImportResult:
         return self
 
 
+#: What a version's change did (``Version.operation``).
+OPERATIONS = ("create", "add", "modify", "remove", "replace", "delete", "import")
+
+
 @dataclass(frozen=True, slots=True)
 class Version:
     """One change of a record, as its history keeps it: its number (from 1, per handle), when
     (epoch seconds), the identity that made it (``index:handle``; ``None``: the server
-    itself), what it did (``create``, ``add``, ``modify``, ``remove``, ``replace``,
-    ``delete``) and the record after it (``None``: deleted)."""
+    itself), what it did (one of ``OPERATIONS``) and the record after it (``None``:
+    deleted)."""
 
     number: int
     at: float

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from .base import Exported, Version
+from .base import OPERATIONS, Exported, Version
 from .model import Handle, HandleValue, TTLType, ValueReference, handle_key
 
 __all__ = ["DumpError", "entry_from_line", "entry_to_line", "record_from_line", "record_to_line"]
@@ -36,7 +36,7 @@ _VALUE_FIELDS = frozenset(
 )
 _MAX_INT = 2**63 - 1
 _VERSION_FIELDS = frozenset({"version", "at", "by", "operation", "record"})
-_OPERATIONS = frozenset({"create", "add", "modify", "remove", "replace", "delete", "import"})
+_OPERATIONS = frozenset(OPERATIONS)
 
 
 class DumpError(ValueError):

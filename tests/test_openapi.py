@@ -12,7 +12,9 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from handle_server import keys
 from handle_server.app import create_app
+from storage import Handle
 
 from .helpers import (
     ADMIN_AUTH,
@@ -139,6 +141,13 @@ async def test_real_answers_match_the_description(described):
             check(doc, method, path, resp.status, body)
             statuses.add(resp.status)
     assert {200, 201, 400, 401, 403, 404, 409} <= statuses
+    # A version made by an import (operation "import", by the server) is described too.
+    await api.client.app[keys.STORE].import_records([Handle("TEST/imported")])
+    for path in ("/api/history/TEST/imported", "/api/handles/TEST/imported?version=1"):
+        async with api.client.get(path, headers=ADMIN_AUTH) as resp:
+            body = await resp.json()
+            assert body.get("operation", body.get("versions", [{}])[0].get("operation")) == "import"
+            check(doc, "GET", path, resp.status, body)
     async with api.client.get("/metrics") as resp:
         check(doc, "GET", "/metrics", resp.status, None)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from storage import OPERATIONS
+
 from .. import __version__
 from ..config import OnezoneConfig
 
@@ -182,10 +184,7 @@ _SCHEMAS: dict[str, Any] = {
             "version": {"type": "integer", "minimum": 1},
             "timestamp": {"type": "string"},
             "by": {"type": ["string", "null"]},
-            "operation": {
-                "type": "string",
-                "enum": ["create", "add", "modify", "remove", "replace", "delete"],
-            },
+            "operation": {"type": "string", "enum": list(OPERATIONS)},
             "values": {"type": "array", "items": _ref("Value")},
         },
     },
@@ -210,7 +209,7 @@ _SCHEMAS: dict[str, Any] = {
             "version": {"type": "integer"},
             "timestamp": {"type": "string"},
             "by": {"type": ["string", "null"]},
-            "operation": {"type": "string"},
+            "operation": {"type": "string", "enum": list(OPERATIONS)},
             "values": {"type": "array", "items": _ref("Value")},
         },
     },
