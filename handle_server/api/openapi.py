@@ -69,6 +69,15 @@ _AUTH_ERRORS = {
     "503": _error("The store is unreachable: responseCode 3"),
 }
 
+
+#: The fields of a version, in a history (``Version``) and alone (``RecordVersion``).
+_VERSION_FIELDS: dict[str, Any] = {
+    "version": {"type": "integer", "minimum": 1},
+    "timestamp": {"type": "string"},
+    "by": {"type": ["string", "null"]},
+    "operation": {"type": "string", "enum": list(OPERATIONS)},
+    "values": {"type": "array", "items": _ref("Value")},
+}
 _SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -180,13 +189,7 @@ _SCHEMAS: dict[str, Any] = {
     "Version": {
         "type": "object",
         "required": ["version", "timestamp", "by", "operation", "values"],
-        "properties": {
-            "version": {"type": "integer", "minimum": 1},
-            "timestamp": {"type": "string"},
-            "by": {"type": ["string", "null"]},
-            "operation": {"type": "string", "enum": list(OPERATIONS)},
-            "values": {"type": "array", "items": _ref("Value")},
-        },
+        "properties": _VERSION_FIELDS,
     },
     "History": {
         "type": "object",
@@ -206,11 +209,7 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "responseCode": {"type": "integer", "enum": [1, 200]},
             "handle": {"type": "string"},
-            "version": {"type": "integer"},
-            "timestamp": {"type": "string"},
-            "by": {"type": ["string", "null"]},
-            "operation": {"type": "string", "enum": list(OPERATIONS)},
-            "values": {"type": "array", "items": _ref("Value")},
+            **_VERSION_FIELDS,
         },
     },
     "Listing": {
