@@ -2,6 +2,7 @@
 
     python bench/native.py                    # 10 s a workload
     python bench/native.py --seconds 3        # shorter
+    python bench/native.py --rounds 5         # steadier medians
 
 The servers run on loopback pinned to core 0, one after the other measured, with their access
 logs on (the defaults of both); ours twice, on the default event loop (uvloop) and with
@@ -12,8 +13,12 @@ client (``HdlTool bench`` in ``../shared/cnri``: one JVM, a fresh ResolutionRequ
 time, a new TCP connection per request as CNRI's client does, after a 1 s warm-up) pinned
 to core 1. Each
 resolves a handle with the same three values (URL, EMAIL, HS_ADMIN) as CNRI's seeded
-``CNRI/test-1``. Our ``[native] udp_rate`` is raised for the run (one client address sends
-everything). Writes ``bench/native.json`` and prints the rows for ``bench/README.md``.
+``CNRI/test-1``. This machine's figures move by up to 40 % between runs of a few seconds, so
+each workload is measured ``--rounds`` times (3), every side once a round in an order that
+turns each round; a row gives each side's median rate and the median of the rounds' ratios
+(each from one round's measures, a few seconds apart). Our ``[native] udp_rate`` is raised
+for the run (one client address sends everything). Writes ``bench/native.json`` and prints
+the rows for ``bench/README.md``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import base64
 import json
 import re
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -33,15 +39,26 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Server, free_port, machine, pinned
+from harness import Server, cpu_seconds, free_port, machine, pinned
 
 ROOT = Path(__file__).resolve().parent.parent
 CNRI = ROOT.parent / "shared" / "cnri"
 RATE = re.compile(r"ok=(\d+) bad=(\d+) exceptions=(\d+) rate=([\d.]+) req/s")
 WORKLOADS = [("udp", 1), ("tcp", 1), ("udp", 4), ("tcp", 4)]
+#: Seconds ``HdlTool bench`` resolves before it counts.
+WARM_UP = 1
 
 
-def hdltool_bench(port: int, proto: str, handle: str, seconds: float, threads: int) -> dict:
+def hdltool_bench(
+    port: int, proto: str, handle: str, seconds: float, threads: int, pid: int | None = None
+) -> dict:
+    """One measure: ``HdlTool bench``'s counts and rate; with ``pid`` (the server's process)
+    also the server's CPU time an answer, in microseconds. The client is the bottleneck of
+    every workload here (the server's core is not saturated), so the rate says how fast the
+    pair answers one client; the CPU an answer says what each answer costs the server's
+    core, that is how many it could answer. It counts the warm-up's answers at the measured
+    rate (the warm-up's CPU is in the process's time)."""
+    before = cpu_seconds(pid) if pid is not None else 0.0
     out = subprocess.run(
         [*pinned(1), "bash", str(CNRI / "hdltool.sh"), "bench", "127.0.0.1", str(port), proto,
          handle, str(seconds), str(threads)],
@@ -51,7 +68,11 @@ def hdltool_bench(port: int, proto: str, handle: str, seconds: float, threads: i
     if match is None:
         raise RuntimeError(f"HdlTool bench said:\n{out.stdout}\n{out.stderr}")
     ok, bad, exceptions, rate = match.groups()
-    return {"rate": float(rate), "ok": int(ok), "bad": int(bad), "exceptions": int(exceptions)}
+    measure = {"rate": float(rate), "ok": int(ok), "bad": int(bad), "exceptions": int(exceptions)}
+    if pid is not None and measure["rate"]:
+        answers = measure["rate"] * (seconds + WARM_UP)
+        measure["cpu_us"] = round((cpu_seconds(pid) - before) / answers * 1e6, 1)
+    return measure
 
 
 def start_cnri(work: Path) -> tuple[int, Path]:
@@ -143,37 +164,67 @@ class Floor:
         self.proc.wait(30)
 
 
-def run(seconds: float) -> dict[str, Any]:
-    results: dict[str, Any] = {"machine": machine(), "seconds": seconds, "rows": []}
+SIDES = ("cnri", "floor", "ours", "ours_asyncio")
+
+
+def run(seconds: float, rounds: int) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "machine": machine(), "seconds": seconds, "rounds": rounds, "rows": [],
+    }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="native-bench-") as tmp:
         work = Path(tmp)
         cnri_port, cnri_dir = start_cnri(work)
+        cnri_pid = int((cnri_dir / "server.pid").read_text())
         try:
             fast, fast_port = start_ours(work, "uvloop")
             standard, standard_port = start_ours(work, "asyncio")
             with fast, standard, Floor(work, resolution_answer(fast_port)) as floor:
+                targets = {
+                    "cnri": (cnri_port, "CNRI/test-1", cnri_pid),
+                    "floor": (floor.port, "TEST/test-1", floor.proc.pid),
+                    "ours": (fast_port, "TEST/test-1", fast.proc.pid),
+                    "ours_asyncio": (standard_port, "TEST/test-1", standard.proc.pid),
+                }
                 for proto, threads in WORKLOADS:
-                    theirs = hdltool_bench(cnri_port, proto, "CNRI/test-1", seconds, threads)
-                    bottom = hdltool_bench(floor.port, proto, "TEST/test-1", seconds, threads)
-                    ours = hdltool_bench(fast_port, proto, "TEST/test-1", seconds, threads)
-                    ours_std = hdltool_bench(standard_port, proto, "TEST/test-1", seconds, threads)
-                    row = {
-                        "transport": proto,
-                        "client_threads": threads,
-                        "cnri": theirs,
-                        "floor": bottom,
-                        "ours": ours,
-                        "ours_asyncio": ours_std,
-                        "ratio": round(ours["rate"] / theirs["rate"], 2),
-                        "ratio_asyncio": round(ours_std["rate"] / theirs["rate"], 2),
-                        "floor_ratio": round(bottom["rate"] / theirs["rate"], 2),
-                        "of_floor": round(ours["rate"] / bottom["rate"], 2),
-                    }
+                    measured: dict[str, list[dict]] = {side: [] for side in SIDES}
+                    for turn in range(rounds):
+                        for side in SIDES[turn % 4 :] + SIDES[: turn % 4]:
+                            port, handle, pid = targets[side]
+                            measured[side].append(
+                                hdltool_bench(port, proto, handle, seconds, threads, pid)
+                            )
+                    row = summary(proto, threads, measured)
                     results["rows"].append(row)
                     print(json.dumps(row), flush=True)
         finally:
             subprocess.run(["bash", str(CNRI / "stop_cnri.sh"), str(cnri_dir)], timeout=60)
     return results
+
+
+def summary(proto: str, threads: int, measured: dict[str, list[dict]]) -> dict[str, Any]:
+    """A workload's row: each side's median rate (with every round's, and the errors of
+    all), and the medians of the rounds' ratios."""
+
+    def ratio(top: str, bottom: str) -> float:
+        pairs = zip(measured[top], measured[bottom], strict=True)
+        return round(statistics.median(a["rate"] / b["rate"] for a, b in pairs), 2)
+
+    row: dict[str, Any] = {"transport": proto, "client_threads": threads}
+    for side, runs in measured.items():
+        row[side] = {
+            "rate": statistics.median(r["rate"] for r in runs),
+            "rounds": [r["rate"] for r in runs],
+            "cpu_us": statistics.median(r["cpu_us"] for r in runs),
+            "ok": sum(r["ok"] for r in runs),
+            "bad": sum(r["bad"] for r in runs),
+            "exceptions": sum(r["exceptions"] for r in runs),
+        }
+    row["ratio"] = ratio("ours", "cnri")
+    row["ratio_asyncio"] = ratio("ours_asyncio", "cnri")
+    row["floor_ratio"] = ratio("floor", "cnri")
+    row["of_floor"] = ratio("ours", "floor")
+    row["cpu_ratio"] = round(row["cnri"]["cpu_us"] / row["ours"]["cpu_us"], 2)
+    return row
 
 
 def table(results: dict[str, Any]) -> str:
@@ -182,14 +233,25 @@ def table(results: dict[str, Any]) -> str:
         "default) | ours / CNRI | ours / floor | ours (asyncio) | ours / CNRI | errors |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    sides = ("cnri", "floor", "ours", "ours_asyncio")
     for row in results["rows"]:
-        errors = sum(row[side][k] for side in sides for k in ("bad", "exceptions"))
+        errors = sum(row[side][k] for side in SIDES for k in ("bad", "exceptions"))
         lines.append(
             f"| {row['transport'].upper()} | {row['client_threads']} | {row['cnri']['rate']:,.0f}"
             f" | {row['floor']['rate']:,.0f} | {row['floor_ratio']:.2f}x"
             f" | {row['ours']['rate']:,.0f} | {row['ratio']:.2f}x | {row['of_floor']:.2f}x"
             f" | {row['ours_asyncio']['rate']:,.0f} | {row['ratio_asyncio']:.2f}x | {errors} |"
+        )
+    lines += [
+        "",
+        "| transport | client threads | server CPU an answer, us: CNRI 7.3 | floor | ours | "
+        "ours (asyncio) | answers a core-second, ours / CNRI |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        lines.append(
+            f"| {row['transport'].upper()} | {row['client_threads']}"
+            + "".join(f" | {row[side]['cpu_us']:.1f}" for side in SIDES)
+            + f" | {row['cpu_ratio']:.2f}x |"
         )
     return "\n".join(lines)
 
@@ -197,10 +259,11 @@ def table(results: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10, help="measured seconds a workload")
+    parser.add_argument("--rounds", type=int, default=3, help="measures of each side a workload")
     args = parser.parse_args()
     if not (CNRI / "hdltool.sh").is_file():
         sys.exit(f"{CNRI} is missing: the CNRI reference is needed")
-    results = run(args.seconds)
+    results = run(args.seconds, args.rounds)
     (ROOT / "bench" / "native.json").write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
 

@@ -12,6 +12,7 @@ the reference's RC 5 (operation not supported).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import struct
@@ -124,6 +125,9 @@ class NativeService:
         self._answered = answered  # told each answer's operation and response code
         self.access = access
         self._hot: dict[str, dict[bytes, _Hot]] = {"udp": {}, "tcp": {}, "http": {}}
+        #: Answers of ``quick`` sent and not yet counted nor logged (``_afterwards``).
+        self._unaccounted: list[tuple[_Hot, str | None, bool]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def answer(
         self,
@@ -212,7 +216,8 @@ class NativeService:
 
         A request answered here once is kept with its answer (``_Hot``) while the cache
         entry it was made from stays: the same request again (from any client, with any
-        request id) gets the kept answer with its request id and the time put in."""
+        request id) gets the kept answer with its request id and the time put in. The answer
+        is counted and logged after it is sent (``_afterwards``)."""
         hots = self._hot[transport]
         key = packet[:8] + packet[12:36] + packet[40:]  # all but the id and the expiration
         hot = hots.get(key)
@@ -220,10 +225,7 @@ class NativeService:
         if hot is not None:
             lookup = hot.lookup
             if not lookup.dropped and cache.clock() < lookup.expires and cache.caught_up():
-                cache.hit()
-                self._answered(codec.OC_RESOLUTION, codec.RC_SUCCESS)
-                if self.access is not None:
-                    hot.log_tail = self.access.line(client, hot.logged, hot.log_tail)
+                self._afterwards(hot, client, True)
                 second = int(self._clock())
                 if second != hot.second:
                     hot.tail = hot.before + (second + _ANSWER_LIFETIME).to_bytes(4) + hot.after
@@ -283,10 +285,36 @@ class NativeService:
         if len(hots) >= _HOT_REQUESTS:
             hots.clear()  # a new set of hot requests: they come back at their next ask
         hot = hots[key] = _Hot(lookup, head, before, after, second, tail, logged)
-        self._answered(op, codec.RC_SUCCESS)
-        if self.access is not None:
-            hot.log_tail = self.access.line(client, logged, None)
+        self._afterwards(hot, client, False)  # ``peek`` counted the hit
         return head + packet[8:12] + tail
+
+    def _afterwards(self, hot: _Hot, client: str | None, hit: bool) -> None:
+        """Count and log an answer of ``quick`` once it is sent: the counting waits for the
+        loop's next turn (and is done there for all the turn's answers at once), so that a
+        client waiting for its answer does not wait for its log line too."""
+        unaccounted = self._unaccounted
+        unaccounted.append((hot, client, hit))
+        if len(unaccounted) > 1:
+            return
+        # The loop is kept: on Python 3.11 each ``get_running_loop`` is a ``getpid`` call.
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            try:
+                loop = self._loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop: at once
+                self._account()
+                return
+        loop.call_soon(self._account)
+
+    def _account(self) -> None:
+        unaccounted, self._unaccounted = self._unaccounted, []
+        cache, access = self.handles.cache, self.access
+        for hot, client, hit in unaccounted:
+            if hit:
+                cache.hit()
+            self._answered(codec.OC_RESOLUTION, codec.RC_SUCCESS)
+            if access is not None:
+                hot.log_tail = access.line(client, hot.logged, hot.log_tail)
 
     def refusal(self, envelope: Envelope, data: bytes, text: str) -> bytes:
         """A short RC 2 answer saying ``text``, for a request not answered over UDP (its

@@ -7,7 +7,8 @@ one: the reference's clients open a connection for every request, so what a conn
 is most of what a resolution costs. A cached public resolution is answered from
 ``data_received`` itself (``NativeService.quick``); anything else runs as a task, with reading
 paused until its answer is written. A connection that sends nothing whole within ``timeout``
-seconds, or a message that cannot be framed, is closed; at ``max_connections`` open ones (the
+seconds (looked at a few times a second by one timer for all connections, not a timer of
+each), or a message that cannot be framed, is closed; at ``max_connections`` open ones (the
 ``[server]`` limit, counted apart from HTTP's) a new one is closed at once.
 """
 
@@ -43,9 +44,38 @@ class NativeTcp:
         self.max_connections = max_connections
         self.open = 0  # connections now open
         self.refused = 0
+        #: Connections waiting for a whole message, each with its deadline (``loop.time()``).
+        self._deadlines: dict[_Connection, float] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._every = min(1.0, timeout / 4)
+        #: Kept: on Python 3.11 each ``get_running_loop`` is a ``getpid`` call.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def protocol(self) -> _Connection:
         return _Connection(self)
+
+    def watch(self, connection: _Connection) -> None:
+        """``connection`` has ``timeout`` seconds from now to send a whole message."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        self._deadlines[connection] = loop.time() + self.timeout
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(self._every, self._sweep)
+
+    def unwatch(self, connection: _Connection) -> None:
+        self._deadlines.pop(connection, None)
+
+    def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        late = [c for c, deadline in self._deadlines.items() if deadline <= now]
+        for connection in late:
+            del self._deadlines[connection]
+            connection.expired()
+        self._sweeper = None
+        if self._deadlines:
+            self._sweeper = loop.call_later(self._every, self._sweep)
 
 
 class _Connection(asyncio.Protocol):
@@ -55,7 +85,6 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.client: str | None = None
         self.busy: asyncio.Task[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
         self.counted = False  # among ``tcp.open``
         #: Cleared while the transport's buffer is full (made then: most connections never
         #: fill it).
@@ -73,14 +102,13 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.client = peer[0] if isinstance(peer, tuple) else None
-        self.timer = asyncio.get_running_loop().call_later(self.tcp.timeout, self._expired)
+        self.tcp.watch(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.counted:
             self.tcp.open -= 1
             self.counted = False
-        if self.timer is not None:
-            self.timer.cancel()
+            self.tcp.unwatch(self)
         self.transport = None
         if self.writable is not None:
             self.writable.set()  # a writer waiting for room stops at its next look
@@ -94,7 +122,8 @@ class _Connection(asyncio.Protocol):
         if self.writable is not None:
             self.writable.set()
 
-    def _expired(self) -> None:
+    def expired(self) -> None:
+        """Its deadline passed (``NativeTcp`` unwatched it)."""
         if self.transport is not None and self.busy is None:
             self.transport.close()  # nothing whole in time
 
@@ -154,9 +183,7 @@ class _Connection(asyncio.Protocol):
         if not keep:
             self.transport.close()
             return
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = asyncio.get_running_loop().call_later(self.tcp.timeout, self._expired)
+        self.tcp.watch(self)  # a new deadline for the next request
         self._next()
 
 
