@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import ClientConnectionResetError, web
 
 from storage import HandleError, StoreUnavailable
 
@@ -88,6 +88,17 @@ async def error_middleware(
             status=exc.status,
             headers=headers,
         )
+    except ClientConnectionResetError:
+        # The client hung up while a streamed answer (a listing, a batch's results) was
+        # being written: nobody hears an answer. Logged with 499, as a request body cut
+        # short is; aiohttp finds the connection gone when it writes this one.
+        response = json_response(
+            request,
+            error_body(RC_PROTOCOL_ERROR, request.get(keys.HANDLE), "The client went away"),
+            status=499,
+        )
+        response.force_close()
+        return response
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return json_response(

@@ -8,6 +8,7 @@ import json
 import resource
 import socket
 import sqlite3
+import struct
 import time
 
 import aiohttp
@@ -205,6 +206,51 @@ async def test_idle_and_half_sent_connections_are_closed_and_header_floods_refus
     assert '" 5' not in log  # no 5xx answer in the access log
     assert "malformed HTTP request from 127.0.0.1 refused with 400 (BadHttpMessage)" in log
     assert token not in log and "Traceback" not in log
+
+
+@pytest.mark.slow
+async def test_a_client_that_hangs_up_during_a_listing_is_logged_499_not_an_error(tmp_path):
+    """A listing is streamed: a client gone before its end made the next write fail, which
+    was logged as an unhandled error with a traceback (and answered 500 to nobody). It is a
+    499 in the access log, as a request body cut short is."""
+    config = tmp_path / "gone.toml"
+    config.write_text(
+        f'[storage]\npath = "{tmp_path / "h.sqlite3"}"\n[handle]\nprefixes = ["TEST"]\n'
+        '[[admins]]\nid = "300:0.NA/TEST"\nsecret = "admin-secret"\n'
+    )
+    server = Server(["--config", str(config)], tmp_path)
+    try:
+        await server.ready()
+        operations = [
+            {"op": "put", "handle": f"TEST/gone-{i}", "values": [url_value(f"https://e.org/{i}")]}
+            for i in range(3000)
+        ]
+        async with aiohttp.ClientSession() as session:
+            async with session.post(
+                f"{server.base}/api/batch", json={"operations": operations}, headers=ADMIN_AUTH
+            ) as resp:
+                assert resp.status == 200
+        token = ADMIN_AUTH["Authorization"]
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=15) as s:
+                s.sendall(
+                    f"GET /api/handles?prefix=TEST HTTP/1.1\r\nHost: x\r\n"
+                    f"Authorization: {token}\r\n\r\n".encode()
+                )
+                # Gone at once, with a reset: the listing's writes find no client.
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await asyncio.sleep(0.3)
+        async with aiohttp.ClientSession() as session:  # still serving, and whole
+            async with session.get(
+                f"{server.base}/api/handles?prefix=TEST", headers=ADMIN_AUTH
+            ) as resp:
+                assert resp.status == 200 and len((await resp.json())["handles"]) == 3000
+    finally:
+        server.stop()
+    log = server.log.read_text()
+    assert '"GET /api/handles?prefix=TEST HTTP/1.1" 499 ' in log
+    assert "Traceback" not in log and " ERROR " not in log
+    assert '" 5' not in log  # no 5xx answer in the access log
 
 
 @pytest.mark.parametrize(
