@@ -156,6 +156,9 @@ class ResolutionCache:
         self.on_event: Callable[[str], None] | None = None
         #: Told when everything is forgotten (global mode forgets the sites it knows too).
         self.on_clear: Callable[[], None] | None = None
+        #: Told the ``handle_key`` of each record forgotten (``None``: every record), to
+        #: forget what they keep of it too (``auth.records.KeptRecords``).
+        self.followers: list[Callable[[str | None], None]] = []
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -273,6 +276,8 @@ class ResolutionCache:
     def forget_key(self, key: str) -> None:
         """``invalidate`` by ``handle_key`` (as the store tells of other nodes' writes)."""
         self._count("invalidation")
+        for follower in self.followers:
+            follower(key)
         forgotten = self._entries.pop(key, None)
         if forgotten is not None:
             forgotten.dropped = True
@@ -283,6 +288,8 @@ class ResolutionCache:
     def clear(self) -> None:
         if self.on_clear is not None:
             self.on_clear()
+        for follower in self.followers:
+            follower(None)
         self._entries.clear()
         for flight in self._flights.values():
             flight.stale = True

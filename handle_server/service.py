@@ -44,6 +44,7 @@ from .auth.authenticator import Authenticator
 from .auth.authorizer import Authorizer, describe
 from .auth.identities import SECKEY_TYPE, Identity
 from .auth.permissions import Needs, merge_added, needs_to_remove, needs_to_replace
+from .auth.records import KeptRecords
 from .auth.secrets import KEEP_MARKERS, KeyFileError, SecretKeeper
 from .auth.sessions import SessionStore
 from .auth.throttle import FailureThrottle
@@ -211,6 +212,8 @@ class HandleService:
         self.authorizer = authorizer or Authorizer(store, config)
         self.cache = cache or ResolutionCache(store, config.cache, clock=clock)
         self.authenticator.written = self.cache.invalidate
+        kept = KeptRecords(store, self.cache, clock=clock)
+        self.authenticator.read_record = self.authorizer.read_record = kept.get
         self._clock = clock
         self._prefixes = {handle_key(p): p for p in config.handle.prefixes}
         self._locks = KeyedLocks()  # writes to one handle in this process take turns
@@ -413,7 +416,7 @@ class HandleService:
         if identity is None:
             raise AuthenticationNeeded(None, "Authentication needed to list handles")
         authority_name = f"{PREFIX_HANDLE_AUTHORITY}/{prefix}"
-        authority = await self.store.get(authority_name)
+        authority = await self.authorizer.read_record(authority_name)  # kept between writes
         if not await self.authorizer.holds(identity, authority_name, P.LIST_HANDLES, authority):
             raise InvalidAdmin(None, f"{identity} does not hold LIST_HANDLES on {authority_name}")
         return await self.store.count_handles(prefix)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from .helpers import ADMIN_AUTH, OTHER_AUTH, url_value
@@ -112,3 +113,30 @@ async def test_empty_handle_without_prefix_is_invalid(client):
     async with client.get("/api/handles/") as resp:
         body = await resp.json()
     assert resp.status == 400 and body["responseCode"] == 102
+
+
+async def test_a_page_answered_whole_is_byte_for_byte_the_streamed_one(api):
+    """Pages of up to 1,000 handles are answered in one write; larger ones are streamed. The
+    same thousand handles, as a page of 1,000 and as one of 1,001, are the same bytes but
+    for the pageSize they repeat."""
+    operations = [
+        {"op": "put", "handle": f"TEST/w{i:04d}", "values": [url_value(f"https://e.org/{i}")]}
+        for i in range(1000)
+    ]
+    status, _ = await api._call(
+        "POST", "/api/batch", json={"operations": operations}, headers=ADMIN_AUTH
+    )
+    assert status == 200
+    bodies = []
+    for size in (1000, 1001):
+        async with api.client.get(
+            "/api/handles", params={"prefix": "TEST", "page": 0, "pageSize": size},
+            headers=ADMIN_AUTH,
+        ) as resp:  # fmt: skip
+            assert resp.status == 200 and resp.content_type == "application/json"
+            chunked = resp.headers.get("Transfer-Encoding") == "chunked"
+            bodies.append((chunked, await resp.read()))
+    (whole_chunked, whole), (streamed_chunked, streamed) = bodies
+    assert (whole_chunked, streamed_chunked) == (False, True)
+    assert whole.replace(b'"pageSize":1000', b'"pageSize":1001') == streamed
+    assert len(orjson.loads(whole)["handles"]) == 1000

@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import NoReturn
 from urllib.parse import unquote
 
@@ -80,6 +80,8 @@ class Authenticator:
         self._hashing = KeyedLocks(_HASHES_AT_ONCE)
         #: Told the handle of each record it writes (the service's cache forgets it).
         self.written: Callable[[str], None] = lambda handle: None
+        #: Where an identity's record is read (the service gives ``KeptRecords.get``).
+        self.read_record: Callable[[str], Awaitable[Handle | None]] = store.get
         # What an identity without a secret is checked against: as costly as a real one.
         self._no_secret = keeper.keep(os.urandom(16))
 
@@ -230,7 +232,7 @@ class Authenticator:
         data). The native protocol's challenge-response comes through here, throttled as
         every other proof; raises as ``authenticate``."""
         await self._check_throttle(identity, client)
-        record = await self._store.get(identity.handle)
+        record = await self.read_record(identity.handle)
         value = record.value_at(identity.index) if record else None
         material: bytes | None = None
         if value is not None and value.type.upper() == kind:
@@ -356,7 +358,7 @@ class Authenticator:
         return derived_signature(key, nonce, cnonce) if secret is not None else None
 
     async def stored_secret(self, identity: Identity) -> bytes | None:
-        record = await self._store.get(identity.handle)
+        record = await self.read_record(identity.handle)
         value = record.value_at(identity.index) if record else None
         if value is None or value.type.upper() != SECKEY_TYPE:
             return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 
 from storage import PREFIX_HANDLE_AUTHORITY, Handle, HandleStore, ValueReference, handle_key
 
@@ -29,6 +30,8 @@ class Authorizer:
     def __init__(self, store: HandleStore, config: Config, *, max_lookups: int = 256) -> None:
         self._store = store
         self._max_lookups = max_lookups
+        #: Where a group's record is read (the service gives ``KeptRecords.get``).
+        self.read_record: Callable[[str], Awaitable[Handle | None]] = store.get
         self._admins: dict[str, set[tuple[int, str]]] = {}
         for admin in config.admins:
             self._admins.setdefault(handle_key(admin.prefix), set()).add(
@@ -103,7 +106,7 @@ class Authorizer:
                 return False
             name = handle_key(reference.handle)
             if name not in records:
-                records[name] = await self._store.get(reference.handle)
+                records[name] = await self.read_record(reference.handle)
             record = records[name]
             value = record.value_at(reference.index) if record is not None else None
             if value is None or value.type.upper() != VLIST_TYPE:
