@@ -5,9 +5,14 @@ store."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from handle_server.app import create_app
+from handle_server.auth.records import KeptRecords
+from handle_server.cache import ResolutionCache
+from handle_server.config import CacheConfig
+from storage import Handle, HandleStore, HandleValue
 
 from .helpers import ADMIN_AUTH, Api, basic, make_config, seckey, url_value
 
@@ -76,3 +81,38 @@ async def test_a_secret_changed_by_another_process_counts_at_once(aiohttp_client
     assert (await one.put("TEST/USERS", [seckey(300, "new")], headers=ADMIN_AUTH))[0] == 200
     assert (await write("old", "https://e.org/3"))[0] == 401
     assert (await write("new", "https://e.org/4"))[0] == 200
+
+
+async def test_a_read_that_a_write_overtook_is_not_kept(store: HandleStore):
+    """A record read before a write and delivered after it is answered once, and not kept:
+    the next read goes to the store (kept, it would stand for the old record until the next
+    write)."""
+    cache = ResolutionCache(store, CacheConfig())
+    old = Handle("TEST/USERS", (HandleValue(300, "HS_SECKEY", b"old", timestamp=1),))
+    new = Handle("TEST/USERS", (HandleValue(300, "HS_SECKEY", b"new", timestamp=2),))
+    await store.update("TEST/USERS", lambda before: old)
+    read, delivered = asyncio.Event(), asyncio.Event()
+
+    class Slow:
+        """The real store, whose next read is delivered only when the test says."""
+
+        def __getattr__(self, name: str):
+            return getattr(store, name)
+
+        async def get(self, handle: str):
+            record = await store.get(handle)
+            read.set()
+            await delivered.wait()
+            return record
+
+    kept = KeptRecords(Slow(), cache)  # type: ignore[arg-type]
+    reading = asyncio.ensure_future(kept.get("TEST/USERS"))
+    await asyncio.wait_for(read.wait(), 10)
+    await store.update("TEST/USERS", lambda before: new)
+    cache.invalidate("TEST/USERS")  # what the service does after every write
+    delivered.set()
+    assert await reading == old
+    read.clear()
+    assert await kept.get("TEST/USERS") == new and read.is_set()  # read again
+    read.clear()
+    assert await kept.get("TEST/USERS") == new and not read.is_set()  # kept now

@@ -38,7 +38,9 @@ class KeptRecords:
         self._kept: LRUCache[str, tuple[float, Handle | None]] = LRUCache(max_entries)
         self._max_age = max_age
         self._clock = clock
-        self._forgettings = 0  # how many times anything was forgotten
+        #: The reads under way, by key: each is marked stale when its key is forgotten
+        #: meanwhile (a write overtook it), and is then not kept.
+        self._reads: dict[str, list[_Read]] = {}
         follows.followers.append(self.forget)
 
     async def get(self, handle: str) -> Handle | None:
@@ -49,16 +51,33 @@ class KeptRecords:
         kept = self._kept.get(key)
         if kept is not None and now < kept[0] and self._follows.enabled:
             return kept[1]
-        before = self._forgettings
-        record = await self._store.get(handle)
-        if before == self._forgettings and self._follows.enabled:
+        read = _Read()
+        self._reads.setdefault(key, []).append(read)
+        try:
+            record = await self._store.get(handle)
+        finally:
+            reads = self._reads[key]
+            reads.remove(read)
+            if not reads:
+                del self._reads[key]
+        if not read.stale and self._follows.enabled:
             self._kept[key] = (now + self._max_age, record)
         return record
 
     def forget(self, key: str | None) -> None:
         """Forget the record of ``handle_key`` ``key``; ``None``: every record."""
-        self._forgettings += 1
         if key is None:
             self._kept.clear()
+            overtaken = [read for reads in self._reads.values() for read in reads]
         else:
             self._kept.pop(key, None)
+            overtaken = self._reads.get(key, [])
+        for read in overtaken:
+            read.stale = True
+
+
+class _Read:
+    __slots__ = ("stale",)
+
+    def __init__(self) -> None:
+        self.stale = False
