@@ -582,7 +582,7 @@ class HandleService:
             if key in state:
                 return state[key]
             if key not in authorities:
-                authorities[key] = await self.store.get(name)
+                authorities[key] = await self.authorizer.read_record(name)
             return authorities[key]
 
         decided: list[int] = []
@@ -635,7 +635,8 @@ class HandleService:
     ) -> Handle | None:
         """The record ``plan`` makes of ``before`` (as stored), if ``identity`` may make it
         and ``condition`` holds; else raise. ``read`` reads the record whose HS_ADMIN values
-        decide (the store, unless told otherwise)."""
+        decide when it is not ``before`` (a creation's prefix handle): by default as
+        authorization reads records, kept between writes (``KeptRecords``)."""
         try:
             after, needs, authority = plan(before)
         except _RefusedOnceAllowed as refusal:
@@ -646,7 +647,7 @@ class HandleService:
                 await self._check_condition(handle, identity, before, condition)
             raise refusal.error from None
         if isinstance(authority, str):
-            authority = await (read or self.store.get)(authority)
+            authority = await (read or self.authorizer.read_record)(authority)
         await self._authorize(identity, handle, needs, authority)
         if condition is not None:
             await self._check_condition(handle, identity, before, condition)
