@@ -351,6 +351,7 @@ class PostgresStore(HandleStore):
             limit=limit,
             batch=batch,
             long_skip=self.long_skip,
+            back=lambda key, skip: self._key_back(low, key, skip),
         )
         async for names in pages:
             yield names
@@ -368,6 +369,19 @@ class PostgresStore(HandleStore):
             bound = after
         try:
             return await self._pool.fetch(sql + " LIMIT $3 OFFSET $4", bound, high, size, skip)
+        except _DRIVER as exc:
+            raise _translated(exc, "read") from exc
+
+    async def _key_back(self, low: str, key: str, skip: int) -> str | None:
+        """The key ``skip`` places down from ``key`` among the keys of ``[low, key]``."""
+        try:
+            return await self._pool.fetchval(
+                "SELECT key FROM handles WHERE key >= $1 AND key <= $2 ORDER BY key DESC"
+                " LIMIT 1 OFFSET $3",
+                low,
+                key,
+                skip,
+            )
         except _DRIVER as exc:
             raise _translated(exc, "read") from exc
 

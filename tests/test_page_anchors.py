@@ -5,6 +5,8 @@ after it."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from storage.anchors import PageAnchors
 from storage.rows import prefix_bounds
@@ -106,3 +108,92 @@ def test_a_prefix_keeps_a_bounded_number_of_anchors():
         anchors.remember(TEST, n, f"k{n}", anchors.generation(TEST))
     assert anchors.nearest(TEST, 10**9)[0] < PageAnchors._MAX_PER_PREFIX + 10
     assert sum(1 for low, _ in anchors._keys if low == TEST) <= PageAnchors._MAX_PER_PREFIX
+
+
+# The store's own writes: anchors move with the handles that came and went.
+
+_KEYS = st.lists(st.integers(0, 60), min_size=1, max_size=40, unique=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    initial=_KEYS,
+    remembered=st.lists(st.integers(1, 40), max_size=12),
+    writes=st.lists(st.lists(st.integers(0, 60), max_size=6), max_size=6),
+)
+def test_anchors_move_with_the_handles_the_store_creates_and_deletes(initial, remembered, writes):
+    """After any writes (each a group of keys toggled: created if absent, deleted if there),
+    every anchor left says the truth: ``offset`` handles of the prefix have keys up to its
+    key."""
+    low = TEST
+    key = lambda n: f"{low}{n:03d}"  # noqa: E731 - keys of the prefix, in order
+    present = sorted(initial)
+    anchors = PageAnchors()
+    for offset in remembered:
+        if offset <= len(present):
+            anchors.remember(low, offset, key(present[offset - 1]), anchors.generation(low))
+    for group in writes:
+        anchors.writing()
+        moved = []
+        for n in dict.fromkeys(group):
+            if n in present:
+                present.remove(n)
+                moved.append((key(n), -1))
+            else:
+                present.append(n)
+                moved.append((key(n), 1))
+        present.sort()
+        anchors.written(moved)
+        if group and len(present) >= 1:  # read between writes: the moves so far are made
+            anchors.nearest(low, 1)
+    anchors.nearest(low, 0)
+    kept = {o: anchors._keys[(low, o)] for o in anchors._offsets.get(low, [])}
+    for offset, anchored in kept.items():
+        assert sum(1 for n in present if key(n) <= anchored) == offset, (offset, anchored)
+    # None was forgotten: each remembered one is there, moved (two that land on one offset
+    # are one; one at the prefix's start is not needed).
+    first = sorted(
+        {o: key(sorted(initial)[o - 1]) for o in remembered if o <= len(initial)}.items()
+    )
+    expected: dict[int, str] = {}
+    for _, anchored in first:
+        moved = sum(1 for n in present if key(n) <= anchored)
+        if moved > 0:
+            expected.setdefault(moved, anchored)
+    assert kept == expected
+
+
+def test_nothing_is_remembered_while_a_write_is_under_way():
+    k = lambda n: f"{TEST}k{n}"  # noqa: E731
+    anchors = PageAnchors()
+    anchors.remember(TEST, 100, k(100), anchors.generation(TEST))
+    before = anchors.generation(TEST)  # a listing in flight when the write starts
+    anchors.writing()
+    during = anchors.generation(TEST)  # a listing starting while it is under way
+    assert during is None
+    anchors.remember(TEST, 200, k(200), during)
+    anchors.written([(k("050"), 1)])
+    anchors.remember(TEST, 300, k(300), before)  # it may have read the write, or not
+    assert anchors.nearest(TEST, 10**6) == (101, k(100))  # moved, and nothing else kept
+    anchors.remember(TEST, 300, k(300), anchors.generation(TEST))
+    assert anchors.nearest(TEST, 10**6) == (300, k(300))
+
+
+def test_a_failed_write_forgets_every_anchor():
+    anchors = PageAnchors()
+    anchors.remember(TEST, 100, "k100", anchors.generation(TEST))
+    anchors.remember(OTHER, 100, "o100", anchors.generation(OTHER))
+    anchors.writing()
+    anchors.written(None)  # what it left is not known
+    assert anchors.nearest(TEST, 500) == (0, None)
+    assert anchors.nearest(OTHER, 500) == (0, None)
+    assert anchors.generation(TEST) is not None
+
+
+def test_a_change_heard_from_elsewhere_still_forgets_the_moves():
+    anchors = PageAnchors()
+    anchors.remember(TEST, 100, f"{TEST}k100", anchors.generation(TEST))
+    anchors.writing()
+    anchors.written([(f"{TEST}k050", 1)])
+    anchors.changed(f"{TEST}x")  # another process's write: its kind is not known
+    assert anchors.nearest(TEST, 500) == (0, None)

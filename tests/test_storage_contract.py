@@ -182,6 +182,42 @@ async def test_sqlite_concurrent_deep_pages_skip_once(tmp_path: Path):
         await store.close()
 
 
+async def test_sqlite_deep_pages_stay_seeks_as_its_own_writes_come_and_go(tmp_path: Path):
+    """A handle the store itself creates or deletes moves the remembered page starts after it
+    instead of dropping them: the deep page asked again is right, and read from an anchor
+    (a short skip), not by skipping from the prefix's start."""
+    store = await SQLiteStore.open(tmp_path / "moving.sqlite3")
+    store.long_skip = 5
+    skips: list[int] = []
+    read = store._page_rows
+
+    async def counted(low, high, after, size, skip):  # the real read, its skip noted
+        skips.append(skip)
+        return await read(low, high, after, size, skip)
+
+    store._page_rows = counted
+    try:
+        names = [f"TEST/{i:04d}" for i in range(0, 600, 2)]
+        await store.import_records([rec(n, (1, b"v")) for n in names])
+        assert await _page(store, 250, 10) == names[250:260]
+        assert max(skips) == 249  # the first time: a skip from the start
+        rng = random.Random(7)
+        for _ in range(20):
+            skips.clear()
+            n = f"TEST/{rng.randrange(600):04d}"
+            if n in names:
+                await store.update(n, lambda before: None)
+                names.remove(n)
+            else:
+                await store.update(n, put(rec(n, (1, b"v"))))
+                names = sorted([*names, n])
+            await store.update(names[1], put(rec(names[1], (1, b"w"))))  # moves nothing
+            assert await _page(store, 250, 10) == names[250:260]
+            assert max(skips) <= 2, skips  # from the anchor moved by the write
+    finally:
+        await store.close()
+
+
 async def test_sqlite_pages_follow_another_process_writes(tmp_path: Path):
     first = await SQLiteStore.open(tmp_path / "shared.sqlite3")
     second = await SQLiteStore.open(tmp_path / "shared.sqlite3")

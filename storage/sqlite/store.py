@@ -304,6 +304,7 @@ class SQLiteStore(HandleStore):
             limit=limit,
             batch=batch,
             long_skip=self.long_skip,
+            back=lambda key, skip: self._key_back(low, key, skip),
         )
         async for names in pages:
             yield names
@@ -320,6 +321,15 @@ class SQLiteStore(HandleStore):
             sql = "SELECT key, handle FROM handles WHERE key > ? AND key < ? ORDER BY key"
             bound = after
         return await self._fetch(sql + " LIMIT ? OFFSET ?", (bound, high, size, skip))
+
+    async def _key_back(self, low: str, key: str, skip: int) -> str | None:
+        """The key ``skip`` places down from ``key`` among the keys of ``[low, key]``."""
+        rows = await self._fetch(
+            "SELECT key FROM handles WHERE key >= ? AND key <= ? ORDER BY key DESC"
+            " LIMIT 1 OFFSET ?",
+            (low, key, skip),
+        )
+        return rows[0][0] if rows else None
 
     @contextlib.asynccontextmanager
     async def _snapshot(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -560,25 +570,29 @@ class SQLiteStore(HandleStore):
         """The group in one trip to the writer's thread: its transaction, savepoints, reads
         and writes run there on the plain ``sqlite3`` connection (``commit.run_group``), under
         the write lock. (aiosqlite's ``_execute`` runs a function in that thread: a private
-        call of the pinned version, for a tenth of the trips the public calls would take.)"""
+        call of the pinned version, for a tenth of the trips the public calls would take.)
+        The page anchors hear of it (``writing``), and of the handles it created and deleted
+        once it is committed (``written``): they move with them."""
         async with self._write_lock:
             writer = self._writer
+            self._anchors.writing()
             try:
-                return await writer._execute(run_group, writer._conn, batch, _run_one, _run_many)
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"SQLite write failed: {exc}") from exc
+                results = await writer._execute(run_group, writer._conn, batch, _run_one, _run_many)
+            except Exception as exc:
+                self._anchors.written(None)
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreUnavailable(f"SQLite write failed: {exc}") from exc
+                raise
+            # (Cancelled, it may still commit in the writer's thread: the anchors stay told of
+            # a write under way, and remember nothing more.)
+            self._anchors.written(_moved(batch, results))
+            return results
 
     def _group_committed(
         self, seqs: list[int], results: list[tuple[str, tuple[Handle | None, Handle | None]]]
     ) -> None:
-        """A group is on disk: tell the other processes, and forget the page anchors of the
-        prefixes where a handle came or went (pages moved)."""
+        """A group is on disk: tell the other processes."""
         self._published(seqs)
-        moved = {
-            prefix_of(key) for key, (before, after) in results if before is None or after is None
-        }
-        for prefix in moved:
-            self._anchors.prefix_changed(prefix)
 
     def _published(self, seqs: Sequence[int]) -> None:
         """After the commit of changes ``seqs``: tell the other processes (the counter raised
@@ -731,6 +745,18 @@ class SQLiteStore(HandleStore):
 
 
 # -- one update, in the writer's thread (``commit.run_group``) ---------------------------------
+
+
+def _moved(batch: list[Unit], results: list[Result]) -> list[tuple[str, int]]:
+    """The keys of the handles a committed group created (``+1``) and deleted (``-1``)."""
+    moved: list[tuple[str, int]] = []
+    for (changes, _, _), result in zip(batch, results, strict=True):
+        if isinstance(result, Exception):  # rolled back whole
+            continue
+        for (key, _), outcome in zip(changes, result[0], strict=True):
+            if not isinstance(outcome, Exception) and (outcome[0] is None) != (outcome[1] is None):
+                moved.append((key, 1 if outcome[0] is None else -1))
+    return moved
 
 
 def _run_one(
