@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import random
+import sqlite3
 import time
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from storage import (
 from storage.postgres import PostgresStore
 from storage.rows import prefix_bounds
 from storage.sqlite import SQLiteStore
+from storage.sqlite.store import _delete_sql
 
 
 def rec(name: str, *pairs: tuple[int, bytes], **kw) -> Handle:
@@ -167,6 +169,27 @@ async def _pages_as_handles_come_and_go(store) -> None:
             names = sorted([*names, changed])
         await store.update(names[3], put(rec(names[3], (1, b"changed"))))  # moves nothing
     assert await _page(store, 0, 5, prefix="TEST2") == ["TEST2/0"]
+
+
+@pytest.mark.parametrize("columns", ["key, idx", "key"])
+async def test_sqlite_deletes_of_many_rows_seek_the_index(tmp_path: Path, columns: str):
+    """The statements that delete a write's old search texts find them by the index, however
+    many rows they name: a scan of the table would read every value of every handle at each
+    write of a record of two values or more."""
+    path = tmp_path / "plans.sqlite3"
+    await (await SQLiteStore.open(path)).close()  # the schema
+    width = len(columns.split(","))
+    marks = "(" + ", ".join("?" * width) + ")"
+    db = sqlite3.connect(path)
+    try:
+        for n in (1, 2, 40):
+            sql = _delete_sql("value_text", columns).format(", ".join([marks] * n))
+            plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", ["k", 1][:width] * n)]
+            scans = [step for step in plan if step in ("SCAN value_text", "SCAN t")]
+            assert not scans, (n, plan)
+            assert any("INDEX" in step or "PRIMARY KEY" in step for step in plan), plan
+    finally:
+        db.close()
 
 
 async def test_sqlite_concurrent_deep_pages_skip_once(tmp_path: Path):

@@ -909,7 +909,22 @@ def _delete_rows(
 ) -> None:
     """Delete the rows of ``table`` whose ``columns`` hold one of ``rows``, as few statements
     as the parameters allow (see ``_insert_rows``)."""
-    _by_rows(db, f"DELETE FROM {table} WHERE ({columns}) IN (VALUES {{}})", rows)
+    _by_rows(db, _delete_sql(table, columns), rows)
+
+
+def _delete_sql(table: str, columns: str) -> str:
+    """``_delete_rows``'s statement, its ``{}`` the list of rows. Rows of more than one column
+    are found by a join on the table's index: SQLite plans ``(a, b) IN (VALUES (?, ?), (?,
+    ?))`` of more than one row as a scan of the whole table (every write of a record of two
+    values or more read all of ``value_text``: 0.2 s a write at a million handles)."""
+    names = [c.strip() for c in columns.split(",")]
+    if len(names) == 1:
+        return f"DELETE FROM {table} WHERE {names[0]} IN (VALUES {{}})"
+    on = " AND ".join(f"t.{c} = x.column{i}" for i, c in enumerate(names, 1))
+    return (
+        f"DELETE FROM {table} WHERE rowid IN"
+        f" (SELECT t.rowid FROM (VALUES {{}}) AS x JOIN {table} AS t ON {on})"
+    )
 
 
 def _by_rows(db: sqlite3.Connection, sql: str, rows: Sequence[Sequence[object]]) -> None:
