@@ -83,6 +83,18 @@ request = function()
   return wrk.format("PUT", "/api/handles/BENCH/{tag}-" .. n .. "?overwrite=false", headers, body)
 end
 """
+_CREATE_ADMINISTERED = """
+local n = 0
+local headers = {{["Authorization"] = "{auth}", ["Content-Type"] = "application/json"}}
+local admin = '{{"index":100,"type":"HS_ADMIN","data":{{"format":"admin","value":'
+  .. '{{"handle":"0.NA/BENCH","index":300,"permissions":"111111111111"}}}}}}'
+request = function()
+  n = n + 1
+  local body = '[{{"index":1,"type":"URL","data":"https://new.example.org/' .. n .. '"}},'
+    .. admin .. ']'
+  return wrk.format("PUT", "/api/handles/BENCH/{tag}-" .. n .. "?overwrite=false", headers, body)
+end
+"""
 _UPDATE = """
 math.randomseed(os.time())
 local headers = {{["Authorization"] = "{auth}", ["Content-Type"] = "application/json"}}
@@ -273,6 +285,11 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         create = script(work, "create", _CREATE, auth=ADMIN_AUTH, tag=f"new{int(time.time())}")
         measured = wrk(srv.url, seconds=seconds, connections=connections, script=create)
         rows.append(row("PUT create (new handle, durable)", measured, base))
+        # As pyhandle and Onezone create: a URL and the handle's own HS_ADMIN.
+        tag = f"adm{int(time.time())}"
+        create = script(work, "create2", _CREATE_ADMINISTERED, auth=ADMIN_AUTH, tag=tag)
+        measured = wrk(srv.url, seconds=seconds, connections=connections, script=create)
+        rows.append(row("PUT create, URL + HS_ADMIN (durable)", measured, base))
         update = script(work, "update", _UPDATE, auth=ADMIN_AUTH, n=n)
         measured = wrk(srv.url, seconds=seconds, connections=connections, script=update)
         rows.append(row("PUT update (?index=2)", measured, base))
