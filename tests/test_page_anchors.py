@@ -132,6 +132,18 @@ def test_anchors_move_with_the_handles_the_store_creates_and_deletes(initial, re
     for offset in remembered:
         if offset <= len(present):
             anchors.remember(low, offset, key(present[offset - 1]), anchors.generation(low))
+    # The model: the same anchors by key, their offsets counted afresh after each group (two
+    # that land on one offset are one, the first by key; one at the prefix's start goes).
+    model = sorted({key(present[o - 1]) for o in remembered if o <= len(present)})
+
+    def settle(model: list[str]) -> list[str]:
+        at: dict[int, str] = {}
+        for anchored in model:
+            counted = sum(1 for n in present if key(n) <= anchored)
+            if counted > 0:
+                at.setdefault(counted, anchored)
+        return sorted(at.values())
+
     for group in writes:
         anchors.writing()
         moved = []
@@ -144,23 +156,12 @@ def test_anchors_move_with_the_handles_the_store_creates_and_deletes(initial, re
                 moved.append((key(n), 1))
         present.sort()
         anchors.written(moved)
-        if group and len(present) >= 1:  # read between writes: the moves so far are made
-            anchors.nearest(low, 1)
-    anchors.nearest(low, 0)
+        anchors.nearest(low, 1)  # a listing between writes: the moves so far are made
+        model = settle(model)
     kept = {o: anchors._keys[(low, o)] for o in anchors._offsets.get(low, [])}
     for offset, anchored in kept.items():
         assert sum(1 for n in present if key(n) <= anchored) == offset, (offset, anchored)
-    # None was forgotten: each remembered one is there, moved (two that land on one offset
-    # are one; one at the prefix's start is not needed).
-    first = sorted(
-        {o: key(sorted(initial)[o - 1]) for o in remembered if o <= len(initial)}.items()
-    )
-    expected: dict[int, str] = {}
-    for _, anchored in first:
-        moved = sum(1 for n in present if key(n) <= anchored)
-        if moved > 0:
-            expected.setdefault(moved, anchored)
-    assert kept == expected
+    assert kept == {sum(1 for n in present if key(n) <= k): k for k in settle(model)}
 
 
 def test_nothing_is_remembered_while_a_write_is_under_way():
