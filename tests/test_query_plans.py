@@ -30,7 +30,14 @@ def rec(name: str, *pairs: tuple[int, bytes]) -> Handle:
 
 
 async def _exercise(store: HandleStore) -> None:
-    """Each kind of call a server makes of its store."""
+    """Each kind of call a server makes of its store; then it is closed."""
+    try:
+        await _calls(store)
+    finally:
+        await store.close()
+
+
+async def _calls(store: HandleStore) -> None:
     await store.import_records(
         [rec(f"TEST/i{n}", (1, b"https://i.example.org")) for n in range(30)]
     )
@@ -70,11 +77,7 @@ async def test_no_sqlite_statement_scans_a_big_table(tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(sqlite3, "connect", traced)
     path = tmp_path / "plans.sqlite3"
-    store = await SQLiteStore.open(path)
-    try:
-        await _exercise(store)
-    finally:
-        await store.close()
+    await _exercise(await SQLiteStore.open(path))
     monkeypatch.undo()
 
     assert len(sent) > 20  # the trace saw the store's statements
@@ -104,11 +107,7 @@ async def test_no_postgresql_statement_scans_a_big_table(pg_dsn, monkeypatch):
         return await create_pool(*args, init=logged, **kwargs)
 
     monkeypatch.setattr(asyncpg, "create_pool", pool)
-    store = await PostgresStore.open(pg_dsn)
-    try:
-        await _exercise(store)
-    finally:
-        await store.close()
+    await _exercise(await PostgresStore.open(pg_dsn))
     monkeypatch.undo()
 
     assert len(sent) > 20  # the logger saw the store's statements

@@ -151,6 +151,15 @@ async def test_pages_stay_right_as_handles_come_and_go(store):
     await _pages_as_handles_come_and_go(store)
 
 
+async def _toggle(store, names: list[str], name: str) -> list[str]:
+    """Delete ``name`` if it is among ``names``, else create it: the names after."""
+    if name in names:
+        await store.update(name, lambda before: None)
+        return [n for n in names if n != name]
+    await store.update(name, put(rec(name, (1, b"v"))))
+    return sorted([*names, name])
+
+
 async def _pages_as_handles_come_and_go(store) -> None:
     names = [f"TEST/{i:04d}" for i in range(0, 600, 2)]
     for name in names:
@@ -160,13 +169,8 @@ async def _pages_as_handles_come_and_go(store) -> None:
     for step in range(6):
         for offset in [*rng.sample(range(0, len(names) + 20), 12), 40, 40, 80]:
             assert await _page(store, offset, 20) == names[offset : offset + 20], (step, offset)
-        changed = f"TEST/{rng.randrange(600):04d}"
-        if changed in names:  # a deletion, then a creation, before pages already seen
-            await store.update(changed, lambda before: None)
-            names.remove(changed)
-        else:
-            await store.update(changed, put(rec(changed, (1, b"v"))))
-            names = sorted([*names, changed])
+        # A deletion, then a creation, before pages already seen.
+        names = await _toggle(store, names, f"TEST/{rng.randrange(600):04d}")
         await store.update(names[3], put(rec(names[3], (1, b"changed"))))  # moves nothing
     assert await _page(store, 0, 5, prefix="TEST2") == ["TEST2/0"]
 
@@ -227,13 +231,7 @@ async def test_sqlite_deep_pages_stay_seeks_as_its_own_writes_come_and_go(tmp_pa
         rng = random.Random(7)
         for _ in range(20):
             skips.clear()
-            n = f"TEST/{rng.randrange(600):04d}"
-            if n in names:
-                await store.update(n, lambda before: None)
-                names.remove(n)
-            else:
-                await store.update(n, put(rec(n, (1, b"v"))))
-                names = sorted([*names, n])
+            names = await _toggle(store, names, f"TEST/{rng.randrange(600):04d}")
             await store.update(names[1], put(rec(names[1], (1, b"w"))))  # moves nothing
             assert await _page(store, 250, 10) == names[250:260]
             assert max(skips) <= 2, skips  # from the anchor moved by the write
