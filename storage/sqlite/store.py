@@ -571,13 +571,13 @@ class SQLiteStore(HandleStore):
         and writes run there on the plain ``sqlite3`` connection (``commit.run_group``), under
         the write lock. (aiosqlite's ``_execute`` runs a function in that thread: a private
         call of the pinned version, for a tenth of the trips the public calls would take.)
-        The page anchors hear of it (``writing``), and of the handles it created and deleted
-        once it is committed (``written``): they move with them."""
+        The page anchors hear of it (``writing``); of the handles it created and deleted once it
+        is committed (``_group_committed``), or that it failed."""
         async with self._write_lock:
             writer = self._writer
             self._anchors.writing()
             try:
-                results = await writer._execute(run_group, writer._conn, batch, _run_one, _run_many)
+                return await writer._execute(run_group, writer._conn, batch, _run_one, _run_many)
             except Exception as exc:
                 self._anchors.written(None)
                 if isinstance(exc, sqlite3.Error):
@@ -585,14 +585,18 @@ class SQLiteStore(HandleStore):
                 raise
             # (Cancelled, it may still commit in the writer's thread: the anchors stay told of
             # a write under way, and remember nothing more.)
-            self._anchors.written(_moved(batch, results))
-            return results
 
     def _group_committed(
         self, seqs: list[int], results: list[tuple[str, tuple[Handle | None, Handle | None]]]
     ) -> None:
-        """A group is on disk: tell the other processes."""
+        """A group is on disk: tell the other processes, and the page anchors of the handles
+        that came (+1) and went (-1): they move with them."""
         self._published(seqs)
+        self._anchors.written(
+            (key, 1 if before is None else -1)
+            for key, (before, after) in results
+            if (before is None) != (after is None)
+        )
 
     def _published(self, seqs: Sequence[int]) -> None:
         """After the commit of changes ``seqs``: tell the other processes (the counter raised
@@ -745,18 +749,6 @@ class SQLiteStore(HandleStore):
 
 
 # -- one update, in the writer's thread (``commit.run_group``) ---------------------------------
-
-
-def _moved(batch: list[Unit], results: list[Result]) -> list[tuple[str, int]]:
-    """The keys of the handles a committed group created (``+1``) and deleted (``-1``)."""
-    moved: list[tuple[str, int]] = []
-    for (changes, _, _), result in zip(batch, results, strict=True):
-        if isinstance(result, Exception):  # rolled back whole
-            continue
-        for (key, _), outcome in zip(changes, result[0], strict=True):
-            if not isinstance(outcome, Exception) and (outcome[0] is None) != (outcome[1] is None):
-                moved.append((key, 1 if outcome[0] is None else -1))
-    return moved
 
 
 def _run_one(
