@@ -58,12 +58,13 @@ def create_app(
     app[keys.CONFIG] = config
     app[keys.LIMIT] = limit
     app[keys.METRICS] = metrics = Metrics()
-    app[keys.HOT] = hot = HotAnswers(metrics, clock)
+    security = SecurityHeaders(pages.STYLE, docs.DOCS_STYLE)
+    app[keys.HOT] = hot = HotAnswers(metrics, clock, security.policy)
     # Before the routing: the application's own handler (aiohttp's, private; pinned) wrapped.
     app._handle = hot.wrap(app._handle)  # type: ignore[method-assign]
     app[resolver.RNG] = random.Random()
     app.on_response_prepare.append(resolver.vary_on_accept)
-    app.on_response_prepare.append(SecurityHeaders(pages.STYLE, docs.DOCS_STYLE))
+    app.on_response_prepare.append(security)
     if store is None:
         app.cleanup_ctx.append(_store_ctx)
     else:

@@ -14,6 +14,8 @@ from aiohttp import web
 __all__ = [
     "SecurityHeaders",
     "cached_response",
+    "caching_headers",
+    "etag_matches",
     "etag_of",
     "json_bytes",
     "json_response",
@@ -59,7 +61,8 @@ def etag_of(body: bytes) -> str:
     return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
 
 
-def _matches(header: str | None, etag: str) -> bool:
+def etag_matches(header: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` of ``header`` names ``etag`` (or any: ``*``)."""
     if not header:
         return False
     for candidate in header.split(","):
@@ -83,7 +86,7 @@ def cached_response(
     (``etag``: the body's, when the caller has it already)."""
     etag = etag or etag_of(body)
     headers = {"ETag": etag, **caching_headers(expires, now)}
-    if _matches(request.headers.get("If-None-Match"), etag):
+    if etag_matches(request.headers.get("If-None-Match"), etag):
         return web.Response(status=304, headers=headers)
     return web.Response(body=body, content_type=content_type, charset=charset, headers=headers)
 

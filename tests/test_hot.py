@@ -1,6 +1,8 @@
-"""Hot answers (``api/hot.py``): an anonymous GET of a cached record answered before routing is
-byte for byte the view's answer, for every header and status; it never shows a private value
-and never outlives its cache entry.
+"""Hot answers (``api/hot.py``): an anonymous GET of a cached record answered before routing,
+or on the wire by the connection itself (``ops/connections.py``), is byte for byte the view's
+answer, for every header and status, and is logged and counted as the view's; it never shows
+a private value and never outlives its cache entry; and the connection never answers on the
+wire what aiohttp would read otherwise.
 
 The view's own answer to a path comes from the same path with ``?auth=false`` (the default,
 spelled out): a request with a query is never answered hot, and the view answers it exactly
@@ -9,10 +11,17 @@ as the bare path."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
 
 from handle_server import keys
 from handle_server.app import create_app
+from handle_server.ops.access_log import LineAccessLogger
+from handle_server.ops.connections import ConnectionGuard, GuardedRunner
 
 from .helpers import ADMIN_AUTH, Api, make_config, url_value
 
@@ -27,16 +36,41 @@ class Clock:
         return self.now
 
 
+class GuardedTestServer(TestServer):
+    """The test server with ``serve``'s connections: each watched by a guard that answers
+    kept answers on the wire, with the access log ``serve`` gives (combined lines)."""
+
+    def __init__(self, app: Any, *, idle_timeout: float = 75) -> None:
+        super().__init__(app)
+        self.idle_timeout = idle_timeout
+
+    async def _make_runner(self, **kwargs: Any) -> GuardedRunner:
+        guard = ConnectionGuard(max_connections=100, header_timeout=10, hot=self.app[keys.HOT])
+        return GuardedRunner(
+            self.app,
+            guard,
+            keepalive_timeout=self.idle_timeout,
+            access_log=logging.getLogger("handle_server.access"),
+            access_log_class=LineAccessLogger,
+            access_log_format="combined",
+            **kwargs,
+        )
+
+
+async def _answer(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = re.search(rb"\r\nContent-Length: (\d+)\r\n", head)
+    body = await reader.readexactly(int(length.group(1))) if length else b""
+    return head + body
+
+
 async def _raw(api: Api, request: bytes) -> bytes:
     """The whole answer to ``request``, as the server wrote it."""
     server = api.client.server
     reader, writer = await asyncio.open_connection(server.host, server.port)
     try:
         writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = re.search(rb"\r\nContent-Length: (\d+)\r\n", head)
-        body = await reader.readexactly(int(length.group(1))) if length else b""
-        return head + body
+        return await _answer(reader)
     finally:
         writer.close()
 
@@ -50,16 +84,23 @@ def _dateless(answer: bytes) -> bytes:
     return re.sub(rb"\r\nDate: [^\r]*", b"\r\nDate: -", answer)
 
 
-async def _app(aiohttp_client, tmp_path, clock: Clock) -> tuple[Api, object]:
+async def _app(aiohttp_client, tmp_path, clock: Clock, *, wire: bool = False) -> tuple[Api, Any]:
     app = create_app(make_config(tmp_path), clock=clock)
-    return Api(await aiohttp_client(app)), app
+    return Api(await aiohttp_client(GuardedTestServer(app) if wire else app)), app
 
 
+#: The ways a hot answer is given: by ``hot_first`` (aiohttp's test server), or on the wire as
+#: well (``serve``'s connections).
+WAYS = pytest.mark.parametrize("wire", [False, True], ids=["hot_first", "wire"])
+
+
+@WAYS
 async def test_a_hot_answer_is_the_views_answer_for_every_header_and_status(
-    aiohttp_client, tmp_path
+    aiohttp_client, tmp_path, wire, caplog
 ):
+    caplog.set_level(logging.INFO, "handle_server.access")
     clock = Clock()
-    api, app = await _app(aiohttp_client, tmp_path, clock)
+    api, app = await _app(aiohttp_client, tmp_path, clock, wire=wire)
     hot = app[keys.HOT]
     values = [url_value("https://e.org/h", ttl=600), PRIVATE]
     assert (await api.put("TEST/hot", values))[0] == 201
@@ -78,12 +119,18 @@ async def test_a_hot_answer_is_the_views_answer_for_every_header_and_status(
         {"Connection": "close"},
         {"X-Forwarded-For": "192.0.2.7"},
     ]
-    statuses = set()
+    variants += [  # what the connection leaves to hot_first, or takes itself
+        {"Connection": "keep-alive", "User-Agent": "Mozilla/5.0 (X11)", "Referer": "https://r/"},
+        {"accept": "application/json", "user-agent": "lower/1.0"},
+        {"X-Empty": "", "If-None-Match": f"  {etag}\t"},
+    ]
+    statuses, on_the_wire = set(), 0
     for seconds in (0, 10, 580):  # max-age and Expires count down with the TTL
         clock.now += seconds
         for headers in variants:
             for version in ("1.1", "1.0"):
-                before = hot.answered
+                before, wired = hot.answered, hot.on_the_wire
+                caplog.clear()
                 general = await _raw(
                     api, _request("/api/handles/TEST/hot?auth=false", headers, version)
                 )
@@ -93,7 +140,15 @@ async def test_a_hot_answer_is_the_views_answer_for_every_header_and_status(
                 assert _dateless(fast) == _dateless(general), (headers, version)
                 assert b"secret@e.org" not in fast
                 statuses.add(fast.split(b" ", 2)[1])
+                on_the_wire += hot.on_the_wire - wired
+                if wire:  # the same line in the access log
+                    lines = [r.getMessage() for r in caplog.records]
+                    assert len(lines) == 2, lines
+                    assert lines[1] == lines[0].replace("?auth=false", ""), lines
     assert statuses == {b"200", b"304"}
+    # On the wire: HTTP/1.1 without Connection: close (the plain variants at each clock).
+    plain = [h for h in variants if "Connection" not in h or h["Connection"] == "keep-alive"]
+    assert on_the_wire == (3 * len(plain) if wire else 0)
     # The request metrics count hot answers as the view's.
     metrics = await (await api.client.get("/metrics")).text()
     counted = re.search(
@@ -168,9 +223,10 @@ async def test_an_answer_from_outside_the_cache_is_never_hot(aiohttp_client, tmp
 BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 
-async def test_a_hot_redirect_is_the_resolvers_redirect(aiohttp_client, tmp_path):
+@WAYS
+async def test_a_hot_redirect_is_the_resolvers_redirect(aiohttp_client, tmp_path, wire):
     clock = Clock()
-    api, app = await _app(aiohttp_client, tmp_path, clock)
+    api, app = await _app(aiohttp_client, tmp_path, clock, wire=wire)
     hot = app[keys.HOT]
     assert (await api.put("TEST/r", [url_value("https://e.org/r?a=1&b=<2>", ttl=300)]))[0] == 201
     accepts = [{}, {"Accept": BROWSER}, {"Accept": "*/*"}, {"User-Agent": "curl/8.5.0"}]
@@ -180,13 +236,14 @@ async def test_a_hot_redirect_is_the_resolvers_redirect(aiohttp_client, tmp_path
         clock.now += seconds
         for headers in [*accepts, {"Accept": BROWSER, "If-None-Match": "*"}]:
             for version in ("1.1", "1.0"):
-                before = hot.answered
+                before, wired = hot.answered, hot.on_the_wire
                 general = await _raw(api, _request("/TEST/r?auth=false", headers, version))
                 assert hot.answered == before
                 fast = await _raw(api, _request("/TEST/r", headers, version))
                 assert hot.answered == before + 1, headers
                 assert fast.startswith(f"HTTP/{version} 302 Found\r\n".encode())
                 assert _dateless(fast) == _dateless(general), (headers, version)
+                assert hot.on_the_wire == (wired + (version == "1.1") if wire else 0)
     # JSON for a client asking for it: the view's, every time.
     before = hot.answered
     for _ in range(2):
@@ -211,3 +268,128 @@ async def test_a_redirect_chosen_from_a_location_list_is_never_hot(aiohttp_clien
         targets.add(resp.headers["Location"])
     assert targets == {"https://a.org/x", "https://b.org/x"}
     assert app[keys.HOT].answered == 0
+
+
+HOT_GET = b"GET /api/handles/TEST/hot HTTP/1.1\r\nHost: test\r\n\r\n"
+
+
+async def _wired_app(aiohttp_client, tmp_path, **server: Any) -> tuple[Api, Any]:
+    app = create_app(make_config(tmp_path), clock=Clock())
+    api = Api(await aiohttp_client(GuardedTestServer(app, **server)))
+    assert (await api.put("TEST/hot", [url_value("https://e.org/h", ttl=600)]))[0] == 201
+    for _ in range(2):  # kept, then answered on the wire
+        assert (await _raw(api, HOT_GET)).startswith(b"HTTP/1.1 200 OK\r\n")
+    assert app[keys.HOT].on_the_wire == 1
+    return api, app
+
+
+async def _nothing_more(reader: asyncio.StreamReader) -> None:
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(reader.read(1), 0.3)
+
+
+async def test_the_connection_answers_only_what_aiohttp_would_read_the_same(
+    aiohttp_client, tmp_path
+):
+    """Bytes that complete a request aiohttp holds part of, a request's body, and requests
+    sent together are aiohttp's to read, even when they look like a plain GET: answers stay
+    one a request, in order, and what aiohttp holds is never skipped."""
+    api, app = await _wired_app(aiohttp_client, tmp_path)
+    hot = app[keys.HOT]
+    server = api.client.server
+
+    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection(server.host, server.port)
+
+    # A request begun, then bytes that read alone as a plain GET: a header's value to aiohttp.
+    reader, writer = await connect()
+    writer.write(b"GET /api/handles/TEST/hot HTTP/1.1\r\nX-Note: ")
+    await asyncio.sleep(0.1)
+    writer.write(HOT_GET)
+    assert (await _answer(reader)).startswith(b"HTTP/1.1 200 OK\r\n")
+    await _nothing_more(reader)
+    writer.write(HOT_GET)  # the connection is aiohttp's from now on
+    assert (await _answer(reader)).startswith(b"HTTP/1.1 200 OK\r\n")
+    writer.close()
+    assert hot.on_the_wire == 1
+
+    # A body that reads as a plain GET, sent after its request's headers.
+    reader, writer = await connect()
+    body = HOT_GET
+    auth = ADMIN_AUTH["Authorization"]
+    writer.write(
+        f"PUT /api/handles/TEST/other HTTP/1.1\r\nHost: test\r\nAuthorization: {auth}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    )
+    await asyncio.sleep(0.1)
+    writer.write(body)
+    assert (await _answer(reader)).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    await _nothing_more(reader)
+    writer.write(HOT_GET)
+    assert (await _answer(reader)).startswith(b"HTTP/1.1 200 OK\r\n")
+    writer.close()
+    assert hot.on_the_wire == 1
+
+    # Requests sent together (pipelined): aiohttp's, in order; whole, so the next is wired.
+    reader, writer = await connect()
+    missing = b"GET /api/handles/TEST/missing HTTP/1.1\r\nHost: test\r\n\r\n"
+    writer.write(HOT_GET + missing + HOT_GET)
+    statuses = [(await _answer(reader)).split(b"\r\n", 1)[0] for _ in range(3)]
+    assert statuses == [b"HTTP/1.1 200 OK", b"HTTP/1.1 404 Not Found", b"HTTP/1.1 200 OK"]
+    assert hot.on_the_wire == 1
+    await asyncio.sleep(0.05)  # aiohttp waits for the next request
+    writer.write(HOT_GET)
+    assert (await _answer(reader)).startswith(b"HTTP/1.1 200 OK\r\n")
+    await _nothing_more(reader)
+    writer.close()
+    assert hot.on_the_wire == 2
+
+
+@pytest.mark.slow
+async def test_answers_on_the_wire_keep_a_connection_open_for_idle_timeout_only(
+    aiohttp_client, tmp_path
+):
+    api, app = await _wired_app(aiohttp_client, tmp_path, idle_timeout=1)
+    server = api.client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    loop = asyncio.get_running_loop()
+    begun = loop.time()
+    for _ in range(4):  # for 1.8 s, each within the idle timeout of the one before
+        writer.write(HOT_GET)
+        assert (await _answer(reader)).startswith(b"HTTP/1.1 200 OK\r\n")
+        await asyncio.sleep(0.6)
+    assert app[keys.HOT].on_the_wire == 5
+    assert await asyncio.wait_for(reader.read(1), 5) == b""  # closed once idle for 1 s
+    assert 2.4 < loop.time() - begun < 4.5
+    writer.close()
+
+
+async def test_a_request_after_one_aiohttp_is_answering_waits_its_turn(aiohttp_client, tmp_path):
+    """A plain GET that arrives while aiohttp is answering the request before it is
+    answered after that one, by aiohttp."""
+    app = create_app(make_config(tmp_path), clock=Clock())
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_slow(request: Any, response: Any) -> None:  # an answer that takes its time
+        if request.path == "/api/handles/TEST/slow":
+            held.set()
+            await release.wait()
+
+    app.on_response_prepare.append(hold_slow)
+    api = Api(await aiohttp_client(GuardedTestServer(app)))
+    assert (await api.put("TEST/hot", [url_value("https://e.org/h", ttl=600)]))[0] == 201
+    for _ in range(2):
+        assert (await _raw(api, HOT_GET)).startswith(b"HTTP/1.1 200 OK\r\n")
+    hot = app[keys.HOT]
+    assert hot.on_the_wire == 1
+    server = api.client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(b"GET /api/handles/TEST/slow HTTP/1.1\r\nHost: test\r\n\r\n")
+    await asyncio.wait_for(held.wait(), 5)
+    writer.write(HOT_GET)
+    await _nothing_more(reader)
+    release.set()
+    assert (await _answer(reader)).startswith(b"HTTP/1.1 404 Not Found\r\n")
+    assert (await _answer(reader)).startswith(b"HTTP/1.1 200 OK\r\n")
+    writer.close()
+    assert hot.on_the_wire == 1

@@ -16,6 +16,13 @@ Only answers that are the same every time are kept: the API's whole public view 
 type filter, no ``pretty``), and a redirect chosen without a 10320/loc list (whose choice may
 depend on the client's address or on chance).
 
+A kept answer is also given one step earlier still, by the connection itself
+(``ops/connections.py`` asks ``wire``): a lone, plain ``GET`` of a kept path on an idle
+keep-alive HTTP/1.1 connection is answered with bytes written straight to the socket, without
+aiohttp's request, task or response objects. Those bytes are what aiohttp (pinned) writes for
+the same answer: the headers in its order, its ``Date`` and ``Server``, and the hooks'
+``Vary`` and security headers (``tests/test_hot.py`` compares the two ways byte for byte).
+
 What the skipped middlewares do needs nothing here: the answer is made at once (it holds no
 slot of ``ConcurrencyLimit``), it is a success (``error_middleware``), and the address
 ``TrustedProxies`` would put in is not used by it (the access log sees the request as it
@@ -27,13 +34,16 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 
 from aiohttp import web
+from aiohttp.helpers import rfc822_formatted_time
+from aiohttp.http import SERVER_SOFTWARE
 
 from ..cache import Answer, Lookup, ResolutionCache
 from ..ops.metrics import Metrics
 from ..resolver.locations import Redirect
-from ..responses import cached_response, redirect_response
+from ..responses import cached_response, caching_headers, etag_matches, redirect_response
 from ..service import Resolution
 
 __all__ = ["HotAnswers"]
@@ -54,16 +64,23 @@ class _Hot:
     answer: Answer | None = None  # the API's answer
     redirect: Redirect | None = None  # or the resolver's redirect, with its page
     page: str = ""
+    #: The answer's bytes (and a 304's, for the API) for ``(max-age, now's second, Date)``.
+    wire_for: tuple[int, int, str] | None = None
+    wire: bytes = b""
+    wire_304: bytes = b""
 
 
 class HotAnswers:
-    def __init__(self, metrics: Metrics, now: Callable[[], float]) -> None:
+    def __init__(self, metrics: Metrics, now: Callable[[], float], html_policy: str) -> None:
         self._metrics = metrics
         self._now = now  # the service's clock, for the caching headers
+        #: ``SecurityHeaders``' Content-Security-Policy of an HTML answer.
+        self._html_policy = html_policy
         #: By the raw path for the API, by the raw path and ``Accept`` for the resolver.
         self._kept: dict[str | tuple[str, str], _Hot] = {}
         self._matches: dict[str, web.UrlMappingMatchInfo] = {}
         self.answered = 0  # answers given here
+        self.on_the_wire = 0  # of which by the connection itself
 
     def keep(self, request: web.Request, resolution: Resolution, answer: Answer) -> None:
         """The API's view answered ``request`` with ``answer``, made from ``resolution``'s
@@ -149,3 +166,67 @@ class HotAnswers:
             return response
 
         return hot_first
+
+    def wire(self, path: str, accept: str, if_none_match: str | None) -> tuple[bytes, int] | None:
+        """The bytes of the kept answer to a plain anonymous HTTP/1.1 ``GET path`` with these
+        headers (``accept`` "" when there is none) on a keep-alive connection, and its status,
+        counted as ``hot_first`` counts its answers; None when nothing is kept for it or the
+        entry went (the application's way then forgets it)."""
+        started = time.perf_counter()
+        kept = self._kept
+        hot = kept.get(path)
+        if hot is None:
+            hot = kept.get((path, accept))
+            if hot is None:
+                return None
+        cache, lookup = hot.cache, hot.lookup
+        if lookup.dropped or cache.clock() >= lookup.expires or not cache.caught_up():
+            return None
+        now = self._now()
+        key = (int(lookup.expires - now), int(now), rfc822_formatted_time())
+        if hot.wire_for != key:
+            if not self._make_wire(hot, now, key[2]):
+                return None
+            hot.wire_for = key
+        cache.hit()
+        self.answered += 1
+        self.on_the_wire += 1
+        answer = hot.answer
+        if answer is not None and if_none_match and etag_matches(if_none_match, answer.etag):
+            wire, status = hot.wire_304, 304
+        else:
+            wire, status = hot.wire, hot.redirect.status if hot.redirect is not None else 200
+        self._metrics.answered(hot.route, "GET", status, time.perf_counter() - started)
+        return wire, status
+
+    def _make_wire(self, hot: _Hot, now: float, date: str) -> bool:
+        """What aiohttp writes for ``cached_response`` / ``redirect_response`` as the hooks
+        leave them: the response's headers in the order they were set, then aiohttp's
+        ``Content-Length`` (set with the body), ``Date`` and ``Server``, then the hooks'.
+        False when the answer cannot go this way (a header aiohttp would refuse)."""
+        lookup = hot.lookup
+        cached = "".join(f"{k}: {v}\r\n" for k, v in caching_headers(lookup.expires, now).items())
+        tail = f"Date: {date}\r\nServer: {SERVER_SOFTWARE}\r\n"
+        if hot.answer is not None:
+            body, etag = hot.answer.body, hot.answer.etag
+            head = f"ETag: {etag}\r\n{cached}"
+            nosniff = "X-Content-Type-Options: nosniff\r\n\r\n"
+            hot.wire = (
+                f"HTTP/1.1 200 OK\r\n{head}Content-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n{tail}{nosniff}"
+            ).encode() + body
+            hot.wire_304 = f"HTTP/1.1 304 Not Modified\r\n{head}{tail}{nosniff}".encode()
+            return True
+        redirect = hot.redirect
+        assert redirect is not None
+        if "\r" in redirect.url or "\n" in redirect.url:
+            return False  # (aiohttp refuses such a header; the application answers)
+        page = hot.page.encode()
+        status = HTTPStatus(redirect.status)
+        hot.wire = (
+            f"HTTP/1.1 {status.value} {status.phrase}\r\nLocation: {redirect.url}\r\n{cached}"
+            f"Content-Type: text/html; charset=utf-8\r\nContent-Length: {len(page)}\r\n{tail}"
+            "Vary: Accept\r\nX-Content-Type-Options: nosniff\r\n"
+            f"Content-Security-Policy: {self._html_policy}\r\nX-Frame-Options: DENY\r\n\r\n"
+        ).encode() + page
+        return True

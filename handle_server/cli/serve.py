@@ -17,6 +17,7 @@ from aiohttp import web
 
 from storage import SchemaMismatch, StoreUnavailable
 
+from .. import keys
 from ..app import create_app
 from ..auth.secrets import KeyFileError
 from ..config import Config, ConfigError
@@ -190,7 +191,9 @@ async def _run(
 ) -> None:
     """What ``web.run_app`` does, with each connection watched by a ``ConnectionGuard``."""
     s = config.server
-    guard = ConnectionGuard(max_connections=s.max_connections, header_timeout=s.header_timeout)
+    guard = ConnectionGuard(
+        max_connections=s.max_connections, header_timeout=s.header_timeout, hot=app[keys.HOT]
+    )
     runner = GuardedRunner(
         app,
         guard,

@@ -12,6 +12,12 @@
   (the usual 1024 is reached by a thousand idle clients).
 - **Accept failures** (out of file descriptors, say) are logged once a minute with a count,
   not once per attempt with a traceback (``AcceptFailureLog``).
+- **Hot answers on the wire.** A lone plain ``GET`` of a path whose answer the application
+  keeps (``api/hot.py``), arriving on an idle keep-alive HTTP/1.1 connection, is answered
+  here with the kept bytes, logged and counted as aiohttp would; anything else goes to
+  aiohttp. Only while everything the connection has given aiohttp was whole requests
+  without a body (so aiohttp's parser holds no part of one) and aiohttp is waiting for the
+  next (so answers stay in order).
 - **Requests aiohttp cannot read** (a request line or header over 8,190 bytes, garbled
   HTTP) are answered in the API's shape (JSON, responseCode 4) rather than aiohttp's plain
   text, which quotes what the client sent.
@@ -26,15 +32,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import resource
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http import HttpVersion11
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
+
+if TYPE_CHECKING:
+    from ..api.hot import HotAnswers
 
 __all__ = [
     "AcceptFailureLog",
@@ -50,9 +61,12 @@ log = logging.getLogger(__name__)
 class ConnectionGuard:
     """The open connections of one server, oldest first, and their header clocks."""
 
-    def __init__(self, *, max_connections: int, header_timeout: float) -> None:
+    def __init__(
+        self, *, max_connections: int, header_timeout: float, hot: HotAnswers | None = None
+    ) -> None:
         self.max_connections = max_connections
         self.header_timeout = header_timeout
+        self.hot = hot  # the application's kept answers, given on the wire
         self.open: dict[GuardedProtocol, None] = {}  # insertion order: oldest first
         self.shed = 0  # idle connections closed to make room
         self.refused = 0  # new connections closed for want of room
@@ -81,6 +95,38 @@ class ConnectionGuard:
         self.open.pop(protocol, None)
 
 
+#: A token (a header's name), as HTTP defines it.
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+#: One request that may be answered on the wire: a ``GET`` of a path without a query or
+#: fragment, in HTTP/1.1, with headers of printable ASCII, each on one line, and no body.
+_PLAIN_GET = re.compile(
+    rb'GET (/[!"$->@-~]*) HTTP/1\.1\r\n((?:' + _TOKEN + rb":[\t -~]*\r\n){0,100})\r\n"
+)
+_HEADER = re.compile(rb"(" + _TOKEN + rb"):[\t ]*([\t -~]*?)[\t ]*\r\n")
+#: Whole requests, one or more, each with a name for every header and (checked apart) none
+#: announcing a body: what aiohttp's parser reads to its end, holding nothing back.
+_WHOLE_REQUESTS = re.compile(
+    rb"(?:[A-Z]+ [!-~]+ HTTP/1\.[01]\r\n(?:" + _TOKEN + rb":[\t -~\x80-\xff]*\r\n)*\r\n)+"
+)
+_BODY_HEADERS = (b"\ncontent-length:", b"\ntransfer-encoding:", b"\nupgrade:", b"\nexpect:")
+#: Headers after which a request is aiohttp's to answer.
+_NOT_ON_THE_WIRE = frozenset(
+    (b"authorization", b"content-length", b"transfer-encoding", b"upgrade", b"expect")
+)
+
+
+class _Seen:
+    """What the access log reads of a request and its answer, for one answered on the wire
+    (the attributes of aiohttp's ``BaseRequest`` and ``StreamResponse`` it uses)."""
+
+    __slots__ = ("body_length", "headers", "method", "path_qs", "remote", "status", "version")
+
+    def __init__(self, remote: str | None, path: str, headers: dict, status: int, size: int):
+        self.remote, self.path_qs, self.headers = remote, path, headers
+        self.method, self.version = "GET", HttpVersion11
+        self.status, self.body_length = status, size
+
+
 class GuardedProtocol(asyncio.Protocol):
     """One connection: aiohttp's handler, watched by the guard."""
 
@@ -89,6 +135,9 @@ class GuardedProtocol(asyncio.Protocol):
         self.guard = guard
         self.transport: asyncio.Transport | None = None
         self._header_clock: asyncio.TimerHandle | None = None
+        #: Whether aiohttp's parser has been given only whole requests without a body.
+        self._whole = guard.hot is not None
+        self._remote: str | None = None
 
     # -- what the connection is doing ------------------------------------------------------
 
@@ -124,8 +173,17 @@ class GuardedProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.inner.connection_made(transport)
         self.guard.opened(self)
+        peer = transport.get_extra_info("peername")  # as aiohttp's ``request.remote``
+        if peer is not None:
+            self._remote = str(peer[0]) if isinstance(peer, (list, tuple)) else str(peer)
 
     def data_received(self, data: bytes) -> None:
+        if self._whole:
+            if self._on_the_wire(data):
+                return
+            self._whole = _WHOLE_REQUESTS.fullmatch(data) is not None and not any(
+                h in data.lower() for h in _BODY_HEADERS
+            )
         before = self.inner._request_count
         self.inner.data_received(data)
         if self.inner._request_count != before:
@@ -134,6 +192,64 @@ class GuardedProtocol(asyncio.Protocol):
             # Bytes of a request whose headers are not all in yet: the clock starts.
             loop = asyncio.get_running_loop()
             self._header_clock = loop.call_later(self.guard.header_timeout, self._headers_too_slow)
+
+    def _on_the_wire(self, data: bytes) -> bool:
+        """Answer ``data`` here if it is one plain ``GET`` of a kept answer and aiohttp is
+        idle between requests; whether it was."""
+        inner = self.inner
+        waiter = inner._waiter
+        if waiter is None or waiter.done() or inner._close or inner._force_close:
+            return False  # a request of aiohttp's under way, or the connection ending
+        if inner._paused or len(data) > 8190:
+            return False  # the client is not reading its answers; a long request
+        match = _PLAIN_GET.fullmatch(data)
+        if match is None:
+            return False
+        accept = if_none_match = None
+        logged: dict[str, str] = {}
+        for name, value in _HEADER.findall(match.group(2)):
+            name = name.lower()
+            if name == b"accept":
+                accept = value if accept is None else accept
+            elif name == b"if-none-match":
+                if_none_match = value if if_none_match is None else if_none_match
+            elif name == b"connection":
+                if value.lower() != b"keep-alive":
+                    return False
+            elif name in _NOT_ON_THE_WIRE:
+                return False
+            elif name == b"referer":
+                logged.setdefault("Referer", value.decode())
+            elif name == b"user-agent":
+                logged.setdefault("User-Agent", value.decode())
+        assert self.guard.hot is not None
+        started = inner._loop.time()
+        path = match.group(1).decode()
+        found = self.guard.hot.wire(
+            path,
+            accept.decode() if accept is not None else "",
+            if_none_match.decode() if if_none_match is not None else None,
+        )
+        if found is None:
+            return False
+        wire, status = found
+        assert self.transport is not None
+        self.transport.write(wire)
+        # What aiohttp does with a request it has answered: counted, logged, and the
+        # connection's idle clock started again.
+        inner._request_count += 1
+        if inner._manager is not None:
+            inner._manager.requests_count += 1
+        logger = inner.access_logger
+        if inner._logging_enabled and logger is not None:
+            seen = _Seen(self._remote, path, logged, status, len(wire))
+            logger.log(seen, seen, inner._loop.time() - started)  # type: ignore[arg-type]
+        if inner._keepalive and inner._keepalive_timeout > 0:
+            close_time = inner._loop.time() + inner._keepalive_timeout
+            inner._next_keepalive_close_time = close_time
+            if inner._keepalive_handle is None:
+                inner._keepalive_handle = inner._loop.call_at(close_time, inner._process_keepalive)
+        return True
 
     def eof_received(self) -> bool | None:
         return self.inner.eof_received()
