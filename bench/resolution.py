@@ -10,7 +10,8 @@ the same run, at a million handles.
 3. Starts the real server (``handle-server serve``, core 0, its access log on as by default)
    and drives each workload with wrk
    from core 1 for a fixed time: cached GET (a hot set of 10,000 handles, read once before),
-   uncached GET (a second server with the cache off, random handles of all N), resolver 302,
+   uncached GET (a second server with the cache off, random handles of all N), resolver 302
+   (of the hot set, each asked once before, as wrk asks: without an Accept),
    PUT create (new handles, each committed before its answer), PUT update (``?index=2`` of
    random handles), the prefix listing at page 0 and at the last page, 304 revalidation;
    and, where ``../shared/cnri`` and Java are there, the CNRI HANDLE.NET 7.3 server's HTTP
@@ -126,16 +127,18 @@ def script(work: Path, name: str, template: str, **values: Any) -> Path:
     return path
 
 
-async def warm(url: str, n: int, connections: int = 32) -> None:
-    """Read ``/api/handles/BENCH/h0`` ... ``h{n-1}`` once each."""
+async def warm(url: str, n: int, connections: int = 32, *, resolver: bool = False) -> None:
+    """Read ``/api/handles/BENCH/h0`` ... ``h{n-1}`` once each; with ``resolver``, ask the
+    resolver for each (``/BENCH/h0`` ...) as wrk does, without an ``Accept``."""
     names = iter(range(n))
-    async with aiohttp.ClientSession() as session:
+    path, status = ("/BENCH/h", 302) if resolver else ("/api/handles/BENCH/h", 200)
+    async with aiohttp.ClientSession(skip_auto_headers=["Accept"]) as session:
 
         async def reader() -> None:
             for i in names:
-                async with session.get(f"{url}/api/handles/BENCH/h{i}") as resp:
+                async with session.get(f"{url}{path}{i}", allow_redirects=False) as resp:
                     await resp.read()
-                    assert resp.status == 200, (i, resp.status)
+                    assert resp.status == status, (i, resp.status)
 
         await asyncio.gather(*(reader() for _ in range(connections)))
 
@@ -273,6 +276,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         asyncio.run(warm(srv.url, hot))
         measured = wrk(srv.url, seconds=seconds, connections=connections, script=get_hot)
         rows.append(row("cached GET /api/handles/{h}", measured, base))
+        asyncio.run(warm(srv.url, hot, resolver=True))  # as the cached GETs were
         resolver = script(work, "resolver", _RANDOM, salt=1, path="/BENCH/h", n=hot)
         measured = wrk(srv.url, seconds=seconds, connections=connections, script=resolver)
         rows.append(row("resolver 302 GET /{h}", measured, base))

@@ -64,8 +64,12 @@ class _Hot:
     answer: Answer | None = None  # the API's answer
     redirect: Redirect | None = None  # or the resolver's redirect, with its page
     page: str = ""
-    #: The answer's bytes (and a 304's, for the API) for ``(max-age, now's second, Date)``.
+    #: The bytes of the answer (and of a 304, for the API) around its caching headers and
+    #: ``Date`` (``_make_parts``), and those made of them for ``(max-age, second, Date)``.
+    parts: tuple[bytes, bytes, bytes] | None = None
+    parts_304: tuple[bytes, bytes] = (b"", b"")
     wire_for: tuple[int, int, str] | None = None
+    caching: bytes = b""
     wire: bytes = b""
     wire_304: bytes = b""
 
@@ -81,6 +85,7 @@ class HotAnswers:
         self._matches: dict[str, web.UrlMappingMatchInfo] = {}
         self.answered = 0  # answers given here
         self.on_the_wire = 0  # of which by the connection itself
+        self._date: tuple[str, bytes] = ("", b"")  # aiohttp's Date, and its header lines
 
     def keep(self, request: web.Request, resolution: Resolution, answer: Answer) -> None:
         """The API's view answered ``request`` with ``answer``, made from ``resolution``'s
@@ -184,38 +189,46 @@ class HotAnswers:
             return None
         now = self._now()
         key = (int(lookup.expires - now), int(now), rfc822_formatted_time())
-        if hot.wire_for != key:
-            if not self._make_wire(hot, now, key[2]):
-                return None
-            hot.wire_for = key
+        if hot.parts is None and not self._make_parts(hot):
+            return None
+        if hot.wire_for != key:  # the caching headers and Date of this second
+            hot.wire_for, hot.wire, hot.wire_304 = key, b"", b""
+            if self._date[0] != key[2]:
+                self._date = (key[2], f"Date: {key[2]}\r\nServer: {SERVER_SOFTWARE}\r\n".encode())
+            caching = caching_headers(lookup.expires, now)
+            hot.caching = "".join(f"{k}: {v}\r\n" for k, v in caching.items()).encode()
         cache.hit()
         self.answered += 1
         self.on_the_wire += 1
         answer = hot.answer
         if answer is not None and if_none_match and etag_matches(if_none_match, answer.etag):
+            if not hot.wire_304:
+                head, tail = hot.parts_304
+                hot.wire_304 = b"".join((head, hot.caching, self._date[1], tail))
             wire, status = hot.wire_304, 304
         else:
+            if not hot.wire:
+                head, middle, tail = hot.parts
+                hot.wire = b"".join((head, hot.caching, middle, self._date[1], tail))
             wire, status = hot.wire, hot.redirect.status if hot.redirect is not None else 200
         self._metrics.answered(hot.route, "GET", status, time.perf_counter() - started)
         return wire, status
 
-    def _make_wire(self, hot: _Hot, now: float, date: str) -> bool:
+    def _make_parts(self, hot: _Hot) -> bool:
         """What aiohttp writes for ``cached_response`` / ``redirect_response`` as the hooks
-        leave them: the response's headers in the order they were set, then aiohttp's
+        leave them, around the caching headers and ``Date``/``Server`` (which change with the
+        second): the response's headers in the order they were set, then aiohttp's
         ``Content-Length`` (set with the body), ``Date`` and ``Server``, then the hooks'.
         False when the answer cannot go this way (a header aiohttp would refuse)."""
-        lookup = hot.lookup
-        cached = "".join(f"{k}: {v}\r\n" for k, v in caching_headers(lookup.expires, now).items())
-        tail = f"Date: {date}\r\nServer: {SERVER_SOFTWARE}\r\n"
         if hot.answer is not None:
             body, etag = hot.answer.body, hot.answer.etag
-            head = f"ETag: {etag}\r\n{cached}"
-            nosniff = "X-Content-Type-Options: nosniff\r\n\r\n"
-            hot.wire = (
-                f"HTTP/1.1 200 OK\r\n{head}Content-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n{tail}{nosniff}"
-            ).encode() + body
-            hot.wire_304 = f"HTTP/1.1 304 Not Modified\r\n{head}{tail}{nosniff}".encode()
+            nosniff = b"X-Content-Type-Options: nosniff\r\n\r\n"
+            hot.parts = (
+                f"HTTP/1.1 200 OK\r\nETag: {etag}\r\n".encode(),
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n".encode(),
+                nosniff + body,
+            )
+            hot.parts_304 = (f"HTTP/1.1 304 Not Modified\r\nETag: {etag}\r\n".encode(), nosniff)
             return True
         redirect = hot.redirect
         assert redirect is not None
@@ -223,10 +236,13 @@ class HotAnswers:
             return False  # (aiohttp refuses such a header; the application answers)
         page = hot.page.encode()
         status = HTTPStatus(redirect.status)
-        hot.wire = (
-            f"HTTP/1.1 {status.value} {status.phrase}\r\nLocation: {redirect.url}\r\n{cached}"
-            f"Content-Type: text/html; charset=utf-8\r\nContent-Length: {len(page)}\r\n{tail}"
-            "Vary: Accept\r\nX-Content-Type-Options: nosniff\r\n"
-            f"Content-Security-Policy: {self._html_policy}\r\nX-Frame-Options: DENY\r\n\r\n"
-        ).encode() + page
+        hot.parts = (
+            f"HTTP/1.1 {status.value} {status.phrase}\r\nLocation: {redirect.url}\r\n".encode(),
+            f"Content-Type: text/html; charset=utf-8\r\nContent-Length: {len(page)}\r\n".encode(),
+            (
+                "Vary: Accept\r\nX-Content-Type-Options: nosniff\r\n"
+                f"Content-Security-Policy: {self._html_policy}\r\nX-Frame-Options: DENY\r\n\r\n"
+            ).encode()
+            + page,
+        )
         return True
