@@ -18,10 +18,11 @@ depend on the client's address or on chance).
 
 A kept answer is also given one step earlier still, by the connection itself
 (``ops/connections.py`` asks ``wire``): a lone, plain ``GET`` of a kept path on an idle
-keep-alive HTTP/1.1 connection is answered with bytes written straight to the socket, without
-aiohttp's request, task or response objects. Those bytes are what aiohttp (pinned) writes for
-the same answer: the headers in its order, its ``Date`` and ``Server``, and the hooks'
-``Vary`` and security headers (``tests/test_hot.py`` compares the two ways byte for byte).
+HTTP/1.1 connection is answered with bytes written straight to the socket, without aiohttp's
+request, task or response objects (and the connection closed after it when the request
+asks). Those bytes are what aiohttp (pinned) writes for the same answer: the headers in its
+order, its ``Date`` and ``Server``, and the hooks' ``Vary`` and security headers
+(``tests/test_hot.py`` compares the two ways byte for byte).
 
 What the skipped middlewares do needs nothing here: the answer is made at once (it holds no
 slot of ``ConcurrencyLimit``), it is a success (``error_middleware``), and the address
@@ -172,11 +173,14 @@ class HotAnswers:
 
         return hot_first
 
-    def wire(self, path: str, accept: str, if_none_match: str | None) -> tuple[bytes, int] | None:
+    def wire(
+        self, path: str, accept: str, if_none_match: str | None, *, close: bool = False
+    ) -> tuple[bytes, int] | None:
         """The bytes of the kept answer to a plain anonymous HTTP/1.1 ``GET path`` with these
-        headers (``accept`` "" when there is none) on a keep-alive connection, and its status,
-        counted as ``hot_first`` counts its answers; None when nothing is kept for it or the
-        entry went (the application's way then forgets it)."""
+        headers (``accept`` "" when there is none), and its status, counted as ``hot_first``
+        counts its answers; None when nothing is kept for it or the entry went (the
+        application's way then forgets it). ``close``: the request asked for the connection
+        to close after it (``Connection: close``), which the answer then says."""
         started = time.perf_counter()
         kept = self._kept
         hot = kept.get(path)
@@ -201,16 +205,21 @@ class HotAnswers:
         self.answered += 1
         self.on_the_wire += 1
         answer = hot.answer
+        date = self._date[1] + b"Connection: close\r\n" if close else self._date[1]
         if answer is not None and if_none_match and etag_matches(if_none_match, answer.etag):
-            if not hot.wire_304:
-                head, tail = hot.parts_304
-                hot.wire_304 = b"".join((head, hot.caching, self._date[1], tail))
             wire, status = hot.wire_304, 304
+            if close or not wire:
+                head, tail = hot.parts_304
+                wire = b"".join((head, hot.caching, date, tail))
+                if not close:
+                    hot.wire_304 = wire
         else:
-            if not hot.wire:
-                head, middle, tail = hot.parts
-                hot.wire = b"".join((head, hot.caching, middle, self._date[1], tail))
             wire, status = hot.wire, hot.redirect.status if hot.redirect is not None else 200
+            if close or not wire:
+                head, middle, tail = hot.parts
+                wire = b"".join((head, hot.caching, middle, date, tail))
+                if not close:
+                    hot.wire = wire
         self._metrics.answered(hot.route, "GET", status, time.perf_counter() - started)
         return wire, status
 

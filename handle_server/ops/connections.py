@@ -13,7 +13,7 @@
 - **Accept failures** (out of file descriptors, say) are logged once a minute with a count,
   not once per attempt with a traceback (``AcceptFailureLog``).
 - **Hot answers on the wire.** A lone plain ``GET`` of a path whose answer the application
-  keeps (``api/hot.py``), arriving on an idle keep-alive HTTP/1.1 connection, is answered
+  keeps (``api/hot.py``), arriving on an idle HTTP/1.1 connection, is answered
   here with the kept bytes, logged and counted as aiohttp would; anything else goes to
   aiohttp. Only while everything the connection has given aiohttp was whole requests
   without a body (so aiohttp's parser holds no part of one) and aiohttp is waiting for the
@@ -206,6 +206,7 @@ class GuardedProtocol(asyncio.Protocol):
         if match is None:
             return False
         accept = if_none_match = None
+        close = False
         logged: dict[str, str] = {}
         for name, value in _HEADER.findall(match.group(2)):
             name = name.lower()
@@ -214,7 +215,10 @@ class GuardedProtocol(asyncio.Protocol):
             elif name == b"if-none-match":
                 if_none_match = value if if_none_match is None else if_none_match
             elif name == b"connection":
-                if value.lower() != b"keep-alive":
+                value = value.lower()
+                if value == b"close":
+                    close = True
+                elif value != b"keep-alive":
                     return False
             elif name in _NOT_ON_THE_WIRE:
                 return False
@@ -229,6 +233,7 @@ class GuardedProtocol(asyncio.Protocol):
             path,
             accept.decode() if accept is not None else "",
             if_none_match.decode() if if_none_match is not None else None,
+            close=close,
         )
         if found is None:
             return False
@@ -244,7 +249,10 @@ class GuardedProtocol(asyncio.Protocol):
         if inner._logging_enabled and logger is not None:
             seen = _Seen(self._remote, path, logged, status, len(wire))
             logger.log(seen, seen, inner._loop.time() - started)  # type: ignore[arg-type]
-        if inner._keepalive and inner._keepalive_timeout > 0:
+        if close:  # (aiohttp's handler ends with the connection)
+            inner._keepalive = False
+            self.transport.close()
+        elif inner._keepalive and inner._keepalive_timeout > 0:
             close_time = inner._loop.time() + inner._keepalive_timeout
             inner._next_keepalive_close_time = close_time
             if inner._keepalive_handle is None:
