@@ -363,14 +363,21 @@ async def test_the_connection_answers_only_what_aiohttp_would_read_the_same(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("aiohttps", [False, True], ids=["wire-only", "aiohttp-first"])
 async def test_answers_on_the_wire_keep_a_connection_open_for_idle_timeout_only(
-    aiohttp_client, tmp_path
+    aiohttp_client, tmp_path, aiohttps
 ):
+    """Whether the connection's first request was aiohttp's (whose handler then keeps the
+    idle clock) or every one was answered on the wire (the connection keeps it)."""
     api, app = await _wired_app(aiohttp_client, tmp_path, idle_timeout=1)
     server = api.client.server
     reader, writer = await asyncio.open_connection(server.host, server.port)
     loop = asyncio.get_running_loop()
     begun = loop.time()
+    if aiohttps:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert (await _answer(reader)).startswith(b"HTTP/1.1 200 OK\r\n")
+        await asyncio.sleep(0.05)
     for _ in range(4):  # for 1.8 s, each within the idle timeout of the one before
         writer.write(HOT_GET)
         assert (await _answer(reader)).startswith(b"HTTP/1.1 200 OK\r\n")

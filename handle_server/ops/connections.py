@@ -40,8 +40,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http import HttpVersion11
 from aiohttp.http_exceptions import LineTooLong
+from aiohttp.log import access_logger
+from aiohttp.tcp_helpers import tcp_keepalive, tcp_nodelay
+from aiohttp.web_log import AccessLogger
 from aiohttp.web_protocol import RequestHandler
 
 if TYPE_CHECKING:
@@ -72,8 +76,10 @@ class ConnectionGuard:
         self.refused = 0  # new connections closed for want of room
         self.slow_headers = 0  # connections closed at header_timeout
 
-    def factory(self, server: Callable[[], RequestHandler]) -> Callable[[], GuardedProtocol]:
-        return lambda: GuardedProtocol(server(), self)
+    def factory(
+        self, handler: Callable[[], RequestHandler], wire: OnTheWire | None = None
+    ) -> Callable[[], GuardedProtocol]:
+        return lambda: GuardedProtocol(handler, self, wire)
 
     def opened(self, protocol: GuardedProtocol) -> None:
         self.open[protocol] = None
@@ -127,24 +133,62 @@ class _Seen:
         self.status, self.body_length = status, size
 
 
-class GuardedProtocol(asyncio.Protocol):
-    """One connection: aiohttp's handler, watched by the guard."""
+class OnTheWire:
+    """What a server's connections need to answer on the wire before aiohttp has a handler
+    for them: the kept answers, the access logger (one for all such connections; aiohttp
+    makes one a handler), the idle timeout, and aiohttp's server (its request count)."""
 
-    def __init__(self, inner: RequestHandler, guard: ConnectionGuard) -> None:
-        self.inner = inner
+    def __init__(self, hot: HotAnswers, server: web.Server) -> None:
+        self.hot = hot
+        self.server = server
+        kwargs = server._kwargs
+        self.idle_timeout: float = kwargs.get("keepalive_timeout", 3630)
+        logger = kwargs.get("access_log", access_logger)
+        log_class = kwargs.get("access_log_class", AccessLogger)
+        self.logger: AbstractAccessLogger | None = None
+        if logger is not None:
+            self.logger = log_class(
+                logger, kwargs.get("access_log_format", AccessLogger.LOG_FORMAT)
+            )
+            if not self.logger.enabled:
+                self.logger = None
+
+
+class GuardedProtocol(asyncio.Protocol):
+    """One connection: aiohttp's handler, watched by the guard.
+
+    With ``wire``, the handler is made only when a request comes that is not answered on the
+    wire: until then the connection keeps its own idle clock (aiohttp's ``keepalive_timeout``),
+    and a client that asks only for kept answers costs no aiohttp objects at all."""
+
+    def __init__(
+        self,
+        make_inner: Callable[[], RequestHandler],
+        guard: ConnectionGuard,
+        wire: OnTheWire | None = None,
+    ) -> None:
+        self._make_inner = make_inner
+        self.inner: RequestHandler | None = None
         self.guard = guard
+        self.wire = wire
         self.transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_event_loop()
         self._header_clock: asyncio.TimerHandle | None = None
         #: Whether aiohttp's parser has been given only whole requests without a body.
-        self._whole = guard.hot is not None
+        self._whole = wire is not None
         self._remote: str | None = None
+        self._paused = False  # the transport's buffer is full (the client is not reading)
+        #: Before aiohttp has the connection: when it may be closed as idle, and the clock.
+        self._idle_until = 0.0
+        self._idle_clock: asyncio.TimerHandle | None = None
 
     # -- what the connection is doing ------------------------------------------------------
 
     @property
     def _busy(self) -> bool:
         """A request is being handled, or parsed and waiting to be."""
-        return self.inner._current_request is not None or bool(self.inner._messages)
+        inner = self.inner
+        return inner is not None and (inner._current_request is not None or bool(inner._messages))
 
     @property
     def idle(self) -> bool:
@@ -167,40 +211,71 @@ class GuardedProtocol(asyncio.Protocol):
             self.guard.slow_headers += 1
             self.close()
 
+    def _idle_check(self) -> None:
+        self._idle_clock = None
+        if self.inner is not None:
+            return  # aiohttp's clock now
+        if self._loop.time() < self._idle_until:
+            self._idle_clock = self._loop.call_at(self._idle_until, self._idle_check)
+        else:
+            self.close()
+
+    def _hand_over(self) -> RequestHandler:
+        """aiohttp's handler for the connection, from now on."""
+        if self._idle_clock is not None:
+            self._idle_clock.cancel()
+            self._idle_clock = None
+        inner = self.inner = self._make_inner()
+        inner.connection_made(self.transport)  # type: ignore[arg-type]
+        if self._paused:
+            inner.pause_writing()
+        return inner
+
     # -- asyncio.Protocol, passed on to aiohttp ----------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.inner.connection_made(transport)
-        self.guard.opened(self)
         peer = transport.get_extra_info("peername")  # as aiohttp's ``request.remote``
         if peer is not None:
             self._remote = str(peer[0]) if isinstance(peer, (list, tuple)) else str(peer)
+        if self.wire is None:
+            self._hand_over()
+        else:  # as aiohttp's handler would: its socket options, its idle clock
+            tcp_keepalive(transport)  # type: ignore[arg-type]
+            tcp_nodelay(transport, True)  # type: ignore[arg-type]
+            if self.wire.idle_timeout > 0:
+                self._idle_until = self._loop.time() + self.wire.idle_timeout
+                self._idle_clock = self._loop.call_at(self._idle_until, self._idle_check)
+        self.guard.opened(self)
 
     def data_received(self, data: bytes) -> None:
+        inner = self.inner
         if self._whole:
-            if self._on_the_wire(data):
+            if self._on_the_wire(data, inner):
                 return
             self._whole = _WHOLE_REQUESTS.fullmatch(data) is not None and not any(
                 h in data.lower() for h in _BODY_HEADERS
             )
-        before = self.inner._request_count
-        self.inner.data_received(data)
-        if self.inner._request_count != before:
+        if inner is None:
+            inner = self._hand_over()
+        before = inner._request_count
+        inner.data_received(data)
+        if inner._request_count != before:
             self._stop_clock()  # a whole request line and headers are in
         if data and not self._busy and self._header_clock is None:
             # Bytes of a request whose headers are not all in yet: the clock starts.
-            loop = asyncio.get_running_loop()
-            self._header_clock = loop.call_later(self.guard.header_timeout, self._headers_too_slow)
+            self._header_clock = self._loop.call_later(
+                self.guard.header_timeout, self._headers_too_slow
+            )
 
-    def _on_the_wire(self, data: bytes) -> bool:
-        """Answer ``data`` here if it is one plain ``GET`` of a kept answer and aiohttp is
-        idle between requests; whether it was."""
-        inner = self.inner
-        waiter = inner._waiter
-        if waiter is None or waiter.done() or inner._close or inner._force_close:
-            return False  # a request of aiohttp's under way, or the connection ending
-        if inner._paused or len(data) > 8190:
+    def _on_the_wire(self, data: bytes, inner: RequestHandler | None) -> bool:
+        """Answer ``data`` here if it is one plain ``GET`` of a kept answer and aiohttp (if it
+        has the connection) is idle between requests; whether it was."""
+        if inner is not None:
+            waiter = inner._waiter
+            if waiter is None or waiter.done() or inner._close or inner._force_close:
+                return False  # a request of aiohttp's under way, or the connection ending
+        if self._paused or len(data) > 8190:
             return False  # the client is not reading its answers; a long request
         match = _PLAIN_GET.fullmatch(data)
         if match is None:
@@ -226,10 +301,12 @@ class GuardedProtocol(asyncio.Protocol):
                 logged.setdefault("Referer", value.decode())
             elif name == b"user-agent":
                 logged.setdefault("User-Agent", value.decode())
-        assert self.guard.hot is not None
-        started = inner._loop.time()
+        wire = self.wire
+        assert wire is not None and self.transport is not None
+        loop = self._loop
+        started = loop.time()
         path = match.group(1).decode()
-        found = self.guard.hot.wire(
+        found = wire.hot.wire(
             path,
             accept.decode() if accept is not None else "",
             if_none_match.decode() if if_none_match is not None else None,
@@ -237,41 +314,56 @@ class GuardedProtocol(asyncio.Protocol):
         )
         if found is None:
             return False
-        wire, status = found
-        assert self.transport is not None
-        self.transport.write(wire)
+        answer, status = found
+        self.transport.write(answer)
         # What aiohttp does with a request it has answered: counted, logged, and the
-        # connection's idle clock started again.
-        inner._request_count += 1
-        if inner._manager is not None:
-            inner._manager.requests_count += 1
-        logger = inner.access_logger
-        if inner._logging_enabled and logger is not None:
-            seen = _Seen(self._remote, path, logged, status, len(wire))
-            logger.log(seen, seen, inner._loop.time() - started)  # type: ignore[arg-type]
+        # connection's idle clock started again (or the connection closed).
+        logger: AbstractAccessLogger | None
+        if inner is None:
+            wire.server.requests_count += 1
+            logger = wire.logger
+        else:
+            inner._request_count += 1
+            if inner._manager is not None:
+                inner._manager.requests_count += 1
+            logger = inner.access_logger if inner._logging_enabled else None
+        if logger is not None:
+            seen = _Seen(self._remote, path, logged, status, len(answer))
+            logger.log(seen, seen, loop.time() - started)  # type: ignore[arg-type]
         if close:  # (aiohttp's handler ends with the connection)
-            inner._keepalive = False
+            if inner is not None:
+                inner._keepalive = False
             self.transport.close()
+        elif inner is None:
+            self._idle_until = loop.time() + wire.idle_timeout
         elif inner._keepalive and inner._keepalive_timeout > 0:
-            close_time = inner._loop.time() + inner._keepalive_timeout
+            close_time = loop.time() + inner._keepalive_timeout
             inner._next_keepalive_close_time = close_time
             if inner._keepalive_handle is None:
-                inner._keepalive_handle = inner._loop.call_at(close_time, inner._process_keepalive)
+                inner._keepalive_handle = loop.call_at(close_time, inner._process_keepalive)
         return True
 
     def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
+        return self.inner.eof_received() if self.inner is not None else None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_clock()
+        if self._idle_clock is not None:
+            self._idle_clock.cancel()
+            self._idle_clock = None
         self.guard.closed(self)
-        self.inner.connection_lost(exc)
+        if self.inner is not None:
+            self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
-        self.inner.pause_writing()
+        self._paused = True
+        if self.inner is not None:
+            self.inner.pause_writing()
 
     def resume_writing(self) -> None:
-        self.inner.resume_writing()
+        self._paused = False
+        if self.inner is not None:
+            self.inner.resume_writing()
 
 
 class _JsonErrorHandler(RequestHandler):
@@ -302,13 +394,22 @@ class _GuardedServer:
 
     def __init__(self, server: web.Server, guard: ConnectionGuard) -> None:
         self._server = server
+        self._guard = guard
         # As ``web.Server.__call__`` makes its handlers (aiohttp is pinned).
         self._make = guard.factory(
-            lambda: _JsonErrorHandler(server, loop=server._loop, **server._kwargs)
+            lambda: _JsonErrorHandler(server, loop=server._loop, **server._kwargs),
+            OnTheWire(guard.hot, server) if guard.hot is not None else None,
         )
 
     def __call__(self) -> GuardedProtocol:
         return self._make()
+
+    def pre_shutdown(self) -> None:
+        """aiohttp closes the connections its handlers have; the guard closes the others."""
+        for protocol in list(self._guard.open):
+            if protocol.inner is None:
+                protocol.close()
+        self._server.pre_shutdown()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._server, name)
