@@ -21,7 +21,6 @@ prefix handles' HS_SECKEY values (salted hashes, not secrets): keep it like a ba
 from __future__ import annotations
 
 import base64
-import binascii
 from typing import Any
 
 import orjson
@@ -118,9 +117,54 @@ def _data(raw: Any, where: str) -> bytes:
     if raw["format"] == "base64":
         try:
             return base64.b64decode(value, validate=True)
-        except binascii.Error as exc:
+        except ValueError as exc:  # (binascii's error, or a character outside ASCII)
             raise DumpError(f"{where}: data.value is not base64: {exc}") from None
     raise DumpError(f"{where}: data.format must be string or base64, not {raw['format']!r}")
+
+
+#: The permission strings there are, and the flags each stands for.
+_PERMISSIONS = {
+    f"{a:d}{b:d}{c:d}{d:d}": (a, b, c, d)
+    for a in (False, True)
+    for b in (False, True)
+    for c in (False, True)
+    for d in (False, True)
+}
+_DATA_FIELDS = frozenset({"format", "value"})
+
+
+def _plain_value(raw: Any) -> HandleValue | None:
+    """The value ``raw`` holds, when it has the usual shape (string data, no references),
+    checked as ``_value`` checks it but without making its messages; None for anything else
+    (``_value`` then says what is wrong, or reads it)."""
+    if type(raw) is not dict or raw.keys() != _VALUE_FIELDS or raw["references"] != []:
+        return None
+    index, type_, data = raw["index"], raw["type"], raw["data"]
+    ttl_type, ttl, timestamp = raw["ttlType"], raw["ttl"], raw["timestamp"]
+    flags = _PERMISSIONS.get(raw["permissions"]) if type(raw["permissions"]) is str else None
+    if (
+        flags is None
+        or type(index) is not int
+        or not -(2**31) <= index < 2**31
+        or type(type_) is not str
+        or type(data) is not dict
+        or data.keys() != _DATA_FIELDS
+        or data["format"] != "string"
+        or type(data["value"]) is not str
+        or type(ttl_type) is not int
+        or ttl_type not in (0, 1)
+        or type(ttl) is not int
+        or not -_MAX_INT - 1 <= ttl <= _MAX_INT
+        or type(timestamp) is not int
+        or not -_MAX_INT - 1 <= timestamp <= _MAX_INT
+    ):
+        return None
+    return HandleValue(
+        index, type_, data["value"].encode("utf-8"), ttl, _TTL_TYPES[ttl_type], timestamp, *flags
+    )
+
+
+_TTL_TYPES = (TTLType(0), TTLType(1))
 
 
 def _value(raw: Any, where: str) -> HandleValue:
@@ -176,7 +220,7 @@ def _record_of(handle: str, values: Any) -> Handle:
         raise DumpError(f"handle {handle!r}: expected prefix/suffix")
     if not isinstance(values, list):
         raise DumpError("values must be a list")
-    parsed = [_value(v, f"{handle} value {n}") for n, v in enumerate(values)]
+    parsed = [_plain_value(v) or _value(v, f"{handle} value {n}") for n, v in enumerate(values)]
     try:
         return Handle(handle, tuple(parsed))
     except ValueError as exc:

@@ -7,6 +7,7 @@ import asyncio
 import re
 import sqlite3
 import struct
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -154,6 +155,12 @@ def test_a_record_survives_its_line_exactly(name, values):
             "permissions",
         ),
         (
+            b'{"handle":"TEST/x","values":[{"index":1,"type":"URL","data":{"format":"base64",'
+            b'"value":"\xc3\xa9"},"ttlType":0,"ttl":1,"timestamp":1,"permissions":"1110",'
+            b'"references":[]}]}',
+            "not base64",
+        ),
+        (
             b'{"handle":"TEST/x","values":[{"index":4294967296,"type":"URL","data":{"format":'
             b'"string","value":""},"ttlType":0,"ttl":1,"timestamp":1,"permissions":"1110",'
             b'"references":[]}]}',
@@ -164,6 +171,58 @@ def test_a_record_survives_its_line_exactly(name, values):
 def test_a_bad_line_is_refused_saying_why(line, says):
     with pytest.raises(DumpError, match=says):
         record_from_line(line)
+
+
+_odd = st.none() | st.booleans() | st.floats(allow_nan=False) | st.text(max_size=5)
+_not_ints = [None, True, 1.0, "1"]
+_int32_edges = st.sampled_from([-(2**31) - 1, -(2**31), 0, 2**31 - 1, 2**31, *_not_ints])
+_int64_edges = st.sampled_from([-(2**63) - 1, -(2**63), 0, 2**63 - 1, 2**63, *_not_ints])
+#: What a field of a value is replaced with: its edges and what is not of its type.
+_replacements = {
+    "index": _int32_edges,
+    "type": _text | _odd,
+    "data": st.fixed_dictionaries(
+        {"format": st.sampled_from(["string", "base64", "hex"]), "value": _text | _odd}
+    )
+    | st.dictionaries(st.sampled_from(["format", "value", "x"]), _text)
+    | _odd,
+    "ttlType": st.sampled_from([-1, 0, 1, 2, *_not_ints]),
+    "ttl": _int64_edges,
+    "timestamp": _int64_edges,
+    "permissions": st.sampled_from(["1110", "0000", "1111", "11x0", "111", "11100"]) | _odd,
+    "references": st.just([]) | st.lists(st.just({"index": 1, "handle": "T/r"}), max_size=1),
+    "extra": st.just(1),  # a field no value has
+}
+_plain_values = st.builds(
+    lambda value, text: replace(value, data=text.encode(), references=()), _values, _text
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    value=_plain_values,
+    field=st.sampled_from(list(_replacements)),
+    drop=st.integers(0, 3).map(lambda n: n == 0),
+    data=st.data(),
+)
+def test_the_quick_read_of_a_value_reads_it_as_the_checked_one_does(value, field, drop, data):
+    """``_plain_value`` (an import's values, read without building messages) gives what
+    ``_value`` gives, or leaves it to ``_value``: it never takes what ``_value`` refuses.
+    A value as an export writes it, with one of its fields replaced (or dropped)."""
+    from storage.dump import _plain_value, _record_object, _value
+
+    raw = _record_object(Handle("T/x", (value,)))["values"][0]
+    if drop:
+        raw.pop(field, None)
+    else:
+        raw[field] = data.draw(_replacements[field])
+    quick = _plain_value(raw)
+    try:
+        checked = _value(raw, "v")
+    except DumpError:
+        assert quick is None
+    else:
+        assert quick is None or quick == checked
 
 
 _versions = st.lists(
