@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
 from typing import Any
 
 import pytest
@@ -382,6 +383,11 @@ async def test_answers_on_the_wire_keep_a_connection_open_for_idle_timeout_only(
         writer.write(HOT_GET)
         assert (await _answer(reader)).startswith(b"HTTP/1.1 200 OK\r\n")
         await asyncio.sleep(0.6)
+    # The socket options aiohttp gives a connection it keeps, once it lives on.
+    (kept,) = [p for p in api.client.server.runner.server._guard.open if p.transport]
+    sock = kept.transport.get_extra_info("socket")
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
     assert app[keys.HOT].on_the_wire == 5
     assert await asyncio.wait_for(reader.read(1), 5) == b""  # closed once idle for 1 s
     assert 2.4 < loop.time() - begun < 4.5

@@ -181,6 +181,7 @@ class GuardedProtocol(asyncio.Protocol):
         #: Before aiohttp has the connection: when it may be closed as idle, and the clock.
         self._idle_until = 0.0
         self._idle_clock: asyncio.TimerHandle | None = None
+        self._tuned = False  # the socket's options set
 
     # -- what the connection is doing ------------------------------------------------------
 
@@ -240,12 +241,10 @@ class GuardedProtocol(asyncio.Protocol):
             self._remote = str(peer[0]) if isinstance(peer, (list, tuple)) else str(peer)
         if self.wire is None:
             self._hand_over()
-        else:  # as aiohttp's handler would: its socket options, its idle clock
-            tcp_keepalive(transport)  # type: ignore[arg-type]
-            tcp_nodelay(transport, True)  # type: ignore[arg-type]
-            if self.wire.idle_timeout > 0:
-                self._idle_until = self._loop.time() + self.wire.idle_timeout
-                self._idle_clock = self._loop.call_at(self._idle_until, self._idle_check)
+        elif self.wire.idle_timeout > 0:  # as aiohttp's handler would (its socket options
+            # wait for the connection to outlive its first answer: see ``_on_the_wire``)
+            self._idle_until = self._loop.time() + self.wire.idle_timeout
+            self._idle_clock = self._loop.call_at(self._idle_until, self._idle_check)
         self.guard.opened(self)
 
     def data_received(self, data: bytes) -> None:
@@ -336,6 +335,10 @@ class GuardedProtocol(asyncio.Protocol):
             self.transport.close()
         elif inner is None:
             self._idle_until = loop.time() + wire.idle_timeout
+            if not self._tuned:  # it lives on: aiohttp's socket options, as it sets them
+                self._tuned = True  # (an answer alone in its segment needs no TCP_NODELAY)
+                tcp_keepalive(self.transport)
+                tcp_nodelay(self.transport, True)
         elif inner._keepalive and inner._keepalive_timeout > 0:
             close_time = loop.time() + inner._keepalive_timeout
             inner._next_keepalive_close_time = close_time
