@@ -53,6 +53,9 @@ __all__ = ["HotAnswers"]
 #: back at their next ask).
 _MOST = 50_000
 
+#: What follows ``Server`` in an API answer: the hook's header, the end of the headers.
+_JSON_TAIL = b"X-Content-Type-Options: nosniff\r\n\r\n"
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -65,14 +68,17 @@ class _Hot:
     answer: Answer | None = None  # the API's answer
     redirect: Redirect | None = None  # or the resolver's redirect, with its page
     page: str = ""
-    #: The bytes of the answer (and of a 304, for the API) around its caching headers and
-    #: ``Date`` (``_make_parts``), and those made of them for ``(max-age, second, Date)``.
-    parts: tuple[bytes, bytes, bytes] | None = None
-    parts_304: tuple[bytes, bytes] = (b"", b"")
+    #: The answer's bytes before its caching headers (a 304's too, for the API), between
+    #: them and ``Date``, and after ``Server`` (``_make_parts``; the last two shared by
+    #: all answers alike), and its body; then its caching headers, made for
+    #: ``(max-age, second, Date)``.
+    head: bytes = b""
+    head_304: bytes = b""
+    middle: bytes = b""
+    tail: bytes = b""
+    body: bytes = b""
     wire_for: tuple[int, int, str] | None = None
     caching: bytes = b""
-    wire: bytes = b""
-    wire_304: bytes = b""
 
 
 class HotAnswers:
@@ -87,6 +93,9 @@ class HotAnswers:
         self.answered = 0  # answers given here
         self.on_the_wire = 0  # of which by the connection itself
         self._date: tuple[str, bytes] = ("", b"")  # aiohttp's Date, and its header lines
+        #: Parts of answers shared by all alike (``_make_parts``).
+        self._html_tail = b""
+        self._middles: dict[tuple[str, int], bytes] = {}
 
     def keep(self, request: web.Request, resolution: Resolution, answer: Answer) -> None:
         """The API's view answered ``request`` with ``answer``, made from ``resolution``'s
@@ -193,10 +202,10 @@ class HotAnswers:
             return None
         now = self._now()
         key = (int(lookup.expires - now), int(now), rfc822_formatted_time())
-        if hot.parts is None and not self._make_parts(hot):
+        if not hot.head and not self._make_parts(hot):
             return None
         if hot.wire_for != key:  # the caching headers and Date of this second
-            hot.wire_for, hot.wire, hot.wire_304 = key, b"", b""
+            hot.wire_for = key
             if self._date[0] != key[2]:
                 self._date = (key[2], f"Date: {key[2]}\r\nServer: {SERVER_SOFTWARE}\r\n".encode())
             caching = caching_headers(lookup.expires, now)
@@ -204,22 +213,14 @@ class HotAnswers:
         cache.hit()
         self.answered += 1
         self.on_the_wire += 1
-        answer = hot.answer
         date = self._date[1] + b"Connection: close\r\n" if close else self._date[1]
+        answer = hot.answer
         if answer is not None and if_none_match and etag_matches(if_none_match, answer.etag):
-            wire, status = hot.wire_304, 304
-            if close or not wire:
-                head, tail = hot.parts_304
-                wire = b"".join((head, hot.caching, date, tail))
-                if not close:
-                    hot.wire_304 = wire
+            wire = b"".join((hot.head_304, hot.caching, date, hot.tail))
+            status = 304
         else:
-            wire, status = hot.wire, hot.redirect.status if hot.redirect is not None else 200
-            if close or not wire:
-                head, middle, tail = hot.parts
-                wire = b"".join((head, hot.caching, middle, date, tail))
-                if not close:
-                    hot.wire = wire
+            wire = b"".join((hot.head, hot.caching, hot.middle, date, hot.tail, hot.body))
+            status = hot.redirect.status if hot.redirect is not None else 200
         self._metrics.answered(hot.route, "GET", status, time.perf_counter() - started)
         return wire, status
 
@@ -231,27 +232,34 @@ class HotAnswers:
         False when the answer cannot go this way (a header aiohttp would refuse)."""
         if hot.answer is not None:
             body, etag = hot.answer.body, hot.answer.etag
-            nosniff = b"X-Content-Type-Options: nosniff\r\n\r\n"
-            hot.parts = (
-                f"HTTP/1.1 200 OK\r\nETag: {etag}\r\n".encode(),
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n".encode(),
-                nosniff + body,
-            )
-            hot.parts_304 = (f"HTTP/1.1 304 Not Modified\r\nETag: {etag}\r\n".encode(), nosniff)
-            return True
-        redirect = hot.redirect
-        assert redirect is not None
-        if "\r" in redirect.url or "\n" in redirect.url:
-            return False  # (aiohttp refuses such a header; the application answers)
-        page = hot.page.encode()
-        status = HTTPStatus(redirect.status)
-        hot.parts = (
-            f"HTTP/1.1 {status.value} {status.phrase}\r\nLocation: {redirect.url}\r\n".encode(),
-            f"Content-Type: text/html; charset=utf-8\r\nContent-Length: {len(page)}\r\n".encode(),
-            (
-                "Vary: Accept\r\nX-Content-Type-Options: nosniff\r\n"
-                f"Content-Security-Policy: {self._html_policy}\r\nX-Frame-Options: DENY\r\n\r\n"
+            hot.head = f"HTTP/1.1 200 OK\r\nETag: {etag}\r\n".encode()
+            hot.head_304 = f"HTTP/1.1 304 Not Modified\r\nETag: {etag}\r\n".encode()
+            content = "Content-Type: application/json"
+            hot.tail = _JSON_TAIL
+        else:
+            redirect = hot.redirect
+            assert redirect is not None
+            if "\r" in redirect.url or "\n" in redirect.url:
+                return False  # (aiohttp refuses such a header; the application answers)
+            body = hot.page.encode()
+            status = HTTPStatus(redirect.status)
+            hot.head = (
+                f"HTTP/1.1 {status.value} {status.phrase}\r\nLocation: {redirect.url}\r\n"
             ).encode()
-            + page,
-        )
+            content = "Content-Type: text/html; charset=utf-8"
+            if not self._html_tail:
+                self._html_tail = (
+                    "Vary: Accept\r\nX-Content-Type-Options: nosniff\r\n"
+                    f"Content-Security-Policy: {self._html_policy}\r\n"
+                    "X-Frame-Options: DENY\r\n\r\n"
+                ).encode()
+            hot.tail = self._html_tail
+        hot.body = body
+        middle = self._middles.get((content, len(body)))
+        if middle is None:
+            if len(self._middles) >= 4096:
+                self._middles.clear()
+            middle = f"{content}\r\nContent-Length: {len(body)}\r\n".encode()
+            self._middles[content, len(body)] = middle
+        hot.middle = middle
         return True
