@@ -423,3 +423,19 @@ async def test_a_request_after_one_aiohttp_is_answering_waits_its_turn(aiohttp_c
     assert (await _answer(reader)).startswith(b"HTTP/1.1 200 OK\r\n")
     writer.close()
     assert hot.on_the_wire == 1
+
+
+async def test_connections_answered_only_on_the_wire_close_when_the_server_stops(
+    aiohttp_client, tmp_path
+):
+    """aiohttp closes the connections its handlers have at shutdown; those it never had are
+    closed with them."""
+    api, app = await _wired_app(aiohttp_client, tmp_path)
+    server = api.client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(HOT_GET)
+    assert (await _answer(reader)).startswith(b"HTTP/1.1 200 OK\r\n")
+    assert app[keys.HOT].on_the_wire == 2
+    server.runner.server.pre_shutdown()  # what the runner's cleanup does first
+    assert await asyncio.wait_for(reader.read(1), 5) == b""
+    writer.close()

@@ -172,7 +172,7 @@ class GuardedProtocol(asyncio.Protocol):
         self.guard = guard
         self.wire = wire
         self.transport: asyncio.Transport | None = None
-        self._loop = asyncio.get_event_loop()
+        self._loop = asyncio.get_running_loop()  # (made by the loop, for a connection)
         self._header_clock: asyncio.TimerHandle | None = None
         #: Whether aiohttp's parser has been given only whole requests without a body.
         self._whole = wire is not None
