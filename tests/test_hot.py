@@ -16,12 +16,13 @@ import re
 import socket
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
 from handle_server import keys
 from handle_server.app import create_app
-from handle_server.ops.access_log import LineAccessLogger
+from handle_server.ops.access_log import JSONAccessLogger, LineAccessLogger
 from handle_server.ops.connections import ConnectionGuard, GuardedRunner
 
 from .helpers import ADMIN_AUTH, Api, make_config, url_value
@@ -46,9 +47,10 @@ class GuardedTestServer(TestServer):
     """The test server with ``serve``'s connections: each watched by a guard that answers
     kept answers on the wire, with the access log ``serve`` gives (combined lines)."""
 
-    def __init__(self, app: Any, *, idle_timeout: float = 75) -> None:
+    def __init__(self, app: Any, *, idle_timeout: float = 75, log: str = "combined") -> None:
         super().__init__(app)
         self.idle_timeout = idle_timeout
+        self.log = log
 
     async def _make_runner(self, **kwargs: Any) -> GuardedRunner:
         guard = ConnectionGuard(max_connections=100, header_timeout=10, hot=self.app[keys.HOT])
@@ -57,8 +59,8 @@ class GuardedTestServer(TestServer):
             guard,
             keepalive_timeout=self.idle_timeout,
             access_log=logging.getLogger(ACCESS),
-            access_log_class=LineAccessLogger,
-            access_log_format="combined",
+            access_log_class=JSONAccessLogger if self.log == "json" else LineAccessLogger,
+            access_log_format="" if self.log == "json" else self.log,
             **kwargs,
         )
 
@@ -439,3 +441,22 @@ async def test_connections_answered_only_on_the_wire_close_when_the_server_stops
     server.runner.server.pre_shutdown()  # what the runner's cleanup does first
     assert await asyncio.wait_for(reader.read(1), 5) == b""
     writer.close()
+
+
+async def test_an_answer_on_the_wire_has_the_views_json_access_log_line(
+    aiohttp_client, tmp_path, caplog
+):
+    caplog.set_level(logging.INFO, ACCESS)
+    api, app = await _wired_app(aiohttp_client, tmp_path, log="json")
+    headers = {"User-Agent": "agent/1", "Referer": "https://r.example/"}
+    caplog.clear()
+    await _raw(api, _request("/api/handles/TEST/hot?auth=false", headers))
+    await _raw(api, _request("/api/handles/TEST/hot", headers))
+    assert app[keys.HOT].on_the_wire == 2
+    general, wired = (orjson.loads(r.getMessage()) for r in caplog.records if r.name == ACCESS)
+    assert general.pop("path") == "/api/handles/TEST/hot?auth=false"
+    assert wired.pop("path") == "/api/handles/TEST/hot"
+    for line in (general, wired):
+        assert line.pop("time") and line.pop("duration_s") >= 0
+    assert wired == general
+    assert wired["referer"] == "https://r.example/" and wired["bytes"] > 300
