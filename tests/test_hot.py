@@ -192,16 +192,20 @@ async def test_what_is_not_an_anonymous_get_of_the_bare_path_is_never_hot(aiohtt
     assert hot.answered == answered
 
 
-async def test_a_hot_answer_goes_with_its_cache_entry(aiohttp_client, tmp_path):
+@WAYS
+async def test_a_hot_answer_goes_with_its_cache_entry(aiohttp_client, tmp_path, wire):
     """A write, the end of the TTL and a purge of the cache each end a kept answer: the next
     GET is the view's, with what the store holds."""
     clock = Clock()
-    api, app = await _app(aiohttp_client, tmp_path, clock)
+    api, app = await _app(aiohttp_client, tmp_path, clock, wire=wire)
     hot = app[keys.HOT]
 
     async def url() -> str:
-        status, body = await api.get("TEST/w")
-        assert status == 200
+        # Each on a connection of its own: one that has carried a request with a body (the
+        # PUTs here) is aiohttp's from then on.
+        answer = await _raw(api, _request("/api/handles/TEST/w", {}))
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+        body = orjson.loads(answer.split(b"\r\n\r\n", 1)[1])
         return body["values"][0]["data"]["value"]
 
     assert (await api.put("TEST/w", [url_value("https://e.org/1", ttl=60)]))[0] == 201
@@ -218,6 +222,7 @@ async def test_a_hot_answer_goes_with_its_cache_entry(aiohttp_client, tmp_path):
     assert (await api.delete("TEST/w"))[0] == 200
     status, _ = await api.get("TEST/w")
     assert status == 404 and hot.answered == 3
+    assert hot.on_the_wire == (3 if wire else 0)
 
 
 async def test_an_answer_from_outside_the_cache_is_never_hot(aiohttp_client, tmp_path):

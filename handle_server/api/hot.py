@@ -80,6 +80,12 @@ class _Hot:
     wire_for: tuple[int, int, str] | None = None
     caching: bytes = b""
 
+    def gone(self) -> bool:
+        """Whether the cache entry the answer was made from went (a write, the end of its
+        TTL, a purge), or the store has changes the cache has not heard of yet."""
+        lookup, cache = self.lookup, self.cache
+        return lookup.dropped or cache.clock() >= lookup.expires or not cache.caught_up()
+
 
 class HotAnswers:
     def __init__(self, metrics: Metrics, now: Callable[[], float], html_policy: str) -> None:
@@ -149,10 +155,10 @@ class HotAnswers:
             if hot is None or "Authorization" in request.headers:
                 return await handle(request)
             started = time.perf_counter()
-            cache, lookup = hot.cache, hot.lookup
-            if lookup.dropped or cache.clock() >= lookup.expires or not cache.caught_up():
+            if hot.gone():
                 del kept[key]
                 return await handle(request)
+            cache, lookup = hot.cache, hot.lookup
             cache.hit()
             self.answered += 1
             response: web.Response
@@ -197,9 +203,9 @@ class HotAnswers:
             hot = kept.get((path, accept))
             if hot is None:
                 return None
+        if hot.gone():
+            return None  # (the application's way forgets it)
         cache, lookup = hot.cache, hot.lookup
-        if lookup.dropped or cache.clock() >= lookup.expires or not cache.caught_up():
-            return None
         now = self._now()
         key = (int(lookup.expires - now), int(now), rfc822_formatted_time())
         if not hot.head and not self._make_parts(hot):
