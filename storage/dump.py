@@ -131,6 +131,7 @@ _PERMISSIONS = {
     for d in (False, True)
 }
 _DATA_FIELDS = frozenset({"format", "value"})
+_TTL_TYPES = (TTLType(0), TTLType(1))
 
 
 def _plain_value(raw: Any) -> HandleValue | None:
@@ -162,9 +163,6 @@ def _plain_value(raw: Any) -> HandleValue | None:
     return HandleValue(
         index, type_, data["value"].encode("utf-8"), ttl, _TTL_TYPES[ttl_type], timestamp, *flags
     )
-
-
-_TTL_TYPES = (TTLType(0), TTLType(1))
 
 
 def _value(raw: Any, where: str) -> HandleValue:

@@ -121,6 +121,14 @@ _NOT_ON_THE_WIRE = frozenset(
 )
 
 
+def _whole_without_body(data: bytes) -> bool:
+    """Whether ``data`` is whole requests (``_WHOLE_REQUESTS``) of which none has a body."""
+    if _WHOLE_REQUESTS.fullmatch(data) is None:
+        return False
+    lowered = data.lower()
+    return not any(header in lowered for header in _BODY_HEADERS)
+
+
 class _Seen:
     """What the access log reads of a request and its answer, for one answered on the wire
     (the attributes of aiohttp's ``BaseRequest`` and ``StreamResponse`` it uses)."""
@@ -252,9 +260,7 @@ class GuardedProtocol(asyncio.Protocol):
         if self._whole:
             if self._on_the_wire(data, inner):
                 return
-            self._whole = _WHOLE_REQUESTS.fullmatch(data) is not None and not any(
-                h in data.lower() for h in _BODY_HEADERS
-            )
+            self._whole = _whole_without_body(data)
         if inner is None:
             inner = self._hand_over()
         before = inner._request_count
